@@ -1,0 +1,12 @@
+"""zonesim's simulation core: pure NumPy models of the kernel's memory-mapping machinery.
+
+This package imports numpy and the standard library only (no ray, no prometheus_client, no I/O,
+no wall clock); ``tests/test_layering.py`` enforces that. Modules follow the kernel subsystems
+they model: ``machine`` (the box), ``policy`` (stock / 4g4g / unmapped), ``events`` (what a
+workload asks of the kernel), ``page_alloc`` (mm/page_alloc.c), ``highmem`` (mm/highmem.c),
+``costs`` (the cycle table), ``sim`` (a run) and ``reference`` (the scalar oracle).
+"""
+
+from core.errors import ConfigError, InvariantError, StreamError
+
+__all__ = ["ConfigError", "InvariantError", "StreamError"]

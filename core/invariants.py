@@ -1,0 +1,98 @@
+"""Invariants of the simulated kernel, checked at the end of every run and on demand.
+
+Each check raises ``InvariantError`` naming the invariant; a violation is a zonesim bug, so the
+message says what was expected and what was found. All checks are vectorized: at 64 GB they read
+16 M frames once or twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.errors import InvariantError
+from core.kernel import Kernel
+from core.mem_map import PG_alloc, PG_buddy, PG_mapped, PG_pcp, PG_reserved
+
+
+def _fail(name: str, detail: str) -> None:
+    raise InvariantError(f"invariant {name} violated: {detail}")
+
+
+def _expand(heads: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """All pfns of the blocks (heads, orders)."""
+    out = [heads[orders == o][:, None] + np.arange(1 << o) for o in np.unique(orders)]
+    return np.concatenate([a.ravel() for a in out]) if out else np.empty(0, dtype=np.int64)
+
+
+def check_frames(k: Kernel) -> None:
+    """No frame allocated twice: reserved, buddy, hot-list and allocated frames tile memory."""
+    mm = k.mm
+    live = k.handle_pfn[k.handle_pfn >= 0]
+    if np.unique(live).size != live.size:
+        _fail("one-owner", "two handles hold the same block")
+    if np.any((mm.page_flags[live] & PG_alloc) == 0):
+        _fail("alloc-flag", "a live handle's block is not flagged allocated")
+    heads = np.flatnonzero(mm.page_flags & PG_buddy)
+    stacks = [mm.pcp_stack[z.start:z.start + z.pcp_top] for z in mm.zones]
+    parts = [np.flatnonzero(mm.page_flags & PG_reserved),
+             _expand(heads, mm.page_order[heads].astype(np.int64)),
+             np.concatenate(stacks).astype(np.int64),
+             _expand(live, mm.page_order[live].astype(np.int64))]
+    cover = np.bincount(np.concatenate(parts), minlength=mm.page_flags.size)
+    if cover.size != mm.page_flags.size or np.any(cover != 1):
+        bad = int(np.flatnonzero(cover != 1)[0])
+        _fail("tiling", f"frame {bad} is covered {int(cover[bad])} times (reserved/free/pcp/allocated)")
+    pcp_flagged = np.flatnonzero(mm.page_flags & PG_pcp)
+    if not np.array_equal(np.sort(parts[2]), pcp_flagged):
+        _fail("pcp-flag", "PG_pcp does not mark exactly the hot-list pages")
+
+
+def check_zones(k: Kernel) -> None:
+    """Each zone's free count equals its buddy pages plus its hot list; lists match the flags."""
+    mm = k.mm
+    for z in mm.zones:
+        buddy = 0
+        for order, area in enumerate(z.free_area):
+            for pfn in area:
+                if not (z.start <= pfn < z.end) or mm.page_order[pfn] != order:
+                    _fail("free-area", f"{z.name} free_area[{order}] holds pfn {pfn} of another zone/order")
+            buddy += len(area) << order
+        if z.free_pages != buddy + z.pcp_top:
+            _fail("zone-free", f"{z.name}: free_pages {z.free_pages} != buddy {buddy} + hot list {z.pcp_top}")
+    listed = sum(len(a) for z in mm.zones for a in z.free_area)
+    if listed != int(np.count_nonzero(mm.page_flags & PG_buddy)):
+        _fail("buddy-flag", "PG_buddy heads and free lists disagree")
+
+
+def check_pkmap(k: Kernel) -> None:
+    """pkmap_count and page->virtual agree; counts are never negative."""
+    pk, slot_of = k.pk, k.mm.pkmap_slot
+    if np.any(pk.pkmap_count < 0):
+        _fail("pkmap-count", "a pkmap_count is negative")
+    used = np.flatnonzero(pk.pkmap_count >= 1)
+    if used.size != pk.mapped:
+        _fail("pkmap-mapped", f"{used.size} slots in use but mapped = {pk.mapped}")
+    if np.any(slot_of[pk.pkmap_page[used]] != used):
+        _fail("pkmap-virtual", "a slot's page does not point back at the slot")
+    if int(np.count_nonzero(slot_of >= 0)) != used.size:
+        _fail("pkmap-virtual", "a page points at a slot that does not hold it")
+
+
+def check_mapped(k: Kernel) -> None:
+    """unmapped policy: every kernel-mapped block is allocated and the window count is exact."""
+    mm = k.mm
+    heads = np.flatnonzero(mm.page_flags & PG_mapped)
+    if np.any((mm.page_flags[heads] & PG_alloc) == 0):
+        _fail("mapped-allocated", "a kernel-mapped block is not allocated")
+    pages = int(np.sum(np.left_shift(1, mm.page_order[heads].astype(np.int64))))
+    if pages != k.window_used:
+        _fail("window", f"window_used {k.window_used} != mapped pages {pages}")
+    if k.window_used > k.window_pages:
+        _fail("window", "more pages mapped than the window holds")
+
+
+def check_all(k: Kernel) -> None:
+    check_zones(k)
+    check_frames(k)
+    check_pkmap(k)
+    check_mapped(k)

@@ -1,0 +1,224 @@
+"""Machines as data: the box a simulation runs on.
+
+A ``Machine`` is a frozen record of the facts in REFERENCE.md (section 2 for x86) plus a cost table
+whose every entry names its source. Presets are plain instances; ``with_overrides`` returns a copy
+with ``--set`` values applied and validated, so every field can be swept.
+
+Simplifications: one flat ``mem_map`` (no NUMA nodes); the kernel image, the BIOS area and early
+boot reservations are one block at physical 0; CPU speed is a single clock rate used to turn the
+microsecond figures of REFERENCE.md into cycles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from core.errors import ConfigError
+from core.units import GiB, MiB, parse_size
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One entry of the cost table: cycles per action, and where the number comes from."""
+
+    cycles: int
+    source: str
+
+
+def _x86_costs(mhz: int) -> dict[str, Cost]:
+    us = mhz  # cycles per microsecond
+    return {
+        "kernel_entry": Cost(1 * us, "REFERENCE s2: ~1 us null syscall (Molnar 2003)"),
+        "cr3_reload": Cost(3 * us // 2, "REFERENCE s2: 4G/4G adds ~3 us per syscall = 2 cr3 reloads [derived]"),
+        "tlb_flush_global": Cost(4 * us, "[est] flush_tlb_all: IPI to every CPU and wait, ~4 us"),
+        "tlb_flush_local": Cost(200, "[est] one invlpg plus the refill it causes"),
+        "pte_set": Cost(50, "[est] write one kernel PTE"),
+        "pkmap_flush_scan": Cost(5, "[est] per slot of flush_all_zero_pkmaps' scan"),
+        "page_alloc": Cost(400, "[est] buffered_rmqueue fast path"),
+        "page_free": Cost(300, "[est] free_hot_cold_page fast path"),
+        "page_copy": Cost(1 * us, "[est] copy 4 KiB at ~4 GB/s"),
+        "fork": Cost(100 * us, "[est] dup_mm and friends besides page tables, ~100 us"),
+        "exec": Cost(300 * us, "[est] do_execve besides page tables, ~300 us"),
+        "exit": Cost(50 * us, "[est] do_exit besides page freeing, ~50 us"),
+        "io_request": Cost(5 * us, "[est] block layer and driver work per page of I/O"),
+        "kmap_wait": Cost(5 * us, "[est] sleep on pkmap_map_wait and wake: two context switches"),
+    }
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The simulated box. Sizes are bytes; every field can be overridden with ``--set``."""
+
+    name: str
+    arch: str
+    memory: int
+    page_size: int
+    page_offset: int  # start of the kernel's offset map (3G/1G split: 0xC0000000)
+    vmalloc_reserve: int  # __VMALLOC_RESERVE: kernel VA kept for vmalloc/fixmap/pkmap
+    dma_zone: int  # ZONE_DMA ends here
+    struct_page: int  # sizeof(struct page)
+    last_pkmap: int  # LAST_PKMAP: persistent kmap slots (512 with PAE)
+    kmap_atomic_slots: int  # KM_TYPE_NR: fixmap slots per CPU
+    cpus: int
+    tlb_entries: int
+    cpu_mhz: int
+    kernel_image: int  # text + data + bss + the BIOS area, reserved at boot from physical 0
+    highpte: bool  # CONFIG_HIGHPTE: user PTE pages may live in highmem
+    kernel_stack_order: int  # 1 = 8 KiB stacks (the 2.6.11 default), 0 = CONFIG_4KSTACKS
+    costs: dict[str, Cost] = field(default_factory=dict, compare=False)
+
+    @property
+    def frames(self) -> int:
+        return self.memory // self.page_size
+
+    @property
+    def mem_map_bytes(self) -> int:
+        """One struct page per frame, all of it in lowmem (flat mem_map, as i386 2.6.11)."""
+        return self.frames * self.struct_page
+
+    def cycles(self, name: str) -> int:
+        return self.costs[name].cycles
+
+
+X86_PAE_64G = Machine(
+    name="x86-pae-64g",
+    arch="x86",
+    memory=64 * GiB,
+    page_size=4096,
+    page_offset=0xC0000000,
+    vmalloc_reserve=128 * MiB,
+    dma_zone=16 * MiB,
+    struct_page=32,
+    last_pkmap=512,
+    kmap_atomic_slots=13,
+    cpus=8,
+    tlb_entries=64,
+    cpu_mhz=2800,
+    kernel_image=8 * MiB,
+    highpte=False,
+    kernel_stack_order=1,
+    costs=_x86_costs(2800),
+)
+
+MACHINES: dict[str, Machine] = {m.name: m for m in (X86_PAE_64G,)}
+
+# What each field means, for `zonesim list` and error messages.
+FIELD_HELP: dict[str, str] = {
+    "memory": "physical memory, e.g. 16GiB",
+    "page_size": "bytes per page, a power of two >= 4096",
+    "page_offset": "start of the kernel offset map, e.g. 0xC0000000",
+    "vmalloc_reserve": "kernel virtual space kept for vmalloc, fixmap and pkmap",
+    "dma_zone": "end of ZONE_DMA",
+    "struct_page": "sizeof(struct page) in bytes",
+    "last_pkmap": "persistent kmap slots (LAST_PKMAP), a power of two",
+    "kmap_atomic_slots": "kmap_atomic fixmap slots per CPU (KM_TYPE_NR)",
+    "cpus": "CPU count",
+    "tlb_entries": "data TLB entries per CPU",
+    "cpu_mhz": "clock rate, turns microsecond costs into cycles",
+    "kernel_image": "kernel text, data and boot reservations",
+    "highpte": "CONFIG_HIGHPTE: true or false",
+    "kernel_stack_order": "kernel stack allocation order: 0 (4 KiB) or 1 (8 KiB)",
+}
+
+_SIZE_FIELDS = {"memory", "page_size", "page_offset", "vmalloc_reserve", "dma_zone", "kernel_image"}
+_INT_FIELDS = {"struct_page", "last_pkmap", "kmap_atomic_slots", "cpus", "tlb_entries", "cpu_mhz",
+               "kernel_stack_order"}
+_BOOL_FIELDS = {"highpte"}
+
+
+def parse_bool(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(key, "true or false", value)
+
+
+def parse_int(key: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(key, "an integer", value)
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip(), 0)
+    except ValueError:
+        raise ConfigError(key, "an integer", value) from None
+
+
+def owns(key: str) -> bool:
+    """Whether ``--set key=...`` is a machine setting."""
+    return key in FIELD_HELP or key.startswith("cost.")
+
+
+def _coerce(key: str, value: object) -> object:
+    if key in _SIZE_FIELDS:
+        return parse_size(key, value)
+    if key in _INT_FIELDS:
+        return parse_int(key, value)
+    return parse_bool(key, value)
+
+
+def with_overrides(machine: Machine, overrides: dict[str, object]) -> Machine:
+    """A copy of ``machine`` with ``--set`` values applied; raises ConfigError naming the field."""
+    changes: dict[str, object] = {}
+    costs = dict(machine.costs)
+    for key, value in overrides.items():
+        if key.startswith("cost."):
+            name = key[len("cost."):]
+            if name not in costs:
+                raise ConfigError(key, "one of " + ", ".join(f"cost.{n}" for n in sorted(costs)))
+            cycles = parse_int(key, value)
+            if cycles < 0:
+                raise ConfigError(key, "cycles >= 0", value)
+            costs[name] = Cost(cycles, "--set override")
+        elif key in FIELD_HELP:
+            changes[key] = _coerce(key, value)
+        else:
+            raise ConfigError(key, "a machine field: " + ", ".join(sorted(FIELD_HELP)) + ", cost.NAME")
+    out = dataclasses.replace(machine, costs=costs, **changes)
+    validate(out)
+    return out
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def validate(m: Machine) -> None:
+    """Reject machines no kernel could boot on, naming the first bad field."""
+    if m.page_size < 4096 or not _power_of_two(m.page_size):
+        raise ConfigError("page_size", "a power of two >= 4096", m.page_size)
+    if m.memory <= 0 or m.memory % m.page_size:
+        raise ConfigError("memory", "a positive multiple of page_size", m.memory)
+    if m.arch == "x86" and m.memory > 64 * GiB:
+        raise ConfigError("memory", "at most 64GiB on x86 with PAE (36-bit physical addresses)", m.memory)
+    if not 0 < m.page_offset < 1 << 32 or m.page_offset % m.page_size:
+        raise ConfigError("page_offset", "a page-aligned address inside 4 GiB, e.g. 0xC0000000", m.page_offset)
+    if m.vmalloc_reserve < 0 or m.vmalloc_reserve % m.page_size or m.vmalloc_reserve >= (1 << 32) - m.page_offset:
+        raise ConfigError("vmalloc_reserve", "page-aligned and smaller than the kernel's virtual space",
+                          m.vmalloc_reserve)
+    if m.dma_zone < 0 or m.dma_zone % m.page_size:
+        raise ConfigError("dma_zone", "a page-aligned size >= 0", m.dma_zone)
+    if not 8 <= m.struct_page <= 256:
+        raise ConfigError("struct_page", "between 8 and 256 bytes", m.struct_page)
+    if not _power_of_two(m.last_pkmap):
+        raise ConfigError("last_pkmap", "a power of two >= 1 (the scan wraps with LAST_PKMAP_MASK)", m.last_pkmap)
+    for name in ("kmap_atomic_slots", "cpus", "tlb_entries", "cpu_mhz"):
+        if getattr(m, name) < 1:
+            raise ConfigError(name, "an integer >= 1", getattr(m, name))
+    if m.kernel_stack_order not in (0, 1):
+        raise ConfigError("kernel_stack_order", "0 (4 KiB stacks) or 1 (8 KiB stacks)", m.kernel_stack_order)
+    if m.kernel_image < 0 or m.kernel_image % m.page_size:
+        raise ConfigError("kernel_image", "a page-aligned size >= 0", m.kernel_image)
+    if m.frames >= 1 << 31:
+        raise ConfigError("memory", "fewer than 2**31 frames", m.memory)
+
+
+def get_machine(name: str) -> Machine:
+    if name not in MACHINES:
+        raise ConfigError("machine", "one of " + ", ".join(sorted(MACHINES)), name)
+    return MACHINES[name]

@@ -1,0 +1,110 @@
+"""The record: one flat dict per run, the same keys for every machine and policy.
+
+Counts come from ``Kernel.c`` and the kmap pool; cycles multiply counts by the machine's cost
+table (``Machine.costs``, each entry citing its source), one ``cycles_<mechanism>`` key per line
+of the table that the run used, and ``cycles_total`` is their sum. Nothing here knows any
+expected figure: it only converts what the engines counted.
+"""
+
+from __future__ import annotations
+
+from core.kernel import Kernel
+
+IDENTITY_KEYS = ("machine", "policy", "workload", "seed", "engine")
+
+COUNT_KEYS = (
+    "events", "mem_map_bytes", "lowmem_total_bytes", "lowmem_free_min_bytes",
+    "highmem_free_min_bytes", "kernel_mapped_bytes_peak", "kernel_mapped_bytes_mean",
+    "allocs", "alloc_failures", "frees", "ops_on_failed", "kernel_entries", "forks", "execs", "exits",
+    "kmap_calls", "kmap_waits", "kmap_waiters_at_end", "pkmap_wraps", "pkmap_new_mappings",
+    "kmap_atomic_calls", "kmap_atomic_maps", "pte_updates", "pte_kmaps",
+    "kernel_map_pages", "kernel_unmap_pages", "io_requests", "page_copies",
+    "tlb_flush_global", "tlb_flush_local", "tlb_flush_full",
+)
+
+# mechanism -> (count key or callable, cost name). The cost table entries are in core.machine.
+CYCLE_KEYS = (
+    "cycles_kernel_entry", "cycles_cr3_reload", "cycles_tlb_flush_global", "cycles_tlb_flush_local",
+    "cycles_kmap", "cycles_kmap_atomic", "cycles_kmap_wait", "cycles_kernel_map", "cycles_page_alloc",
+    "cycles_page_free", "cycles_page_copy", "cycles_fork", "cycles_exec", "cycles_exit", "cycles_io",
+    "cycles_total",
+)
+
+RECORD_KEYS = IDENTITY_KEYS + COUNT_KEYS + CYCLE_KEYS
+
+
+def counts(k: Kernel) -> dict[str, int]:
+    """The mechanism counts of a finished run."""
+    c, m, pk = k.c, k.machine, k.pk
+    page = m.page_size
+    lazy_flushes = c.kernel_unmap_pages // k.policy.unmap_flush_batch if k.policy.map_on_alloc else 0
+    events = max(c.events, 1)
+    return {
+        "events": c.events,
+        "mem_map_bytes": m.mem_map_bytes,
+        "lowmem_total_bytes": k.lowmem_total * page,
+        "lowmem_free_min_bytes": c.lowmem_free_min * page,
+        "highmem_free_min_bytes": c.highmem_free_min * page,
+        "kernel_mapped_bytes_peak": c.kernel_mapped_peak * page,
+        "kernel_mapped_bytes_mean": (c.kernel_mapped_sum * page / events if c.events
+                                     else k.kernel_mapped() * page),
+        "allocs": c.allocs,
+        "alloc_failures": c.alloc_failures,
+        "frees": c.frees,
+        "ops_on_failed": c.ops_on_failed,
+        "kernel_entries": c.kernel_entries,
+        "forks": c.forks,
+        "execs": c.execs,
+        "exits": c.exits,
+        "kmap_calls": c.kmap_calls,
+        "kmap_waits": pk.waits,
+        "kmap_waiters_at_end": len(pk.waiters),
+        "pkmap_wraps": pk.wraps,
+        "pkmap_new_mappings": pk.new_mappings,
+        "kmap_atomic_calls": c.kmap_atomic_calls,
+        "kmap_atomic_maps": c.kmap_atomic_maps,
+        "pte_updates": c.pte_updates,
+        "pte_kmaps": c.pte_kmaps,
+        "kernel_map_pages": c.kernel_map_pages,
+        "kernel_unmap_pages": c.kernel_unmap_pages,
+        "io_requests": c.io_requests,
+        "page_copies": c.page_copies,
+        "tlb_flush_global": pk.wraps + lazy_flushes,
+        "tlb_flush_local": c.tlb_flush_local,
+        "tlb_flush_full": c.tlb_flush_full,
+    }
+
+
+def cycles(k: Kernel, n: dict[str, int]) -> dict[str, int]:
+    """Estimated cycles per mechanism: counts times the cost table."""
+    cost = k.machine.cycles
+    out = {
+        "cycles_kernel_entry": n["kernel_entries"] * cost("kernel_entry"),
+        "cycles_cr3_reload": n["tlb_flush_full"] * cost("cr3_reload"),
+        "cycles_tlb_flush_global": n["tlb_flush_global"] * cost("tlb_flush_global"),
+        "cycles_tlb_flush_local": n["tlb_flush_local"] * cost("tlb_flush_local"),
+        "cycles_kmap": (n["pkmap_new_mappings"] * cost("pte_set")
+                        + n["pkmap_wraps"] * k.pk.slots * cost("pkmap_flush_scan")),
+        "cycles_kmap_atomic": (n["kmap_atomic_maps"] + n["pte_kmaps"]) * cost("pte_set"),
+        "cycles_kmap_wait": n["kmap_waits"] * cost("kmap_wait"),
+        "cycles_kernel_map": (n["kernel_map_pages"] + n["kernel_unmap_pages"]) * cost("pte_set"),
+        "cycles_page_alloc": n["allocs"] * cost("page_alloc"),
+        "cycles_page_free": n["frees"] * cost("page_free"),
+        "cycles_page_copy": n["page_copies"] * cost("page_copy"),
+        "cycles_fork": n["forks"] * cost("fork"),
+        "cycles_exec": n["execs"] * cost("exec"),
+        "cycles_exit": n["exits"] * cost("exit"),
+        "cycles_io": n["io_requests"] * cost("io_request"),
+    }
+    out["cycles_total"] = sum(out.values())
+    return out
+
+
+def build_record(k: Kernel, identity: dict[str, object]) -> dict[str, object]:
+    """The flat record: identity, counts, cycles, in RECORD_KEYS order."""
+    n = counts(k)
+    rec: dict[str, object] = {key: identity.get(key) for key in IDENTITY_KEYS}
+    rec.update(n)
+    rec.update(cycles(k, n))
+    assert tuple(rec) == RECORD_KEYS, "record keys drifted from RECORD_KEYS"
+    return rec

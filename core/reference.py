@@ -1,0 +1,165 @@
+"""The scalar reference engine: one event at a time, in stream order. The tests' oracle.
+
+Every event goes through the kernel verbs of ``page_alloc`` and ``highmem`` directly, and the time
+series are folded after every event. It is slow on purpose-free grounds: it is the plainest
+statement of the semantics, and the fast engine must produce the identical record on any stream.
+The fast engine also falls back to these same steps for the parts it cannot batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from core import events as E
+from core.errors import StreamError
+from core.highmem import kmap_high, kunmap_high
+from core.kernel import H_FAILED, H_FREE, Kernel
+from core.mem_map import PG_mapped
+from core.page_alloc import alloc_pages, free_pages
+
+
+def live_pfn(k: Kernel, handle: int, what: str) -> int:
+    """The handle's pfn; -1 if its allocation failed (the op is skipped); error if it holds nothing."""
+    pfn = int(k.handle_pfn[handle])
+    if pfn == H_FAILED:
+        k.c.ops_on_failed += 1
+        return -1
+    if pfn == H_FREE:
+        raise StreamError(f"{what} of handle {handle}, which holds no page")
+    return pfn
+
+
+def do_alloc(k: Kernel, handle: int, order: int, gfp: int) -> None:
+    """__alloc_pages, then (unmapped policy) the mapping for kernel allocations."""
+    c = k.c
+    c.allocs += 1
+    if k.handle_pfn[handle] >= 0:
+        raise StreamError(f"allocation into handle {handle}, which already holds a page")
+    n = 1 << order
+    maps = bool(k.maps_on_alloc[gfp])
+    pfn = -1
+    if not maps or k.window_used + n <= k.window_pages:
+        pfn = alloc_pages(k.mm, k.zonelist[gfp], order)
+    if pfn < 0:
+        c.alloc_failures += 1
+        k.handle_pfn[handle] = H_FAILED
+        return
+    k.handle_pfn[handle] = pfn
+    if maps:
+        k.mm.page_flags[pfn] |= PG_mapped
+        k.window_used += n
+        c.kernel_map_pages += n
+
+
+def do_free(k: Kernel, handle: int) -> None:
+    """__free_pages; under unmapped, unmap a mapped block first (one local invlpg)."""
+    pfn = int(k.handle_pfn[handle])
+    k.handle_pfn[handle] = H_FREE
+    if pfn == H_FAILED:
+        k.c.ops_on_failed += 1
+        return
+    if pfn == H_FREE:
+        raise StreamError(f"free of handle {handle}, which holds no page")
+    c = k.c
+    c.frees += 1
+    if k.mm.page_flags[pfn] & PG_mapped:
+        n = 1 << int(k.mm.page_order[pfn])
+        k.mm.page_flags[pfn] &= 0xFF ^ PG_mapped
+        k.window_used -= n
+        c.kernel_unmap_pages += n
+        c.kernel_unmaps += 1
+        c.tlb_flush_local += 1
+    free_pages(k.mm, pfn)
+
+
+def do_kmap(k: Kernel, handle: int) -> None:
+    k.c.kmap_calls += 1
+    pfn = live_pfn(k, handle, "kmap")
+    if pfn >= 0 and not k.has_kernel_address(pfn):
+        kmap_high(k.pk, k.mm.pkmap_slot, handle, pfn)
+
+
+def do_kunmap(k: Kernel, handle: int) -> None:
+    pfn = live_pfn(k, handle, "kunmap")
+    if pfn >= 0 and not k.has_kernel_address(pfn):
+        kunmap_high(k.pk, k.mm.pkmap_slot, handle, pfn)
+
+
+def do_kmap_atomic(k: Kernel, handle: int) -> None:
+    """kmap_atomic: a page without a kernel address gets a fixmap PTE and one local invlpg."""
+    k.c.kmap_atomic_calls += 1
+    pfn = live_pfn(k, handle, "kmap_atomic")
+    if pfn >= 0 and not k.has_kernel_address(pfn):
+        k.c.kmap_atomic_maps += 1
+        k.c.tlb_flush_local += 1
+
+
+def do_pte_update(k: Kernel, handle: int) -> None:
+    """pte_offset_map: a PTE page without a kernel address is reached through kmap_atomic."""
+    k.c.pte_updates += 1
+    pfn = live_pfn(k, handle, "pte_update")
+    if pfn >= 0 and not k.has_kernel_address(pfn):
+        k.c.pte_kmaps += 1
+        k.c.tlb_flush_local += 1
+
+
+def _count(name: str) -> Callable[[Kernel, np.void], None]:
+    def step(k: Kernel, e: np.void) -> None:
+        setattr(k.c, name, getattr(k.c, name) + 1)
+    return step
+
+
+def _with_handle(verb: Callable[[Kernel, int], None]) -> Callable[[Kernel, np.void], None]:
+    return lambda k, e: verb(k, int(e["handle"]))
+
+
+def _io(k: Kernel, e: np.void) -> None:
+    k.c.io_requests += 1
+    live_pfn(k, int(e["handle"]), "io")
+
+
+def _copy(k: Kernel, e: np.void) -> None:
+    k.c.page_copies += 1
+    live_pfn(k, int(e["handle"]), "copy")
+
+
+def _alloc(k: Kernel, e: np.void) -> None:
+    do_alloc(k, int(e["handle"]), int(e["order"]), int(E.GFP_OF_KIND[e["kind"]]))
+
+
+STEPS: dict[int, Callable[[Kernel, np.void], None]] = {
+    E.K_SYSCALL: lambda k, e: None,
+    E.K_FORK: _count("forks"),
+    E.K_EXEC: _count("execs"),
+    E.K_EXIT: _count("exits"),
+    E.K_ALLOC_ANON: _alloc,
+    E.K_ALLOC_PAGECACHE: _alloc,
+    E.K_ALLOC_SLAB: _alloc,
+    E.K_ALLOC_STACK: _alloc,
+    E.K_ALLOC_PGTABLE: _alloc,
+    E.K_FREE: _with_handle(do_free),
+    E.K_KMAP: _with_handle(do_kmap),
+    E.K_KUNMAP: _with_handle(do_kunmap),
+    E.K_KMAP_ATOMIC: _with_handle(do_kmap_atomic),
+    E.K_PTE_UPDATE: _with_handle(do_pte_update),
+    E.K_IO: _io,
+    E.K_COPY: _copy,
+}
+
+
+def step(k: Kernel, e: np.void) -> None:
+    """One event: kernel entry accounting, the kind's verb, then the time series."""
+    kind = int(e["kind"])
+    if E.ENTERS_KERNEL[kind]:
+        k.c.kernel_entries += 1
+        k.c.tlb_flush_full += k.policy.cr3_reloads_per_entry
+    STEPS[kind](k, e)
+    k.c.events += 1
+    k.observe()
+
+
+def run_batch(k: Kernel, batch: np.ndarray) -> None:
+    for e in batch:
+        step(k, e)
