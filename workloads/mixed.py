@@ -38,7 +38,6 @@ PARAMS = (
     Param("kmap_hold", 64, "kmaps held at once by sleeping holders before the oldest is released"),
     Param("churn", 0.002, "per step, chance a process exits and a new one forks and execs", "float"),
     Param("stack_order", 1, "kernel stack order (1: 8 KiB stacks)"),
-    Param("cpus", 4, "CPUs the events are spread over"),
     Param("batch", 65536, "events per batch"),
 )
 
@@ -174,7 +173,7 @@ class Mixed:
 
     def batches(self) -> Iterator[np.ndarray]:
         p, out = self.p, self.out
-        ncpu = max(int(p["cpus"]), 1)
+        ncpu = max(int(p.get("cpus", 1)), 1)  # the machine's CPU count, set by the runner
         for i in range(int(p["shm"]) // PAGE):
             out.add(E.K_ALLOC_PAGECACHE, self.handles.get(), cpu=i % ncpu)
             if out.full():
