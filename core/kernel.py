@@ -77,6 +77,8 @@ class Kernel:
         self.window_used = 0
         self.zonelist = self._zonelists()
         self.maps_on_alloc = self._maps_on_alloc()
+        # GFP class -> first zone of its zonelist (the zone the batched allocator assumes)
+        self.preferred_zone = np.array([self.zonelist.get(g, (ZONE_NORMAL,))[0] for g in range(4)], dtype=np.int64)
         self.c.lowmem_free_min = self.lowmem_free()
         self.c.highmem_free_min = self.mm.zones[ZONE_HIGHMEM].free_pages
         self.c.kernel_mapped_peak = self.kernel_mapped()

@@ -1,0 +1,313 @@
+"""The page allocator over a window of events at once: the fast engine's pass over alloc/free.
+
+Semantics are exactly those of ``page_alloc`` applied event by event; the reference engine is the
+oracle. What makes a window tractable in NumPy:
+
+- A zone's hot list is a stack, and a window's order-0 traffic on it is a sequence of pushes
+  (frees) and pops (allocations). With depth d measured from the window's start, the pop that
+  starts at depth L takes "level" L, and each level's events alternate pop/push, so every pop is
+  matched by a lexsort on (level, time) to the last push at its level, or else to the level's
+  initial occupant: the pre-existing hot-list page for L >= 1, or for L <= 0 the (-L)-th page of
+  the buddy blocks that refills hand over (a refill puts a whole block on the empty list, lowest
+  page on top, so those pages come out in address order).
+- Refills and order >= 1 requests are the only events that touch the buddy lists. Refill times
+  follow from the running minimum of each zone's pop levels, so all buddy-touching events of a
+  window are merged in time order and replayed with the scalar verbs: few events, exact order.
+- Which page a pop returns may be a page freed earlier in the window that was itself popped
+  earlier; these chains are resolved by pointer jumping (O(log n) vector steps).
+
+Whatever the window cannot do without reasoning about time step by step (a zone running dry, a
+drain for an order >= 1 request, a failure, the unmapped window filling) ends the window at that
+event; the caller commits the prefix and hands that event to the scalar verbs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.errors import StreamError
+from core.kernel import H_FAILED, H_FREE, Kernel
+from core.mem_map import PG_alloc, PG_buddy, PG_mapped, PG_pcp
+from core.page_alloc import free_one_page, rmqueue, smallest_block
+
+
+@dataclass
+class Window:
+    """The alloc/free events of one window, in time order (indices into the batch in ``pos``)."""
+
+    pos: np.ndarray  # int64 positions in the batch
+    handle: np.ndarray  # int64
+    order: np.ndarray  # int64: alloc order; filled in for frees
+    gfp: np.ndarray  # uint8: 0 for frees
+
+
+@dataclass
+class Outcome:
+    """What the window did, per event (aligned with Window), for the later passes."""
+
+    done: int  # events of the window applied; the event at ``done`` (if any) goes scalar
+    pfn: np.ndarray  # allocs: the pfn; frees: the pfn freed or H_FAILED for a no-op
+    zone: np.ndarray  # zone index the pages came from / went to (-1 for no-op frees)
+    mapped: np.ndarray  # bool: the block is (was) mapped into the kernel window
+    order: np.ndarray  # order of the block allocated or freed
+
+
+def _prev_same_handle(handle: np.ndarray) -> np.ndarray:
+    """For each event, the index of the previous event on the same handle, or -1."""
+    n = handle.size
+    order = np.lexsort((np.arange(n), handle))
+    prev = np.full(n, -1, dtype=np.int64)
+    same = handle[order[1:]] == handle[order[:-1]]
+    prev[order[1:][same]] = order[:-1][same]
+    return prev
+
+
+def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Validate handle use and link each free to its in-window allocation (src) or table pfn."""
+    is_alloc = w.gfp > 0
+    prev = _prev_same_handle(w.handle)
+    has_prev = prev >= 0
+    table = k.handle_pfn[w.handle]
+    prev_alloc = np.zeros_like(has_prev)
+    prev_alloc[has_prev] = is_alloc[prev[has_prev]]
+    bad_alloc = is_alloc & ((has_prev & prev_alloc) | (~has_prev & (table >= 0)))
+    bad_free = ~is_alloc & ((has_prev & ~prev_alloc) | (~has_prev & (table == H_FREE)))
+    if bad_alloc.any() or bad_free.any():
+        i = int(np.flatnonzero(bad_alloc | bad_free)[0])
+        what = "allocation into handle {}, which already holds a page" if is_alloc[i] else \
+            "free of handle {}, which holds no page"
+        raise StreamError(what.format(int(w.handle[i])))
+    src = np.where(~is_alloc & has_prev, prev, -1)
+    return src, table
+
+
+def _walk(is_pop: np.ndarray, is_push: np.ndarray, s0: int) -> np.ndarray:
+    """Absolute hot-list level of each op: a pop takes the level it starts at, a push the level it
+    ends at. Levels 1..s0 hold the pre-existing pages, levels <= 0 the pages refills bring."""
+    depth_after = s0 + np.cumsum(is_push.astype(np.int64) - is_pop.astype(np.int64))
+    return np.where(is_pop, depth_after + 1, depth_after)
+
+
+class _Zone:
+    """One zone's order-0 traffic in the window."""
+
+    def __init__(self, k: Kernel, idx: int, ops_idx: np.ndarray, is_pop: np.ndarray) -> None:
+        self.idx = idx
+        self.zone = k.mm.zones[idx]
+        self.s0 = self.zone.pcp_top
+        self.ops_idx = ops_idx  # window indices of this zone's pops and pushes, in time order
+        self.is_pop = is_pop
+        self.level = _walk(is_pop, ~is_pop, self.s0)
+        self.pop_idx = ops_idx[is_pop]
+        pop_levels = self.level[is_pop]
+        self.neg_runmin = -np.minimum.accumulate(pop_levels) if pop_levels.size else pop_levels
+        self.supplied = 0  # pages the refills so far put on the list (levels 0, -1, ... -(supplied-1))
+        self.blocks: list[tuple[int, int]] = []
+
+    def next_refill(self) -> int:
+        """Window index of the first pop that finds the hot list and all refills so far used up."""
+        i = int(np.searchsorted(self.neg_runmin, self.supplied, side="left"))
+        return int(self.pop_idx[i]) if i < self.pop_idx.size else -1
+
+    def supply(self) -> np.ndarray:
+        if not self.blocks:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate([np.arange(p, p + (1 << o), dtype=np.int64) for p, o in self.blocks])
+
+
+def _refill_block(k: Kernel, zone_idx: int) -> tuple[int, int] | None:
+    """pcp_refill's choice: the smallest free buddy block, taken off the buddy lists whole."""
+    zone = k.mm.zones[zone_idx]
+    order = smallest_block(zone)
+    if order < 0:
+        return None
+    pfn, _ = zone.free_area[order].popitem()
+    k.mm.page_flags[pfn] &= 0xFF ^ PG_buddy
+    k.mm.page_order[pfn] = -1
+    return pfn, order
+
+
+def _buddy_pass(k: Kernel, w: Window, zones: dict[int, _Zone], hi: np.ndarray, order_of: np.ndarray,
+                zone_of: np.ndarray, src: np.ndarray, pfn: np.ndarray, mapped: np.ndarray) -> int:
+    """Replay the buddy-touching events (refills, order >= 1) in time order; return the cut."""
+    mm = k.mm
+    refill_at = {zi: z.next_refill() for zi, z in zones.items()}
+    h = 0
+    while True:
+        pending = [(t, zi) for zi, t in refill_at.items() if t >= 0]
+        t_ref, zi = min(pending) if pending else (-1, -1)
+        t_hi = int(hi[h]) if h < hi.size else -1
+        if t_hi < 0 and t_ref < 0:
+            return w.pos.size
+        if t_ref >= 0 and (t_hi < 0 or t_ref < t_hi):
+            block = _refill_block(k, zi)
+            if block is None:
+                return t_ref  # the zone is dry: falling back to another zone is the scalar path's job
+            z = zones[zi]
+            z.blocks.append(block)
+            z.supplied += 1 << block[1]
+            refill_at[zi] = z.next_refill()
+            continue
+        e, h = t_hi, h + 1
+        order = int(order_of[e])
+        if w.gfp[e]:
+            got = rmqueue(mm, mm.zones[int(zone_of[e])], order)
+            if got < 0:
+                return e  # needs a drain or another zone
+            mm.page_flags[got] |= PG_alloc | (PG_mapped if mapped[e] else 0)
+            mm.page_order[got] = order
+            pfn[e] = got
+        else:
+            p = int(pfn[src[e]]) if src[e] >= 0 else int(pfn[e])
+            pfn[e] = p
+            mm.page_flags[p] &= 0xFF ^ (PG_alloc | PG_mapped)
+            mm.page_order[p] = -1
+            free_one_page(mm, mm.zones[int(zone_of[e])], p, order)
+
+
+def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Point each pop (before ``cut``) at its push, or give it its initial occupant's pfn.
+
+    Returns the final hot list bottom to top: the window index of the push for pages pushed in the
+    window, -(pfn + 2) for pages that did not move."""
+    keep = z.ops_idx < cut
+    ops, level, is_pop = z.ops_idx[keep], z.level[keep], z.is_pop[keep]
+    supply = z.supply()
+    stack = k.mm.pcp_stack[z.zone.start: z.zone.start + z.s0]
+    srt = np.lexsort((ops, level))
+    lv, sp, so = level[srt], is_pop[srt], ops[srt]
+    first_at_level = np.ones(srt.size, dtype=bool)
+    first_at_level[1:] = lv[1:] != lv[:-1]
+    pops = np.flatnonzero(sp)
+    from_push = ~first_at_level[pops]
+    ptr[so[pops[from_push]]] = so[pops[from_push] - 1]
+    fresh = pops[first_at_level[pops]]  # first op at its level: takes the level's initial occupant
+    fl = lv[fresh]
+    val[so[fresh[fl >= 1]]] = stack[fl[fl >= 1] - 1]
+    val[so[fresh[fl <= 0]]] = supply[-fl[fl <= 0]]
+    # the final list: untouched refill pages, untouched pre-existing pages, last push per level
+    lowest = int(lv[pops].min()) if pops.size else z.s0 + 1
+    final_depth = z.s0 + int(np.count_nonzero(~is_pop)) - int(np.count_nonzero(is_pop))
+    parts = []
+    if supply.size:
+        parts.append(-(supply[::-1][: supply.size + lowest - 1] + 2))
+    if lowest >= 2:
+        parts.append(-(stack[: min(lowest - 1, z.s0)].astype(np.int64) + 2))
+    last_at_level = np.ones(srt.size, dtype=bool)
+    last_at_level[:-1] = lv[1:] != lv[:-1]
+    tops = last_at_level & ~sp
+    lo = min(lowest, z.s0 + 1)
+    tops &= (lv >= lo) & (lv <= final_depth)
+    parts.append(so[tops])  # lexsort put them in level order already
+    if max(final_depth - lo + 1, 0) != int(np.count_nonzero(tops)):
+        raise AssertionError("hot-list levels lost a page")
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def _resolve(ptr: np.ndarray, val: np.ndarray) -> None:
+    """Pointer jumping: every event with ptr >= 0 takes the value at the end of its chain."""
+    todo = np.flatnonzero(ptr >= 0)
+    while todo.size:
+        nxt = ptr[todo]
+        done = ptr[nxt] < 0
+        val[todo[done]] = val[nxt[done]]
+        rest = todo[~done]
+        ptr[rest] = ptr[nxt[~done]]  # jump: read before this round's finished chains are cleared
+        ptr[todo[done]] = -1
+        todo = rest
+
+
+def _last_per_handle(handle: np.ndarray, cut: int) -> np.ndarray:
+    """Indices (< cut) of the last event on each handle."""
+    h = handle[:cut]
+    srt = np.lexsort((np.arange(cut), h))
+    last = np.ones(cut, dtype=bool)
+    last[:-1] = h[srt[1:]] != h[srt[:-1]]
+    return srt[last]
+
+
+def apply_window(k: Kernel, w: Window) -> Outcome:
+    """Apply the window's events in order up to the first one it cannot batch (see module doc)."""
+    mm = k.mm
+    n = w.pos.size
+    idx = np.arange(n)
+    is_alloc = w.gfp > 0
+    src, table = _link(k, w)
+    linked = src >= 0
+    pfn = np.full(n, -1, dtype=np.int64)
+    from_table = ~is_alloc & ~linked
+    noop = from_table & (table == H_FAILED)
+    tf = from_table & ~noop
+    pfn[from_table] = table[from_table]
+    order = w.order.astype(np.int64)
+    order[tf] = mm.page_order[table[tf]]
+    order[linked] = order[src[linked]]
+    mapped = np.zeros(n, dtype=bool)
+    mapped[is_alloc] = k.maps_on_alloc[w.gfp[is_alloc]]
+    mapped[tf] = (mm.page_flags[table[tf]] & PG_mapped) != 0
+    mapped[linked] = mapped[src[linked]]
+    zone_of = np.full(n, -1, dtype=np.int64)
+    zone_of[is_alloc] = k.preferred_zone[w.gfp[is_alloc]]
+    zone_of[tf] = mm.zone_index(table[tf])
+    zone_of[linked] = zone_of[src[linked]]
+    pages = np.left_shift(1, order)
+    d_window = np.where(mapped & ~noop, np.where(is_alloc, pages, -pages), 0)
+    cut = n
+    if k.policy.map_on_alloc:
+        over = np.flatnonzero(is_alloc & (k.window_used + np.cumsum(d_window) > k.window_pages))
+        cut = int(over[0]) if over.size else n
+    live = ~noop & (idx < cut)
+    zero = live & (order == 0)
+    zones = {zi: _Zone(k, zi, ops, is_alloc[ops]) for zi in range(len(mm.zones))
+             if (ops := np.flatnonzero(zero & (zone_of == zi))).size}
+    cut = min(cut, _buddy_pass(k, w, zones, np.flatnonzero(live & (order > 0)), order, zone_of, src, pfn, mapped))
+    ptr = np.full(n, -1, dtype=np.int64)
+    push_linked = zero & (idx < cut) & linked
+    ptr[push_linked] = src[push_linked]
+    finals = {zi: _match(k, z, cut, ptr, pfn) for zi, z in zones.items()}
+    _resolve(ptr, pfn)
+    _commit(k, w, cut, is_alloc, noop, order, pfn, mapped, zone_of, d_window, finals)
+    return Outcome(cut, pfn[:cut], zone_of[:cut], mapped[:cut], order[:cut])
+
+
+def _commit(k: Kernel, w: Window, cut: int, is_alloc: np.ndarray, noop: np.ndarray, order: np.ndarray,
+            pfn: np.ndarray, mapped: np.ndarray, zone_of: np.ndarray, d_window: np.ndarray,
+            finals: dict[int, np.ndarray]) -> None:
+    """Write the window's net effect on mem_map, the hot lists, the handle table and the counts."""
+    mm, c = k.mm, k.c
+    is_alloc, noop, order, pfn = is_alloc[:cut], noop[:cut], order[:cut], pfn[:cut]
+    mapped, zone_of = mapped[:cut], zone_of[:cut]
+    zero = ~noop & (order == 0)
+    touched = pfn[zero]
+    mm.page_flags[touched] &= 0xFF ^ (PG_alloc | PG_pcp | PG_mapped)
+    mm.page_order[touched] = -1
+    for zi, slots in finals.items():
+        zone = mm.zones[zi]
+        stack = -slots - 2
+        stack[slots >= 0] = pfn[slots[slots >= 0]]
+        mm.pcp_stack[zone.start: zone.start + stack.size] = stack
+        zone.pcp_top = stack.size
+        mm.page_flags[stack] = (mm.page_flags[stack] & (0xFF ^ (PG_alloc | PG_mapped))) | PG_pcp
+        mm.page_order[stack] = -1
+    last = _last_per_handle(w.handle, cut)
+    k.handle_pfn[w.handle[last]] = np.where(is_alloc[last], pfn[last], H_FREE)
+    held = last[is_alloc[last] & (order[last] == 0)]
+    mm.page_flags[pfn[held]] |= PG_alloc | np.where(mapped[held], PG_mapped, 0).astype(np.uint8)
+    mm.page_order[pfn[held]] = 0
+    pages = np.left_shift(1, order)
+    signed = np.where(is_alloc, -pages, pages)
+    for zone in mm.zones:
+        zone.free_pages += int(signed[~noop & (zone_of == zone.index)].sum())
+    k.window_used += int(d_window[:cut].sum())
+    mfree = ~is_alloc & ~noop & mapped
+    c.allocs += int(is_alloc.sum())
+    c.alloc_failures += 0
+    c.frees += int((~is_alloc & ~noop).sum())
+    c.ops_on_failed += int(noop.sum())
+    c.kernel_map_pages += int(pages[is_alloc & mapped].sum())
+    c.kernel_unmap_pages += int(pages[mfree].sum())
+    c.kernel_unmaps += int(mfree.sum())
+    c.tlb_flush_local += int(mfree.sum())
+    pfn[noop] = H_FAILED
