@@ -1,0 +1,5 @@
+"""``python -m cluster``: the same command line as the ``zonesim`` script."""
+
+from cluster.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""The ``zonesim`` command line: run one simulation, list what can be simulated, bench the engines.
+
+Bad input of any kind (unknown names, impossible ``--set`` values, malformed arguments) ends in
+one line on stderr, ``zonesim: error: <message>``, and exit code 2. The message is the
+``ConfigError``'s own, which names the field and what is allowed. Any other exception is a zonesim
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from cluster import bench
+from core import machine as machines
+from core import policy as policies
+from core.errors import ConfigError, StreamError
+from core.sim import ENGINES
+from core.units import format_size
+from workloads import WORKLOADS
+from workloads.config import DEFAULTS, run_config
+
+PROG = "zonesim"
+
+# How `list` shows values: byte sizes also in binary units, addresses in hex. Field names of
+# core.machine.Machine and core.policy.Policy; a name missing here is shown as it is.
+SIZE_NAMES = {"memory", "page_size", "vmalloc_reserve", "dma_zone", "kernel_image", "unmapped_pkmap"}
+ADDRESS_NAMES = {"page_offset"}
+
+
+class UsageError(Exception):
+    """A malformed command line, reported like a ConfigError: one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse reports errors as usage plus message over several lines; zonesim wants one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, str]:
+    """``--set NAME=VALUE`` items as a dict; values stay strings for their owner to parse."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise UsageError(f"--set: expected NAME=VALUE, e.g. memory=16GiB (got {item!r})")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def config_from(args: argparse.Namespace) -> dict[str, object]:
+    """The run's config: only what was given, so workloads.config.DEFAULTS fills the rest."""
+    overrides: dict[str, object] = dict(parse_sets(args.set))
+    if args.events is not None:
+        overrides["events"] = args.events  # wins over --set events=...
+    config: dict[str, object] = {"set": overrides, "engine": args.engine}
+    for key in ("machine", "policy", "workload", "seed"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    return config
+
+
+def show_value(name: str, value: object, size: bool = False) -> str:
+    """A value for people: bools as --set takes them, sizes also in binary units, addresses in hex.
+
+    ``name`` is a record key, machine field or parameter; byte counts are recognised by name
+    (``*_bytes*``, SIZE_NAMES) or by ``size=True``.
+    """
+    if isinstance(value, bool):
+        return str(value).lower()
+    if name in ADDRESS_NAMES and isinstance(value, int):
+        return f"{value:#x}"
+    if not isinstance(value, int | float) or not (size or name in SIZE_NAMES or "bytes" in name.split("_")):
+        return str(value)
+    text = str(int(value)) if float(value).is_integer() else f"{value:.1f}"  # a mean may be fractional
+    return f"{text} ({format_size(value)})"
+
+
+def table(rows: Sequence[Sequence[str]], indent: int = 0) -> list[str]:
+    """Rows as lines with every column but the last padded to its widest cell."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    pad = " " * indent
+    lines = []
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)] + [row[-1]]
+        lines.append((pad + "  ".join(cells)).rstrip())
+    return lines
+
+
+def format_record(record: dict[str, object]) -> str:
+    return "\n".join(table([(key, show_value(key, value)) for key, value in record.items()]))
+
+
+def _json_default(value: object) -> object:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    record = run_config(config_from(args))
+    print(json.dumps(record, indent=2, default=_json_default) if args.json else format_record(record))
+    return 0
+
+
+# -- list ----------------------------------------------------------------------------------------
+
+
+def list_machines() -> list[str]:
+    lines = ["machines (override any field with --set FIELD=VALUE)"]
+    for m in machines.MACHINES.values():
+        lines.append(f"  {m.name}")
+        rows = [(f.name, show_value(f.name, getattr(m, f.name)), machines.FIELD_HELP.get(f.name, ""))
+                for f in dataclasses.fields(m) if f.name not in ("name", "costs")]
+        lines += table(rows, indent=4)
+    return lines
+
+
+def list_costs() -> list[str]:
+    lines = ["costs (cycles per action; override with --set cost.NAME=CYCLES)"]
+    for m in machines.MACHINES.values():
+        lines.append(f"  {m.name} at {m.cpu_mhz} MHz")
+        lines += table([(name, str(c.cycles), c.source) for name, c in m.costs.items()], indent=4)
+    return lines
+
+
+def list_policies() -> list[str]:
+    lines = ["policies"]
+    lines += table([(p.name, "/".join(p.arches), p.summary) for p in policies.POLICIES.values()], indent=2)
+    lines.append("  parameters (--set NAME=VALUE)")
+    some = next(iter(policies.POLICIES.values()))
+    lines += table([(name, show_value(name, getattr(some, name, "")), text)
+                    for name, text in policies.PARAM_HELP.items()], indent=4)
+    return lines
+
+
+def list_workloads() -> list[str]:
+    lines = ["workloads (parameters: --set NAME=VALUE)"]
+    for w in WORKLOADS.values():
+        lines.append(f"  {w.name}  {w.summary}")
+        rows = [(p.name, show_value(p.name, p.default, size=p.kind == "size"), p.help) for p in w.params]
+        lines += table(rows, indent=4)
+    return lines
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    sections = (list_machines(), list_costs(), list_policies(), list_workloads())
+    print("\n\n".join("\n".join(s) for s in sections))
+    return 0
+
+
+# -- bench ---------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    report = bench.run_bench(machine=args.machine, policies=args.policy or bench.DEFAULT_POLICIES,
+                             events=args.events)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else bench.format_bench(report))
+    bad = [r for r in report.results if r.mismatch]
+    for r in bad:
+        print(f"{PROG}: bench: fast and reference records differ under {r.policy}: {', '.join(r.mismatch)}",
+              file=sys.stderr)
+    return 1 if bad else 0
+
+
+# -- the parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description="Simulate the kernel memory-mapping schemes of Bottomley, "
+                    "OLS 2004 (stock 3G/1G, 4G/4G, unmapped page cache).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,bench}")
+
+    run = sub.add_parser("run", help="run one simulation and print its record")
+    run.add_argument("--machine", help=f"machine preset (default {DEFAULTS['machine']}; see zonesim list)")
+    run.add_argument("--policy", help=f"kernel mapping policy (default {DEFAULTS['policy']})")
+    run.add_argument("--workload", help=f"event generator (default {DEFAULTS['workload']})")
+    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a machine field, cost.NAME, policy or workload parameter (repeatable)")
+    run.add_argument("--seed", type=int, help=f"the run's only randomness (default {DEFAULTS['seed']})")
+    run.add_argument("--events", type=int, help="stream length, the same as --set events=N")
+    run.add_argument("--engine", choices=sorted(ENGINES), default=DEFAULTS["engine"],
+                     help=f"simulation engine (default {DEFAULTS['engine']})")
+    run.add_argument("--json", action="store_true", help="print the record as JSON")
+    run.set_defaults(func=cmd_run)
+
+    lst = sub.add_parser("list", help="show machines, costs, policies and workloads with their parameters")
+    lst.set_defaults(func=cmd_list)
+
+    b = sub.add_parser("bench", help="time the fast engine against the reference on one stream")
+    b.add_argument("--machine", default=DEFAULTS["machine"], help=f"machine preset (default {DEFAULTS['machine']})")
+    b.add_argument("--policy", action="append",
+                   help="policy to bench, repeatable (default: " + ", ".join(bench.DEFAULT_POLICIES) + ")")
+    b.add_argument("--events", type=int, default=bench.DEFAULT_EVENTS,
+                   help=f"stream length (default {bench.DEFAULT_EVENTS})")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    b.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zonesim`` script; returns the exit code (2 for bad input)."""
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except (UsageError, ConfigError, StreamError) as err:
+        message = " ".join(str(err).split())  # one line, whatever the message holds
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `zonesim list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush is quiet
+        return 1
