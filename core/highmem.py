@@ -42,14 +42,13 @@ class Pkmap:
 
 
 def flush_all_zero_pkmaps(pk: Pkmap, pkmap_slot: np.ndarray) -> None:
-    """Free every count-1 slot; the caller's wrap pays one global TLB flush for all of them."""
-    for i in range(pk.slots):
-        if pk.pkmap_count[i] != 1:
-            continue
-        pk.pkmap_count[i] = 0
-        pkmap_slot[pk.pkmap_page[i]] = -1
-        pk.pkmap_page[i] = -1
-        pk.mapped -= 1
+    """Free every count-1 slot; the caller's wrap pays one global TLB flush for all of them.
+    (The kernel loops over LAST_PKMAP; a mask does the same in one step.)"""
+    stale = np.flatnonzero(pk.pkmap_count == 1)
+    pk.pkmap_count[stale] = 0
+    pkmap_slot[pk.pkmap_page[stale]] = -1
+    pk.pkmap_page[stale] = -1
+    pk.mapped -= stale.size
     pk.wraps += 1
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from core.events import GFP_HIGHUSER, GFP_KERNEL, GFP_NONE, GFP_PGTABLE
 from core.highmem import Pkmap
 from core.machine import Machine
-from core.mem_map import PG_mapped, MemMap
+from core.mem_map import MemMap, PG_mapped
 from core.policy import ZONE_DMA, ZONE_HIGHMEM, ZONE_NORMAL, Policy
 
 H_FREE = -1  # handle holds nothing

@@ -20,7 +20,7 @@ watermarks or reclaim: a request no zone can serve is an allocation failure.
 from __future__ import annotations
 
 from core.events import MAX_ORDER
-from core.mem_map import PG_alloc, PG_buddy, PG_pcp, MemMap, Zone
+from core.mem_map import MemMap, PG_alloc, PG_buddy, PG_pcp, Zone
 
 
 def expand(mm: MemMap, zone: Zone, pfn: int, low: int, high: int) -> None:

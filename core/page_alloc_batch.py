@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import StreamError
+from core.errors import InvariantError, StreamError
 from core.kernel import H_FAILED, H_FREE, Kernel
 from core.mem_map import PG_alloc, PG_buddy, PG_mapped, PG_pcp
 from core.page_alloc import free_one_page, rmqueue, smallest_block
+from core.vec import stable_order
 
 
 @dataclass
@@ -54,20 +55,21 @@ class Outcome:
     order: np.ndarray  # order of the block allocated or freed
 
 
-def _prev_same_handle(handle: np.ndarray) -> np.ndarray:
-    """For each event, the index of the previous event on the same handle, or -1."""
+def _prev_same_handle(handle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each event, the index of the previous event on the same handle (or -1); and the
+    events in handle-major, time-minor order."""
     n = handle.size
-    order = np.lexsort((np.arange(n), handle))
+    order = stable_order(handle)
     prev = np.full(n, -1, dtype=np.int64)
     same = handle[order[1:]] == handle[order[:-1]]
     prev[order[1:][same]] = order[:-1][same]
-    return prev
+    return prev, order
 
 
-def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray]:
+def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate handle use and link each free to its in-window allocation (src) or table pfn."""
     is_alloc = w.gfp > 0
-    prev = _prev_same_handle(w.handle)
+    prev, by_handle = _prev_same_handle(w.handle)
     has_prev = prev >= 0
     table = k.handle_pfn[w.handle]
     prev_alloc = np.zeros_like(has_prev)
@@ -80,7 +82,7 @@ def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray]:
             "free of handle {}, which holds no page"
         raise StreamError(what.format(int(w.handle[i])))
     src = np.where(~is_alloc & has_prev, prev, -1)
-    return src, table
+    return src, table, by_handle
 
 
 def _walk(is_pop: np.ndarray, is_push: np.ndarray, s0: int) -> np.ndarray:
@@ -170,13 +172,14 @@ def _buddy_pass(k: Kernel, w: Window, zones: dict[int, _Zone], hi: np.ndarray, o
 def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> np.ndarray:
     """Point each pop (before ``cut``) at its push, or give it its initial occupant's pfn.
 
-    Returns the final hot list bottom to top: the window index of the push for pages pushed in the
+    Returns how many pages at the bottom of the hot list the window left where they were, and the
+    rest of the final list bottom to top: the window index of the push for pages pushed in the
     window, -(pfn + 2) for pages that did not move."""
     keep = z.ops_idx < cut
     ops, level, is_pop = z.ops_idx[keep], z.level[keep], z.is_pop[keep]
     supply = z.supply()
     stack = k.mm.pcp_stack[z.zone.start: z.zone.start + z.s0]
-    srt = np.lexsort((ops, level))
+    srt = stable_order(level)  # ops are already in time order
     lv, sp, so = level[srt], is_pop[srt], ops[srt]
     first_at_level = np.ones(srt.size, dtype=bool)
     first_at_level[1:] = lv[1:] != lv[:-1]
@@ -191,10 +194,9 @@ def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> n
     lowest = int(lv[pops].min()) if pops.size else z.s0 + 1
     final_depth = z.s0 + int(np.count_nonzero(~is_pop)) - int(np.count_nonzero(is_pop))
     parts = []
+    kept = min(lowest - 1, z.s0) if lowest >= 2 else 0  # untouched pre-existing pages stay put
     if supply.size:
         parts.append(-(supply[::-1][: supply.size + lowest - 1] + 2))
-    if lowest >= 2:
-        parts.append(-(stack[: min(lowest - 1, z.s0)].astype(np.int64) + 2))
     last_at_level = np.ones(srt.size, dtype=bool)
     last_at_level[:-1] = lv[1:] != lv[:-1]
     tops = last_at_level & ~sp
@@ -202,8 +204,8 @@ def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> n
     tops &= (lv >= lo) & (lv <= final_depth)
     parts.append(so[tops])  # lexsort put them in level order already
     if max(final_depth - lo + 1, 0) != int(np.count_nonzero(tops)):
-        raise AssertionError("hot-list levels lost a page")
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        raise InvariantError("hot-list levels lost a page")
+    return kept, np.concatenate(parts)
 
 
 def _resolve(ptr: np.ndarray, val: np.ndarray) -> None:
@@ -219,12 +221,13 @@ def _resolve(ptr: np.ndarray, val: np.ndarray) -> None:
         todo = rest
 
 
-def _last_per_handle(handle: np.ndarray, cut: int) -> np.ndarray:
-    """Indices (< cut) of the last event on each handle."""
-    h = handle[:cut]
-    srt = np.lexsort((np.arange(cut), h))
-    last = np.ones(cut, dtype=bool)
-    last[:-1] = h[srt[1:]] != h[srt[:-1]]
+def _last_per_handle(handle: np.ndarray, by_handle: np.ndarray, cut: int) -> np.ndarray:
+    """Indices (< cut) of the last event on each handle; ``by_handle`` is the window's
+    handle-major order, which restricted to the prefix is the prefix's."""
+    srt = by_handle[by_handle < cut]
+    h = handle[srt]
+    last = np.ones(srt.size, dtype=bool)
+    last[:-1] = h[1:] != h[:-1]
     return srt[last]
 
 
@@ -234,7 +237,7 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     n = w.pos.size
     idx = np.arange(n)
     is_alloc = w.gfp > 0
-    src, table = _link(k, w)
+    src, table, by_handle = _link(k, w)
     linked = src >= 0
     pfn = np.full(n, -1, dtype=np.int64)
     from_table = ~is_alloc & ~linked
@@ -268,13 +271,13 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     ptr[push_linked] = src[push_linked]
     finals = {zi: _match(k, z, cut, ptr, pfn) for zi, z in zones.items()}
     _resolve(ptr, pfn)
-    _commit(k, w, cut, is_alloc, noop, order, pfn, mapped, zone_of, d_window, finals)
+    _commit(k, w, cut, by_handle, is_alloc, noop, order, pfn, mapped, zone_of, d_window, finals)
     return Outcome(cut, pfn[:cut], zone_of[:cut], mapped[:cut], order[:cut])
 
 
-def _commit(k: Kernel, w: Window, cut: int, is_alloc: np.ndarray, noop: np.ndarray, order: np.ndarray,
-            pfn: np.ndarray, mapped: np.ndarray, zone_of: np.ndarray, d_window: np.ndarray,
-            finals: dict[int, np.ndarray]) -> None:
+def _commit(k: Kernel, w: Window, cut: int, by_handle: np.ndarray, is_alloc: np.ndarray, noop: np.ndarray,
+            order: np.ndarray, pfn: np.ndarray, mapped: np.ndarray, zone_of: np.ndarray, d_window: np.ndarray,
+            finals: dict[int, tuple[int, np.ndarray]]) -> None:
     """Write the window's net effect on mem_map, the hot lists, the handle table and the counts."""
     mm, c = k.mm, k.c
     is_alloc, noop, order, pfn = is_alloc[:cut], noop[:cut], order[:cut], pfn[:cut]
@@ -283,15 +286,16 @@ def _commit(k: Kernel, w: Window, cut: int, is_alloc: np.ndarray, noop: np.ndarr
     touched = pfn[zero]
     mm.page_flags[touched] &= 0xFF ^ (PG_alloc | PG_pcp | PG_mapped)
     mm.page_order[touched] = -1
-    for zi, slots in finals.items():
+    for zi, (kept, slots) in finals.items():
         zone = mm.zones[zi]
         stack = -slots - 2
         stack[slots >= 0] = pfn[slots[slots >= 0]]
-        mm.pcp_stack[zone.start: zone.start + stack.size] = stack
-        zone.pcp_top = stack.size
+        base = zone.start + kept
+        mm.pcp_stack[base: base + stack.size] = stack
+        zone.pcp_top = kept + stack.size
         mm.page_flags[stack] = (mm.page_flags[stack] & (0xFF ^ (PG_alloc | PG_mapped))) | PG_pcp
         mm.page_order[stack] = -1
-    last = _last_per_handle(w.handle, cut)
+    last = _last_per_handle(w.handle, by_handle, cut)
     k.handle_pfn[w.handle[last]] = np.where(is_alloc[last], pfn[last], H_FREE)
     held = last[is_alloc[last] & (order[last] == 0)]
     mm.page_flags[pfn[held]] |= PG_alloc | np.where(mapped[held], PG_mapped, 0).astype(np.uint8)

@@ -22,8 +22,8 @@ edits them through kmap_atomic, as CONFIG_HIGHPTE does.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from core.errors import ConfigError
 from core.machine import Machine, parse_int

@@ -8,7 +8,7 @@ The fast engine also falls back to these same steps for the parts it cannot batc
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -72,4 +72,4 @@ def random_ops(rng: np.random.Generator, n: int, weights: tuple[float, ...] | No
     w = np.array(weights or (1, 1, 1.6, 0.6, 0.6, 1.0), dtype=float)
     ops = rng.choice(NOPS, size=n, p=w / w.sum())
     ab = rng.integers(0, 1 << 20, size=(n, 2))
-    return [(int(o), int(a), int(b)) for o, (a, b) in zip(ops, ab)]
+    return [(int(o), int(a), int(b)) for o, (a, b) in zip(ops, ab, strict=True)]

@@ -6,8 +6,8 @@ rows (name, default, help) so ``zonesim list`` can show them and ``--set`` can v
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 

@@ -43,7 +43,8 @@ def split_overrides(overrides: dict[str, object], workload_params: set[str]) -> 
         elif key in workload_params:
             w[key] = value
         else:
-            allowed = sorted(machines.FIELD_HELP) + ["cost.NAME"] + sorted(policies.PARAM_HELP) + sorted(workload_params)
+            allowed = [*sorted(machines.FIELD_HELP), "cost.NAME", *sorted(policies.PARAM_HELP),
+                       *sorted(workload_params)]
             raise ConfigError(key, "a setting of the machine, policy or workload: " + ", ".join(allowed))
     return m, p, w
 

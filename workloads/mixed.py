@@ -11,7 +11,7 @@ the workloads issue brings the full set.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
