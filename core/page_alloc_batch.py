@@ -66,23 +66,26 @@ def _prev_same_handle(handle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return prev, order
 
 
-def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate handle use and link each free to its in-window allocation (src) or table pfn."""
+def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Validate handle use and link each free to its in-window allocation (src) or table pfn.
+    Also returns the first allocation that follows another on the same handle with no free
+    between: legal only if the first one failed, which the scalar path decides."""
     is_alloc = w.gfp > 0
     prev, by_handle = _prev_same_handle(w.handle)
     has_prev = prev >= 0
     table = k.handle_pfn[w.handle]
     prev_alloc = np.zeros_like(has_prev)
     prev_alloc[has_prev] = is_alloc[prev[has_prev]]
-    bad_alloc = is_alloc & ((has_prev & prev_alloc) | (~has_prev & (table >= 0)))
+    bad_alloc = is_alloc & ~has_prev & (table >= 0)
     bad_free = ~is_alloc & ((has_prev & ~prev_alloc) | (~has_prev & (table == H_FREE)))
     if bad_alloc.any() or bad_free.any():
         i = int(np.flatnonzero(bad_alloc | bad_free)[0])
         what = "allocation into handle {}, which already holds a page" if is_alloc[i] else \
             "free of handle {}, which holds no page"
         raise StreamError(what.format(int(w.handle[i])))
+    again = np.flatnonzero(is_alloc & has_prev & prev_alloc)
     src = np.where(~is_alloc & has_prev, prev, -1)
-    return src, table, by_handle
+    return src, table, by_handle, int(again[0]) if again.size else w.pos.size
 
 
 def _walk(is_pop: np.ndarray, is_push: np.ndarray, s0: int) -> np.ndarray:
@@ -169,6 +172,55 @@ def _buddy_pass(k: Kernel, w: Window, zones: dict[int, _Zone], hi: np.ndarray, o
             free_one_page(mm, mm.zones[int(zone_of[e])], p, order)
 
 
+def _dry_zone_failures(k: Kernel, w: Window, is_alloc: np.ndarray, order: np.ndarray, zone_of: np.ndarray,
+                       src: np.ndarray, noop: np.ndarray, cut: int) -> tuple[np.ndarray, int]:
+    """Order-0 allocations that fail because their zone and every fallback zone are dry.
+
+    Applies to a zone whose buddy lists are empty at the window's start and whose requests' other
+    zones hold no free page: such a request succeeds only while the zone's hot list has a page,
+    so failures are the pops of a walk reflected at depth 0 (the walk never refills). A free of a
+    handle whose allocation failed pushes nothing, which can only cause later failures, so the
+    failure set is found by iterating to its fixed point (each round adds failures; at the fixed
+    point every pop's fate follows from the pops before it, as in the event-by-event kernel).
+    The window is cut where the assumptions would break: at the first free into a fallback zone
+    or any order >= 1 free into the zone. Returns (failed mask, cut)."""
+    mm = k.mm
+    failed = np.zeros(is_alloc.size, dtype=bool)
+    if k.policy.map_on_alloc:  # window capacity is checked before zones there: keep it scalar
+        return failed, cut
+    idx = np.arange(is_alloc.size)
+    for zone in mm.zones:
+        zi = zone.index
+        wants = is_alloc & (order == 0) & (zone_of == zi) & (idx < cut)
+        if not wants.any() or smallest_block(zone) >= 0:
+            continue
+        fallback = {z for g in np.unique(w.gfp[wants]).tolist() for z in k.zonelist[g][1:]}
+        if any(mm.zones[f].free_pages for f in fallback):
+            continue
+        feeds = ~is_alloc & ~noop & (np.isin(zone_of, list(fallback)) | ((zone_of == zi) & (order > 0)))
+        stop = np.flatnonzero(feeds & (idx < cut))
+        cut = int(stop[0]) if stop.size else cut
+        failed |= _reflect(zone.pcp_top, wants & (idx < cut), ~is_alloc & ~noop & (order == 0) & (zone_of == zi)
+                           & (idx < cut), src)
+    return failed, cut
+
+
+def _reflect(s0: int, pops: np.ndarray, pushes: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Failed pops of a hot list with ``s0`` pages and nothing behind it (see _dry_zone_failures)."""
+    failed = np.zeros(pops.size, dtype=bool)
+    while True:
+        live_push = pushes & ~((src >= 0) & failed[np.maximum(src, 0)])
+        ops = np.flatnonzero(pops | live_push)
+        walk = s0 + np.cumsum(np.where(pops[ops], -1, 1))
+        floor = np.minimum.accumulate(np.concatenate(([0], walk[:-1])))
+        floor = np.minimum(floor, 0)
+        now = np.zeros(pops.size, dtype=bool)
+        now[ops] = pops[ops] & (walk < floor)
+        if np.array_equal(now, failed):
+            return failed
+        failed = now
+
+
 def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> np.ndarray:
     """Point each pop (before ``cut``) at its push, or give it its initial occupant's pfn.
 
@@ -237,7 +289,7 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     n = w.pos.size
     idx = np.arange(n)
     is_alloc = w.gfp > 0
-    src, table, by_handle = _link(k, w)
+    src, table, by_handle, again = _link(k, w)
     linked = src >= 0
     pfn = np.full(n, -1, dtype=np.int64)
     from_table = ~is_alloc & ~linked
@@ -255,13 +307,18 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     zone_of[is_alloc] = k.preferred_zone[w.gfp[is_alloc]]
     zone_of[tf] = mm.zone_index(table[tf])
     zone_of[linked] = zone_of[src[linked]]
+    failed, cut = _dry_zone_failures(k, w, is_alloc, order, zone_of, src, noop, again)
+    if failed.any():
+        noop |= linked & failed[np.maximum(src, 0)]  # frees of handles whose allocation failed
+        pfn[failed | noop] = H_FAILED
+        zone_of[failed | noop] = -1
+        mapped[failed] = False
     pages = np.left_shift(1, order)
-    d_window = np.where(mapped & ~noop, np.where(is_alloc, pages, -pages), 0)
-    cut = n
+    d_window = np.where(mapped & ~noop & ~failed, np.where(is_alloc, pages, -pages), 0)
     if k.policy.map_on_alloc:
         over = np.flatnonzero(is_alloc & (k.window_used + np.cumsum(d_window) > k.window_pages))
-        cut = int(over[0]) if over.size else n
-    live = ~noop & (idx < cut)
+        cut = min(cut, int(over[0])) if over.size else cut
+    live = ~noop & ~failed & (idx < cut)
     zero = live & (order == 0)
     zones = {zi: _Zone(k, zi, ops, is_alloc[ops]) for zi in range(len(mm.zones))
              if (ops := np.flatnonzero(zero & (zone_of == zi))).size}
@@ -271,18 +328,35 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     ptr[push_linked] = src[push_linked]
     finals = {zi: _match(k, z, cut, ptr, pfn) for zi, z in zones.items()}
     _resolve(ptr, pfn)
-    _commit(k, w, cut, by_handle, is_alloc, noop, order, pfn, mapped, zone_of, d_window, finals)
+    _commit(k, w, cut, by_handle, _Resolved(is_alloc, noop, failed, order, pfn, mapped, zone_of, d_window), finals)
     return Outcome(cut, pfn[:cut], zone_of[:cut], mapped[:cut], order[:cut])
 
 
-def _commit(k: Kernel, w: Window, cut: int, by_handle: np.ndarray, is_alloc: np.ndarray, noop: np.ndarray,
-            order: np.ndarray, pfn: np.ndarray, mapped: np.ndarray, zone_of: np.ndarray, d_window: np.ndarray,
+@dataclass
+class _Resolved:
+    """Per-event facts of a window once handles are linked (aligned with Window)."""
+
+    is_alloc: np.ndarray
+    noop: np.ndarray  # frees of handles whose allocation failed: nothing to free
+    failed: np.ndarray  # allocations that found no page
+    order: np.ndarray
+    pfn: np.ndarray
+    mapped: np.ndarray
+    zone_of: np.ndarray
+    d_window: np.ndarray
+
+    def prefix(self, cut: int) -> _Resolved:
+        return _Resolved(*(getattr(self, f)[:cut] for f in self.__dataclass_fields__))
+
+
+def _commit(k: Kernel, w: Window, cut: int, by_handle: np.ndarray, r: _Resolved,
             finals: dict[int, tuple[int, np.ndarray]]) -> None:
     """Write the window's net effect on mem_map, the hot lists, the handle table and the counts."""
     mm, c = k.mm, k.c
-    is_alloc, noop, order, pfn = is_alloc[:cut], noop[:cut], order[:cut], pfn[:cut]
-    mapped, zone_of = mapped[:cut], zone_of[:cut]
-    zero = ~noop & (order == 0)
+    r = r.prefix(cut)
+    is_alloc, noop, failed, order, pfn = r.is_alloc, r.noop, r.failed, r.order, r.pfn
+    mapped, zone_of = r.mapped, r.zone_of
+    zero = ~noop & ~failed & (order == 0)
     touched = pfn[zero]
     mm.page_flags[touched] &= 0xFF ^ (PG_alloc | PG_pcp | PG_mapped)
     mm.page_order[touched] = -1
@@ -297,20 +371,20 @@ def _commit(k: Kernel, w: Window, cut: int, by_handle: np.ndarray, is_alloc: np.
         mm.page_order[stack] = -1
     last = _last_per_handle(w.handle, by_handle, cut)
     k.handle_pfn[w.handle[last]] = np.where(is_alloc[last], pfn[last], H_FREE)
-    held = last[is_alloc[last] & (order[last] == 0)]
+    held = last[is_alloc[last] & (order[last] == 0) & ~failed[last]]
     mm.page_flags[pfn[held]] |= PG_alloc | np.where(mapped[held], PG_mapped, 0).astype(np.uint8)
     mm.page_order[pfn[held]] = 0
     pages = np.left_shift(1, order)
     signed = np.where(is_alloc, -pages, pages)
     for zone in mm.zones:
-        zone.free_pages += int(signed[~noop & (zone_of == zone.index)].sum())
-    k.window_used += int(d_window[:cut].sum())
+        zone.free_pages += int(signed[zone_of == zone.index].sum())
+    k.window_used += int(r.d_window.sum())
     mfree = ~is_alloc & ~noop & mapped
     c.allocs += int(is_alloc.sum())
-    c.alloc_failures += 0
+    c.alloc_failures += int(failed.sum())
     c.frees += int((~is_alloc & ~noop).sum())
     c.ops_on_failed += int(noop.sum())
-    c.kernel_map_pages += int(pages[is_alloc & mapped].sum())
+    c.kernel_map_pages += int(pages[is_alloc & mapped & ~failed].sum())
     c.kernel_unmap_pages += int(pages[mfree].sum())
     c.kernel_unmaps += int(mfree.sum())
     c.tlb_flush_local += int(mfree.sum())
