@@ -64,11 +64,11 @@ class Kernel:
         self.machine = machine
         self.policy = policy
         self.mm = MemMap(machine, policy)
-        self.pk = Pkmap(policy.kmap_ring_slots(machine))
-        self.handle_pfn = np.full(max_handles, H_FREE, dtype=np.int64)
-        self.c = Counters()
         lowmem_pages = self.mm.layout.lowmem_end // machine.page_size
         reserved = sum(hi - lo for lo, hi in self.mm.layout.reserved_ranges)
+        self.pk = Pkmap(policy.kmap_ring_slots(machine, lowmem_pages - reserved))
+        self.handle_pfn = np.full(max_handles, H_FREE, dtype=np.int64)
+        self.c = Counters()
         self.permanent_pages = reserved  # kernel image + mem_map: mapped under every policy
         # pfns below this have a permanent kernel address (the offset map), if the policy keeps it.
         self.offset_mapped_end = lowmem_pages if policy.offset_maps_lowmem else 0

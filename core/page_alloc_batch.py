@@ -172,53 +172,102 @@ def _buddy_pass(k: Kernel, w: Window, zones: dict[int, _Zone], hi: np.ndarray, o
             free_one_page(mm, mm.zones[int(zone_of[e])], p, order)
 
 
-def _dry_zone_failures(k: Kernel, w: Window, is_alloc: np.ndarray, order: np.ndarray, zone_of: np.ndarray,
-                       src: np.ndarray, noop: np.ndarray, cut: int) -> tuple[np.ndarray, int]:
-    """Order-0 allocations that fail because their zone and every fallback zone are dry.
+def _zone_order(k: Kernel) -> list[int] | None:
+    """Zones in an order every zonelist respects (each falls back only to later zones), or None
+    if the zonelists disagree (unmapped's kernel list runs Normal -> HighMem, the user list
+    HighMem -> Normal)."""
+    before = {z: set() for z in range(len(k.mm.zones))}
+    for zl in k.zonelist.values():
+        for i, z in enumerate(zl):
+            before[z].update(zl[:i])
+    order: list[int] = []
+    while len(order) < len(before):
+        ready = [z for z in before if z not in order and before[z] <= set(order)]
+        if not ready:
+            return None
+        order.append(min(ready))
+    return order
 
-    Applies to a zone whose buddy lists are empty at the window's start and whose requests' other
-    zones hold no free page: such a request succeeds only while the zone's hot list has a page,
-    so failures are the pops of a walk reflected at depth 0 (the walk never refills). A free of a
-    handle whose allocation failed pushes nothing, which can only cause later failures, so the
-    failure set is found by iterating to its fixed point (each round adds failures; at the fixed
-    point every pop's fate follows from the pops before it, as in the event-by-event kernel).
-    The window is cut where the assumptions would break: at the first free into a fallback zone
-    or any order >= 1 free into the zone. Returns (failed mask, cut)."""
+
+def _route(k: Kernel, w: Window, is_alloc: np.ndarray, order: np.ndarray, zone_of: np.ndarray,
+           src: np.ndarray, noop: np.ndarray, cut: int) -> tuple[np.ndarray, int]:
+    """Send the order-0 allocations a zone cannot serve down their zonelists; return the ones no
+    zone serves (failed) and the cut. ``zone_of`` is updated in place.
+
+    A zone's free pages (hot list plus buddy lists) move by -1 per order-0 allocation it serves,
+    +1 per order-0 free, and +-2**order per larger free or allocation. An order-0 request finds
+    the zone empty exactly at the new minima of that walk below zero (a walk reflected at the
+    empty zone); it goes on to the next zone of its zonelist, in time order, which is processed
+    after it. A free of a page the zone did not serve pushes nothing there, which can only cause
+    later misses, so each zone's miss set is iterated to its fixed point (at the fixed point every
+    request's fate follows from the events before it, as in the event-by-event kernel). A larger
+    request that would meet an empty zone ends the window (its fallback is the scalar path's)."""
     mm = k.mm
     failed = np.zeros(is_alloc.size, dtype=bool)
-    if k.policy.map_on_alloc:  # window capacity is checked before zones there: keep it scalar
+    zones = _zone_order(k)
+    if zones is None or k.policy.map_on_alloc:  # (unmapped checks its window before any zone)
         return failed, cut
     idx = np.arange(is_alloc.size)
-    for zone in mm.zones:
-        zi = zone.index
-        wants = is_alloc & (order == 0) & (zone_of == zi) & (idx < cut)
-        if not wants.any() or smallest_block(zone) >= 0:
+    in_cut = ~noop & (idx < cut)
+    zero = in_cut & (order == 0)
+    zero_alloc, zero_free = zero & is_alloc, zero & ~is_alloc
+    hi_pages = np.where(in_cut & (order > 0), np.where(is_alloc, -1, 1) << order, 0)
+    next_zone = _next_zone_table(k)
+    for zi in zones:
+        zone = mm.zones[zi]
+        here = zone_of == zi
+        wants = zero_alloc & here
+        if not wants.any():
             continue
-        fallback = {z for g in np.unique(w.gfp[wants]).tolist() for z in k.zonelist[g][1:]}
-        if any(mm.zones[f].free_pages for f in fallback):
-            continue
-        feeds = ~is_alloc & ~noop & (np.isin(zone_of, list(fallback)) | ((zone_of == zi) & (order > 0)))
-        stop = np.flatnonzero(feeds & (idx < cut))
-        cut = int(stop[0]) if stop.size else cut
-        failed |= _reflect(zone.pcp_top, wants & (idx < cut), ~is_alloc & ~noop & (order == 0) & (zone_of == zi)
-                           & (idx < cut), src)
+        pushes = zero_free & here
+        hi = np.where(here, hi_pages, 0)
+        ops = np.flatnonzero(wants | pushes | (hi != 0))
+        step = np.where(wants[ops], -1, np.where(pushes[ops], 1, hi[ops]))
+        if zone.free_pages + int(np.cumsum(step).min()) >= 0:
+            continue  # this zone serves every request in the window
+        missed, short = _reflect(zone.free_pages, wants, pushes, hi, src)
+        if short < cut:
+            cut = short
+            keep = idx < cut
+            missed &= keep
+            zero_alloc &= keep
+            zero_free &= keep
+            hi_pages[~keep] = 0
+        missed = np.flatnonzero(missed)
+        nxt = next_zone[w.gfp[missed], zi]
+        zone_of[missed] = nxt
+        failed[missed[nxt < 0]] = True
+        linked = np.flatnonzero((src >= 0) & (idx < cut))
+        zone_of[linked] = zone_of[src[linked]]  # frees follow their pages
     return failed, cut
 
 
-def _reflect(s0: int, pops: np.ndarray, pushes: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """Failed pops of a hot list with ``s0`` pages and nothing behind it (see _dry_zone_failures)."""
-    failed = np.zeros(pops.size, dtype=bool)
+def _next_zone_table(k: Kernel) -> np.ndarray:
+    """next_zone[gfp, zone]: the zone after ``zone`` in gfp's zonelist, or -1."""
+    table = np.full((4, len(k.mm.zones)), -1, dtype=np.int64)
+    for gfp, zonelist in k.zonelist.items():
+        for a, b in zip(zonelist[:-1], zonelist[1:], strict=True):
+            table[gfp, a] = b
+    return table
+
+
+def _reflect(free: int, pops: np.ndarray, pushes: np.ndarray, hi: np.ndarray,
+             src: np.ndarray) -> tuple[np.ndarray, int]:
+    """The pops a zone with ``free`` pages cannot serve (see _route), and the index of the first
+    larger request it cannot serve (or the window size)."""
+    missed = np.zeros(pops.size, dtype=bool)
     while True:
-        live_push = pushes & ~((src >= 0) & failed[np.maximum(src, 0)])
-        ops = np.flatnonzero(pops | live_push)
-        walk = s0 + np.cumsum(np.where(pops[ops], -1, 1))
-        floor = np.minimum.accumulate(np.concatenate(([0], walk[:-1])))
-        floor = np.minimum(floor, 0)
+        live_push = pushes & ~((src >= 0) & missed[np.maximum(src, 0)])
+        ops = np.flatnonzero(pops | live_push | (hi != 0))
+        walk = free + np.cumsum(np.where(pops[ops], -1, np.where(live_push[ops], 1, hi[ops])))
+        floor = np.minimum(np.minimum.accumulate(np.concatenate(([0], walk[:-1]))), 0)
+        below = walk < floor
         now = np.zeros(pops.size, dtype=bool)
-        now[ops] = pops[ops] & (walk < floor)
-        if np.array_equal(now, failed):
-            return failed
-        failed = now
+        now[ops] = pops[ops] & below
+        if np.array_equal(now, missed):
+            short = ops[below & (hi[ops] < 0)]
+            return missed, int(short[0]) if short.size else pops.size
+        missed = now
 
 
 def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> np.ndarray:
@@ -307,7 +356,7 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     zone_of[is_alloc] = k.preferred_zone[w.gfp[is_alloc]]
     zone_of[tf] = mm.zone_index(table[tf])
     zone_of[linked] = zone_of[src[linked]]
-    failed, cut = _dry_zone_failures(k, w, is_alloc, order, zone_of, src, noop, again)
+    failed, cut = _route(k, w, is_alloc, order, zone_of, src, noop, again)
     if failed.any():
         noop |= linked & failed[np.maximum(src, 0)]  # frees of handles whose allocation failed
         pfn[failed | noop] = H_FAILED

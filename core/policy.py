@@ -10,9 +10,10 @@
   mapped unless kmapped; kmap serves every page (divorced from CONFIG_HIGHMEM) from a pool carved
   out of the freed window; mem_map and the kernel image stay mapped.
 
-Simplifications, stated once: under ``unmapped`` the freed window is split statically into the
-kmap ring (``unmapped_pkmap`` bytes) and the part that holds kernel allocations, which is accounted
-by page count (x86 "merely wishes to find the first free pte", paper s5.2; where in the window a
+Simplifications, stated once: under ``unmapped`` the freed window (lowmem's virtual space less
+mem_map and the kernel image) is split statically: a share (``unmapped_kmap_share``, default half,
+rounded down to a power of two of pages) is the kmap ring, the rest holds kernel allocations,
+accounted by page count (x86 "merely wishes to find the first free pte", paper s5.2; where in the window a
 page lands does not change any count this simulator reports). Physical ZONE_NORMAL stops being
 special there, so kernel allocations may fall back to highmem frames. Page-table pages under
 ``unmapped`` are not mapped on allocation: x86's page walker uses physical addresses and the kernel
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 
 from core.errors import ConfigError
 from core.machine import Machine, parse_int
-from core.units import MiB, parse_size
 
 ZONE_DMA, ZONE_NORMAL, ZONE_HIGHMEM = 0, 1, 2
 ZONE_NAMES = ("DMA", "Normal", "HighMem")
@@ -65,19 +65,19 @@ class Policy:
     map_on_alloc: bool  # kernel allocations mapped by __alloc_pages, unmapped on free
     pgtable_highmem: Callable[[Machine], bool]  # PTE pages allocated with __GFP_HIGHMEM
     kernel_zonelist: tuple[int, ...]  # GFP_KERNEL fallback order
-    unmapped_pkmap: int = 32 * MiB  # unmapped only: bytes of the freed window used as kmap ring
+    unmapped_kmap_share: float = 0.5  # unmapped only: share of the freed window used as kmap ring
     unmap_flush_batch: int = 512  # unmapped only: pages unmapped per lazy global TLB flush
 
-    def kmap_ring_slots(self, m: Machine) -> int:
+    def kmap_ring_slots(self, m: Machine, freed_window_pages: int) -> int:
         """LAST_PKMAP for this policy: the stock pool, or the ring carved from the freed window."""
         if not self.map_on_alloc:
             return m.last_pkmap
-        slots = self.unmapped_pkmap // m.page_size
+        slots = max(int(freed_window_pages * self.unmapped_kmap_share), 1)
         return 1 << (slots.bit_length() - 1)  # the scan wraps with a mask: a power of two
 
 
 PARAM_HELP = {
-    "unmapped_pkmap": "unmapped: bytes of the freed kernel window given to the kmap ring",
+    "unmapped_kmap_share": "unmapped: share of the freed kernel window given to the kmap ring (0-1)",
     "unmap_flush_batch": "unmapped: kernel pages unmapped per lazy global TLB flush",
 }
 
@@ -112,6 +112,16 @@ UNMAPPED = dataclasses.replace(
 POLICIES: dict[str, Policy] = {p.name: p for p in (STOCK, FOUR_G_FOUR_G, UNMAPPED)}
 
 
+def parse_share(key: str, value: object) -> float:
+    try:
+        share = float(str(value))
+    except ValueError:
+        raise ConfigError(key, "a number between 0 and 1", value) from None
+    if not 0.0 < share < 1.0:
+        raise ConfigError(key, "a number between 0 and 1, both excluded", value)
+    return share
+
+
 def owns(key: str) -> bool:
     return key in PARAM_HELP
 
@@ -124,17 +134,15 @@ def get_policy(name: str, machine: Machine, overrides: dict[str, object] | None 
     if machine.arch not in policy.arches:
         raise ConfigError("policy", f"{name} needs an {' or '.join(policy.arches)} machine, "
                           f"not {machine.name} ({machine.arch})", name)
-    changes: dict[str, int] = {}
+    changes: dict[str, object] = {}
     for key, value in (overrides or {}).items():
-        if key == "unmapped_pkmap":
-            changes[key] = parse_size(key, value)
+        if key == "unmapped_kmap_share":
+            changes[key] = parse_share(key, value)
         elif key == "unmap_flush_batch":
             changes[key] = parse_int(key, value)
         else:
             raise ConfigError(key, "a policy parameter: " + ", ".join(sorted(PARAM_HELP)))
     policy = dataclasses.replace(policy, **changes)
-    if policy.unmapped_pkmap < machine.page_size:
-        raise ConfigError("unmapped_pkmap", "at least one page", policy.unmapped_pkmap)
     if policy.unmap_flush_batch < 1:
         raise ConfigError("unmap_flush_batch", "an integer >= 1", policy.unmap_flush_batch)
     return policy
