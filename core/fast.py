@@ -25,7 +25,6 @@ from core.kernel import H_FAILED, H_FREE, Kernel
 from core.mem_map import PG_mapped
 from core.page_alloc_batch import Outcome, Window, apply_window
 from core.policy import ZONE_HIGHMEM
-from core.vec import stable_order
 
 MIN_WINDOW, MAX_WINDOW = 256, 1 << 16
 USES_PFN = E.NEEDS_HANDLE & ~E.IS_ALLOC
@@ -111,29 +110,23 @@ def alloc_pass(k: Kernel, cols: Columns) -> AllocResult:
 def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.ndarray,
                   out: AllocResult) -> tuple[np.ndarray, np.ndarray]:
     """For each event in ``cols.use``: the pfn its handle held when it ran (or H_FREE / H_FAILED)
-    and whether that block had a kernel address of its own. A forward fill of pass 1's results
-    along each handle's events."""
-    both = np.flatnonzero(cols.is_src | USES_PFN[cols.kind])
-    handle = cols.handle[both]
-    srt = stable_order(handle)
-    is_src = cols.is_src[both][srt]
-    src_rank = np.cumsum(cols.is_src[both]) - 1  # index into AllocResult for source events
-    rank = np.where(is_src, np.arange(srt.size), -1)
-    run = np.maximum.accumulate(rank)  # latest source at or before, in handle-major order
-    src = srt[np.maximum(run, 0)]
-    ok = (run >= 0) & (handle[src] == handle[srt])  # a source of an earlier handle does not count
-    # back to time order without another sort: scatter by position in ``both``, keep the uses
-    got_src = np.empty(both.size, dtype=np.int64)
-    got_ok = np.empty(both.size, dtype=bool)
-    got_src[srt], got_ok[srt] = src, ok
-    uses = ~cols.is_src[both]
-    src, ok, at = got_src[uses], got_ok[uses], both[uses]
-    if out.pfn.size:
-        got = src_rank[src]
-        pfn = np.where(ok, out.pfn[got], start[at])
-        mapped = np.where(ok, out.mapped[got], start_mapped[at])
-    else:  # no alloc or free in the batch: every page is the one its handle held at the start
-        pfn, mapped = start[at], start_mapped[at]
+    and whether that block had a kernel address of its own. Each use looks up the last alloc or
+    free of its handle before it: one sort of the (handle, time) keys of allocs and frees, one
+    binary search per use."""
+    n = cols.n
+    use = cols.use
+    if not cols.src.size:  # no alloc or free in the batch: every page is the one held at the start
+        pfn, mapped = start[use], start_mapped[use]
+    else:
+        src_key = cols.handle[cols.src] * n + cols.src
+        by_key = np.argsort(src_key)
+        keys = src_key[by_key]
+        use_key = cols.handle[use] * n + use
+        j = np.searchsorted(keys, use_key) - 1  # the last source key below the use's key
+        got = by_key[np.maximum(j, 0)]
+        ok = (j >= 0) & (keys[np.maximum(j, 0)] // n == cols.handle[use])
+        pfn = np.where(ok, out.pfn[got], start[use])
+        mapped = np.where(ok, out.mapped[got], start_mapped[use])
     has_address = (pfn >= 0) & ((pfn < k.offset_mapped_end) | mapped)
     return pfn, has_address
 

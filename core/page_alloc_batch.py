@@ -201,7 +201,8 @@ def _route(k: Kernel, w: Window, is_alloc: np.ndarray, order: np.ndarray, zone_o
     after it. A free of a page the zone did not serve pushes nothing there, which can only cause
     later misses, so each zone's miss set is iterated to its fixed point (at the fixed point every
     request's fate follows from the events before it, as in the event-by-event kernel). A larger
-    request that would meet an empty zone ends the window (its fallback is the scalar path's)."""
+    request is routed the same way when it meets an empty zone; one that finds some pages but
+    fewer than it needs ends the window, as does one the buddy lists cannot serve (a drain)."""
     mm = k.mm
     failed = np.zeros(is_alloc.size, dtype=bool)
     zones = _zone_order(k)
@@ -217,10 +218,10 @@ def _route(k: Kernel, w: Window, is_alloc: np.ndarray, order: np.ndarray, zone_o
         zone = mm.zones[zi]
         here = zone_of == zi
         wants = zero_alloc & here
-        if not wants.any():
+        hi = np.where(here, hi_pages, 0)
+        if not wants.any() and not (hi < 0).any():
             continue
         pushes = zero_free & here
-        hi = np.where(here, hi_pages, 0)
         ops = np.flatnonzero(wants | pushes | (hi != 0))
         step = np.where(wants[ops], -1, np.where(pushes[ops], 1, hi[ops]))
         if zone.free_pages + int(np.cumsum(step).min()) >= 0:
@@ -237,6 +238,7 @@ def _route(k: Kernel, w: Window, is_alloc: np.ndarray, order: np.ndarray, zone_o
         nxt = next_zone[w.gfp[missed], zi]
         zone_of[missed] = nxt
         failed[missed[nxt < 0]] = True
+        hi_pages[missed[nxt < 0]] = 0  # a failed request takes nothing anywhere
         linked = np.flatnonzero((src >= 0) & (idx < cut))
         zone_of[linked] = zone_of[src[linked]]  # frees follow their pages
     return failed, cut
@@ -253,19 +255,28 @@ def _next_zone_table(k: Kernel) -> np.ndarray:
 
 def _reflect(free: int, pops: np.ndarray, pushes: np.ndarray, hi: np.ndarray,
              src: np.ndarray) -> tuple[np.ndarray, int]:
-    """The pops a zone with ``free`` pages cannot serve (see _route), and the index of the first
-    larger request it cannot serve (or the window size)."""
+    """The requests a zone with ``free`` pages cannot serve (see _route), and the index of the
+    first larger request that finds some pages but fewer than it needs (or the window size).
+
+    Walk value v, running floor m = min(0, earlier v): a request meets an empty zone when the
+    walk makes a new minimum below zero, and the free pages before it are v_prev - m. An order-0
+    pop that misses leaves the zone empty, which the reflection expresses exactly; a larger
+    request is only that simple when the zone was already empty."""
     missed = np.zeros(pops.size, dtype=bool)
     while True:
-        live_push = pushes & ~((src >= 0) & missed[np.maximum(src, 0)])
-        ops = np.flatnonzero(pops | live_push | (hi != 0))
-        walk = free + np.cumsum(np.where(pops[ops], -1, np.where(live_push[ops], 1, hi[ops])))
+        gone = (src >= 0) & missed[np.maximum(src, 0)]  # frees of pages this zone did not hand out
+        live_push = pushes & ~gone
+        live_hi = np.where(gone & (hi > 0), 0, hi)
+        ops = np.flatnonzero(pops | live_push | (live_hi != 0))
+        walk = free + np.cumsum(np.where(pops[ops], -1, np.where(live_push[ops], 1, live_hi[ops])))
+        prev = np.concatenate(([free], walk[:-1]))
         floor = np.minimum(np.minimum.accumulate(np.concatenate(([0], walk[:-1]))), 0)
         below = walk < floor
+        big = hi[ops] < 0
         now = np.zeros(pops.size, dtype=bool)
-        now[ops] = pops[ops] & below
+        now[ops] = below & (pops[ops] | (big & (prev == floor)))
         if np.array_equal(now, missed):
-            short = ops[below & (hi[ops] < 0)]
+            short = ops[below & big & (prev > floor)]
             return missed, int(short[0]) if short.size else pops.size
         missed = now
 
