@@ -29,7 +29,7 @@ PROG = "zonesim"
 
 # How `list` shows values: byte sizes also in binary units, addresses in hex. Field names of
 # core.machine.Machine and core.policy.Policy; a name missing here is shown as it is.
-SIZE_NAMES = {"memory", "page_size", "vmalloc_reserve", "dma_zone", "kernel_image", "unmapped_pkmap"}
+SIZE_NAMES = {"memory", "page_size", "vmalloc_reserve", "dma_zone", "kernel_image"}
 ADDRESS_NAMES = {"page_offset"}
 
 
