@@ -122,7 +122,10 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
         by_key = np.argsort(src_key)
         keys = src_key[by_key]
         use_key = cols.handle[use] * n + use
-        j = np.searchsorted(keys, use_key) - 1  # the last source key below the use's key
+        by_use = np.argsort(use_key)  # sorted needles keep the binary searches in cache
+        j = np.empty(use.size, dtype=np.int64)
+        j[by_use] = np.searchsorted(keys, use_key[by_use]) - 1  # the last source key below the use's
+
         got = by_key[np.maximum(j, 0)]
         ok = (j >= 0) & (keys[np.maximum(j, 0)] // n == cols.handle[use])
         pfn = np.where(ok, out.pfn[got], start[use])

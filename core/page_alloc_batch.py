@@ -212,7 +212,8 @@ def _route(k: Kernel, w: Window, is_alloc: np.ndarray, order: np.ndarray, zone_o
     in_cut = ~noop & (idx < cut)
     zero = in_cut & (order == 0)
     zero_alloc, zero_free = zero & is_alloc, zero & ~is_alloc
-    hi_pages = np.where(in_cut & (order > 0), np.where(is_alloc, -1, 1) << order, 0)
+    pages = np.left_shift(1, order)
+    hi_pages = np.where(in_cut & (order > 0), np.where(is_alloc, -pages, pages), 0)
     next_zone = _next_zone_table(k)
     for zi in zones:
         zone = mm.zones[zi]
@@ -262,23 +263,26 @@ def _reflect(free: int, pops: np.ndarray, pushes: np.ndarray, hi: np.ndarray,
     walk makes a new minimum below zero, and the free pages before it are v_prev - m. An order-0
     pop that misses leaves the zone empty, which the reflection expresses exactly; a larger
     request is only that simple when the zone was already empty."""
+    ops = np.flatnonzero(pops | pushes | (hi != 0))
+    o_pop, o_push, o_hi = pops[ops], pushes[ops], hi[ops]
+    o_src = src[ops]
+    linked = np.flatnonzero(o_src >= 0)
+    big = o_hi < 0
     missed = np.zeros(pops.size, dtype=bool)
     while True:
-        gone = (src >= 0) & missed[np.maximum(src, 0)]  # frees of pages this zone did not hand out
-        live_push = pushes & ~gone
-        live_hi = np.where(gone & (hi > 0), 0, hi)
-        ops = np.flatnonzero(pops | live_push | (live_hi != 0))
-        walk = free + np.cumsum(np.where(pops[ops], -1, np.where(live_push[ops], 1, live_hi[ops])))
+        gone = np.zeros(ops.size, dtype=bool)  # frees of pages this zone did not hand out
+        gone[linked] = missed[o_src[linked]]
+        step = np.where(o_pop, -1, np.where(o_push, 1, o_hi))
+        step[gone & (step > 0)] = 0
+        walk = free + np.cumsum(step)
         prev = np.concatenate(([free], walk[:-1]))
         floor = np.minimum(np.minimum.accumulate(np.concatenate(([0], walk[:-1]))), 0)
         below = walk < floor
-        big = hi[ops] < 0
-        now = np.zeros(pops.size, dtype=bool)
-        now[ops] = below & (pops[ops] | (big & (prev == floor)))
-        if np.array_equal(now, missed):
+        hit = below & (o_pop | (big & (prev == floor)))
+        if np.array_equal(hit, missed[ops]):
             short = ops[below & big & (prev > floor)]
             return missed, int(short[0]) if short.size else pops.size
-        missed = now
+        missed[ops] = hit
 
 
 def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> np.ndarray:
