@@ -1,0 +1,213 @@
+"""Scenario tests: tiny event streams with exact, closed-form expectations (SimPy style).
+
+Every scenario runs on both engines; the expectations come from the kernel's own rules (the
+REFERENCE.md figures and mm/highmem.c), never from running zonesim.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import events as E
+from core.events import Stream, ev, make_batch
+from core.kernel import Kernel
+from core.machine import get_machine, with_overrides
+from core.policy import get_policy
+from core.record import build_record
+from core.sim import simulate
+from core.units import GiB, MiB
+
+ENGINES = ("reference", "fast")
+PAGE = 4096
+
+
+def run(rows: list[tuple], policy: str = "stock", machine: dict | None = None, engine: str = "fast",
+        max_handles: int = 4096, policy_set: dict | None = None) -> tuple[dict, Kernel]:
+    m = with_overrides(get_machine("x86-pae-64g"), machine or {})
+    p = get_policy(policy, m, policy_set or {})
+    k = simulate(m, p, Stream([make_batch(rows)] if rows else [], max_handles), engine=engine)
+    return build_record(k, {}), k
+
+
+# -- boot: the closed forms of REFERENCE section 2 ------------------------------------------------
+
+def test_mem_map_and_lowmem_at_64g_stock() -> None:
+    rec, k = run([])
+    assert rec["mem_map_bytes"] == 16_777_216 * 32 == 512 * MiB
+    maxmem = (4 * GiB - 0xC0000000) - 128 * MiB  # 896 MiB
+    assert k.mm.layout.lowmem_end == maxmem == 896 * MiB
+    assert rec["lowmem_total_bytes"] == maxmem - 512 * MiB - 8 * MiB  # minus mem_map and the image
+    assert rec["kernel_mapped_bytes_peak"] == 896 * MiB  # the whole offset map
+    assert rec["highmem_free_min_bytes"] == 64 * GiB - 896 * MiB
+
+
+@pytest.mark.parametrize("override, lowmem", [
+    ({"struct_page": 40}, 896 * MiB - 640 * MiB - 8 * MiB),  # 2.6.0's 40-byte struct page
+    ({"memory": "16GiB"}, 896 * MiB - 128 * MiB - 8 * MiB),
+    ({"memory": "512MiB"}, 512 * MiB - 4 * MiB - 8 * MiB),  # no highmem at all
+])
+def test_lowmem_total_follows_mem_map(override: dict, lowmem: int) -> None:
+    rec, _ = run([], machine=override)
+    assert rec["lowmem_total_bytes"] == lowmem
+
+
+def test_4g4g_lowmem_and_unmapped_window() -> None:
+    rec, _ = run([], policy="4g4g")
+    assert rec["lowmem_total_bytes"] == 4 * GiB - 128 * MiB - 512 * MiB - 8 * MiB
+    rec, k = run([], policy="unmapped")
+    freed = (896 * MiB - 512 * MiB - 8 * MiB) // PAGE  # lowmem's virtual space less the permanent maps
+    ring = 1 << (freed // 2).bit_length() - 1  # half of it, rounded down to a power of two
+    assert k.pk.slots == ring == 32768
+    assert rec["lowmem_total_bytes"] == (freed - ring) * PAGE
+    assert rec["kernel_mapped_bytes_peak"] == (512 * MiB + 8 * MiB)  # only mem_map and the image
+
+
+# -- the buddy allocator and the hot list ----------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_hot_list_is_lifo_and_refills_with_the_top_block(engine: str) -> None:
+    rows = [ev(E.K_ALLOC_SLAB, 0), ev(E.K_ALLOC_SLAB, 1), ev(E.K_FREE, 0), ev(E.K_ALLOC_SLAB, 2)]
+    _, k = run(rows, engine=engine)
+    top_block = 229376 - 1024  # Normal ends at 896 MiB; its last order-10 block is listed last
+    assert k.handle_pfn[1] == top_block + 1  # a refill hands out the block lowest page first
+    assert k.handle_pfn[2] == top_block  # the page freed last is the next one handed out
+    normal = k.mm.zones[1]
+    assert normal.pcp_top == 1024 - 2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_order1_free_merges_back_to_the_boot_state(engine: str) -> None:
+    _, booted = run([])
+    _, k = run([ev(E.K_ALLOC_STACK, 0, order=1), ev(E.K_FREE, 0)], engine=engine)
+    for z0, z1 in zip(booted.mm.zones, k.mm.zones, strict=True):
+        assert [list(a) for a in z0.free_area] == [list(a) for a in z1.free_area]
+        assert z0.free_pages == z1.free_pages
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_lowmem_exhaustion_fails_kernel_allocations_while_highmem_is_free(engine: str) -> None:
+    machine = {"memory": "64MiB", "vmalloc_reserve": str((1024 - 24) << 20), "kernel_image": "4MiB"}
+    rec, k = run([], machine=machine)
+    free = rec["lowmem_total_bytes"] // PAGE
+    rows = [ev(E.K_ALLOC_SLAB, h) for h in range(free + 5)]
+    rec, k = run(rows, machine=machine, engine=engine, max_handles=free + 5)
+    assert rec["alloc_failures"] == 5
+    assert rec["lowmem_free_min_bytes"] == 0
+    assert rec["highmem_free_min_bytes"] == 64 * MiB - 24 * MiB
+    assert (k.handle_pfn == -2).sum() == 5
+
+
+# -- the persistent kmap pool (mm/highmem.c) ------------------------------------------------------
+
+def _highmem_pages(n: int) -> list[tuple]:
+    return [ev(E.K_ALLOC_ANON, h) for h in range(n)]  # user pages come from highmem
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_last_pkmap_kmaps_fit_then_the_next_one_waits(engine: str) -> None:
+    n = 8
+    machine = {"memory": "4GiB", "last_pkmap": n}
+    fill = _highmem_pages(n + 1) + [ev(E.K_KMAP, h) for h in range(n)]
+    rec, _ = run(fill, machine=machine, engine=engine)
+    # slots 1..n-1, then the wrap to slot 0: one flush_all_zero_pkmaps, one global TLB flush
+    assert (rec["pkmap_wraps"], rec["tlb_flush_global"], rec["kmap_waits"]) == (1, 1, 0)
+    rec, k = run(fill + [ev(E.K_KMAP, n)], machine=machine, engine=engine)
+    # a full circle finds no free slot: the caller sleeps (the circle passed slot 0 once more)
+    assert (rec["pkmap_wraps"], rec["kmap_waits"], rec["kmap_waiters_at_end"]) == (2, 1, 1)
+    assert rec["tlb_flush_global"] == 2
+    assert list(k.pk.pkmap_count) == [2] * n
+    # a kunmap drops a count to 1 and wakes the sleeper, whose wrap frees that slot for it
+    rec, k = run(fill + [ev(E.K_KMAP, n), ev(E.K_KUNMAP, 3)], machine=machine, engine=engine)
+    assert (rec["pkmap_wraps"], rec["kmap_waits"], rec["kmap_waiters_at_end"]) == (3, 1, 0)
+    # pages 0..n-2 took slots 1..n-1 and page n-1 slot 0, so page 3 held slot 4: the sleeper's now
+    assert k.mm.pkmap_slot[k.handle_pfn[n]] == 4
+    assert k.mm.pkmap_slot[k.handle_pfn[3]] == -1
+    assert rec["pkmap_new_mappings"] == n + 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_wrap_costs_exactly_one_global_flush(engine: str) -> None:
+    n, rounds = 8, 5
+    rows = _highmem_pages(n * rounds)
+    for h in range(n * rounds):  # map and release a new page each time: a wrap every n mappings
+        rows += [ev(E.K_KMAP, h), ev(E.K_KUNMAP, h)]
+    rec, _ = run(rows, machine={"memory": "4GiB", "last_pkmap": n}, engine=engine)
+    wraps = (n * rounds) // n  # the cursor starts at 0, so the n-th, 2n-th ... mapping wraps
+    assert rec["pkmap_wraps"] == rec["tlb_flush_global"] == wraps
+    assert rec["kmap_waits"] == 0
+    assert rec["cycles_tlb_flush_global"] == wraps * get_machine("x86-pae-64g").cycles("tlb_flush_global")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_kmap_of_lowmem_and_kmap_atomic_flush_rules(engine: str) -> None:
+    rows = [ev(E.K_ALLOC_SLAB, 0), ev(E.K_ALLOC_ANON, 1),
+            ev(E.K_KMAP, 0), ev(E.K_KUNMAP, 0),  # lowmem: page_address, no slot
+            ev(E.K_KMAP_ATOMIC, 0),  # lowmem: no PTE to install
+            ev(E.K_KMAP_ATOMIC, 1), ev(E.K_KMAP_ATOMIC, 1)]  # highmem: one invlpg each
+    rec, _ = run(rows, machine={"memory": "4GiB"}, engine=engine)
+    assert rec["pkmap_new_mappings"] == 0
+    assert (rec["kmap_atomic_calls"], rec["kmap_atomic_maps"], rec["tlb_flush_local"]) == (3, 2, 2)
+
+
+# -- policies -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("policy, reloads", [("stock", 0), ("4g4g", 2), ("unmapped", 0)])
+def test_every_kernel_entry_costs_two_cr3_reloads_under_4g4g(engine: str, policy: str, reloads: int) -> None:
+    syscalls, faults = 37, 5
+    rows = [ev(E.K_SYSCALL)] * syscalls + _highmem_pages(faults) + [ev(E.K_FORK), ev(E.K_EXEC), ev(E.K_EXIT)]
+    rec, _ = run(rows, policy=policy, machine={"memory": "4GiB"}, engine=engine)
+    entries = syscalls + faults + 3
+    assert rec["kernel_entries"] == entries
+    assert rec["tlb_flush_full"] == reloads * entries
+    assert rec["cycles_cr3_reload"] == reloads * entries * get_machine("x86-pae-64g").cycles("cr3_reload")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unmapped_kernel_mapped_bytes_are_live_kernel_allocations_plus_permanent_maps(engine: str) -> None:
+    slabs, stacks = 7, 3
+    rows = [ev(E.K_ALLOC_SLAB, h) for h in range(slabs)]
+    rows += [ev(E.K_ALLOC_STACK, slabs + h, order=1) for h in range(stacks)]
+    rows += [ev(E.K_ALLOC_ANON, 100), ev(E.K_ALLOC_PGTABLE, 101)]  # user page, PTE page: not mapped
+    permanent = (512 * MiB + 8 * MiB) // PAGE
+    live = slabs + 2 * stacks
+    rec, k = run(rows, policy="unmapped", engine=engine)
+    assert rec["kernel_mapped_bytes_peak"] == (permanent + live) * PAGE
+    assert rec["kernel_map_pages"] == live
+    assert k.lowmem_free() == k.window_pages - live
+    frees = [ev(E.K_FREE, h) for h in range(slabs + stacks)]
+    rec, k = run(rows + frees, policy="unmapped", engine=engine)
+    assert rec["kernel_unmap_pages"] == live
+    assert rec["tlb_flush_local"] == slabs + stacks  # one invlpg per block unmapped on free
+    assert k.kernel_mapped() * PAGE == permanent * PAGE
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("policy, highpte, flushes", [
+    ("stock", False, 0),  # PTE pages in lowmem: edited through the offset map
+    ("stock", True, 3),  # CONFIG_HIGHPTE: PTE pages in highmem, each edit a kmap_atomic
+    ("unmapped", False, 3),  # the paper's kernel never maps PTE pages for good
+])
+def test_pte_edits_need_kmap_atomic_only_without_a_kernel_address(engine: str, policy: str, highpte: bool,
+                                                                  flushes: int) -> None:
+    rows = [ev(E.K_ALLOC_PGTABLE, 0)] + [ev(E.K_PTE_UPDATE, 0)] * 3
+    rec, _ = run(rows, policy=policy, machine={"memory": "4GiB", "highpte": highpte}, engine=engine)
+    assert (rec["pte_updates"], rec["pte_kmaps"], rec["tlb_flush_local"]) == (3, flushes, flushes)
+
+
+def test_unmapped_lazy_global_flush_per_batch_of_unmapped_pages() -> None:
+    n = 10
+    rows = [ev(E.K_ALLOC_SLAB, h) for h in range(n)] + [ev(E.K_FREE, h) for h in range(n)]
+    rec, _ = run(rows, policy="unmapped", policy_set={"unmap_flush_batch": 4})
+    assert rec["tlb_flush_global"] == n // 4
+
+
+def test_engines_agree_on_a_scenario_stream() -> None:
+    rows = _highmem_pages(40) + [ev(E.K_ALLOC_SLAB, 40 + i) for i in range(20)]
+    rng = np.random.default_rng(1)
+    for h in rng.integers(0, 40, 60).tolist():
+        rows += [ev(E.K_KMAP, h), ev(E.K_KUNMAP, h)]
+    for policy in ("stock", "4g4g", "unmapped"):
+        recs = [run(rows, policy=policy, machine={"memory": "4GiB", "last_pkmap": 8}, engine=e)[0] for e in ENGINES]
+        assert recs[0] == recs[1]
