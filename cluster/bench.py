@@ -27,7 +27,7 @@ from core.record import RECORD_KEYS, build_record
 from core.sim import simulate
 from workloads.config import DEFAULTS, resolve
 
-DEFAULT_EVENTS = 200_000
+DEFAULT_EVENTS = 2_000_000  # past the set-up phase (shm and the first forks) into steady state
 DEFAULT_POLICIES = ("stock", "4g4g", "unmapped")
 
 

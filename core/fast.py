@@ -41,6 +41,9 @@ class Columns:
         self.order = batch["order"].astype(np.int64)
         self.is_src = E.IS_ALLOC[self.kind] | (self.kind == E.K_FREE)
         self.src = np.flatnonzero(self.is_src)  # alloc/free positions, in time order
+        # allocs and frees by (handle, time): the windows' handle links and the uses' lookups
+        self.src_key = self.handle[self.src] * self.n + self.src
+        self.src_by_key = np.argsort(self.src_key)
         self.use = np.flatnonzero(USES_PFN[self.kind])  # positions of events that use a page
 
 
@@ -95,7 +98,9 @@ def alloc_pass(k: Kernel, cols: Columns) -> AllocResult:
     i, size = 0, MAX_WINDOW
     while i < pos.size:
         j = min(i + size, pos.size)
-        res = apply_window(k, Window(pos[i:j], handle[i:j], order[i:j], gfp[i:j]))
+        by_key = cols.src_by_key
+        by_handle = by_key[(by_key >= i) & (by_key < j)] - i if (i, j) != (0, pos.size) else by_key
+        res = apply_window(k, Window(pos[i:j], handle[i:j], order[i:j], gfp[i:j], by_handle))
         _record_window(k, out, slice(i, i + res.done), gfp[i:i + res.done] > 0, res)
         i += res.done
         if i < j:  # cut: this event goes through the scalar verbs
@@ -118,9 +123,8 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
     if not cols.src.size:  # no alloc or free in the batch: every page is the one held at the start
         pfn, mapped = start[use], start_mapped[use]
     else:
-        src_key = cols.handle[cols.src] * n + cols.src
-        by_key = np.argsort(src_key)
-        keys = src_key[by_key]
+        by_key = cols.src_by_key
+        keys = cols.src_key[by_key]
         use_key = cols.handle[use] * n + use
         by_use = np.argsort(use_key)  # sorted needles keep the binary searches in cache
         j = np.empty(use.size, dtype=np.int64)

@@ -42,6 +42,7 @@ class Window:
     handle: np.ndarray  # int64
     order: np.ndarray  # int64: alloc order; filled in for frees
     gfp: np.ndarray  # uint8: 0 for frees
+    by_handle: np.ndarray  # the window's events in handle-major, time-minor order
 
 
 @dataclass
@@ -55,15 +56,12 @@ class Outcome:
     order: np.ndarray  # order of the block allocated or freed
 
 
-def _prev_same_handle(handle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each event, the index of the previous event on the same handle (or -1); and the
-    events in handle-major, time-minor order."""
-    n = handle.size
-    order = stable_order(handle)
-    prev = np.full(n, -1, dtype=np.int64)
-    same = handle[order[1:]] == handle[order[:-1]]
-    prev[order[1:][same]] = order[:-1][same]
-    return prev, order
+def _prev_same_handle(handle: np.ndarray, by_handle: np.ndarray) -> np.ndarray:
+    """For each event, the index of the previous event on the same handle, or -1."""
+    prev = np.full(handle.size, -1, dtype=np.int64)
+    same = handle[by_handle[1:]] == handle[by_handle[:-1]]
+    prev[by_handle[1:][same]] = by_handle[:-1][same]
+    return prev
 
 
 def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -71,7 +69,8 @@ def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, int
     Also returns the first allocation that follows another on the same handle with no free
     between: legal only if the first one failed, which the scalar path decides."""
     is_alloc = w.gfp > 0
-    prev, by_handle = _prev_same_handle(w.handle)
+    by_handle = w.by_handle
+    prev = _prev_same_handle(w.handle, by_handle)
     has_prev = prev >= 0
     table = k.handle_pfn[w.handle]
     prev_alloc = np.zeros_like(has_prev)
