@@ -16,9 +16,12 @@ oracle. What makes a window tractable in NumPy:
 - Which page a pop returns may be a page freed earlier in the window that was itself popped
   earlier; these chains are resolved by pointer jumping (O(log n) vector steps).
 
-Whatever the window cannot do without reasoning about time step by step (a zone running dry, a
-drain for an order >= 1 request, a failure, the unmapped window filling) ends the window at that
-event; the caller commits the prefix and hands that event to the scalar verbs.
+- A zone that runs out sends requests down their zonelists (``page_alloc_route``): misses are the
+  new minima of the zone's free-page walk below zero.
+
+Whatever the window cannot do without reasoning about time step by step (a drain for an order >= 1
+request, a request that finds some pages but too few, the unmapped window filling) ends the window
+at that event; the caller commits the prefix and hands that event to the scalar verbs.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from core.errors import InvariantError, StreamError
 from core.kernel import H_FAILED, H_FREE, Kernel
 from core.mem_map import PG_alloc, PG_buddy, PG_mapped, PG_pcp
 from core.page_alloc import free_one_page, rmqueue, smallest_block
+from core.page_alloc_route import route
 from core.vec import stable_order
 
 
@@ -171,119 +175,6 @@ def _buddy_pass(k: Kernel, w: Window, zones: dict[int, _Zone], hi: np.ndarray, o
             free_one_page(mm, mm.zones[int(zone_of[e])], p, order)
 
 
-def _zone_order(k: Kernel) -> list[int] | None:
-    """Zones in an order every zonelist respects (each falls back only to later zones), or None
-    if the zonelists disagree (unmapped's kernel list runs Normal -> HighMem, the user list
-    HighMem -> Normal)."""
-    before = {z: set() for z in range(len(k.mm.zones))}
-    for zl in k.zonelist.values():
-        for i, z in enumerate(zl):
-            before[z].update(zl[:i])
-    order: list[int] = []
-    while len(order) < len(before):
-        ready = [z for z in before if z not in order and before[z] <= set(order)]
-        if not ready:
-            return None
-        order.append(min(ready))
-    return order
-
-
-def _route(k: Kernel, w: Window, is_alloc: np.ndarray, order: np.ndarray, zone_of: np.ndarray,
-           src: np.ndarray, noop: np.ndarray, cut: int) -> tuple[np.ndarray, int]:
-    """Send the order-0 allocations a zone cannot serve down their zonelists; return the ones no
-    zone serves (failed) and the cut. ``zone_of`` is updated in place.
-
-    A zone's free pages (hot list plus buddy lists) move by -1 per order-0 allocation it serves,
-    +1 per order-0 free, and +-2**order per larger free or allocation. An order-0 request finds
-    the zone empty exactly at the new minima of that walk below zero (a walk reflected at the
-    empty zone); it goes on to the next zone of its zonelist, in time order, which is processed
-    after it. A free of a page the zone did not serve pushes nothing there, which can only cause
-    later misses, so each zone's miss set is iterated to its fixed point (at the fixed point every
-    request's fate follows from the events before it, as in the event-by-event kernel). A larger
-    request is routed the same way when it meets an empty zone; one that finds some pages but
-    fewer than it needs ends the window, as does one the buddy lists cannot serve (a drain)."""
-    mm = k.mm
-    failed = np.zeros(is_alloc.size, dtype=bool)
-    zones = _zone_order(k)
-    if zones is None or k.policy.map_on_alloc:  # (unmapped checks its window before any zone)
-        return failed, cut
-    idx = np.arange(is_alloc.size)
-    in_cut = ~noop & (idx < cut)
-    zero = in_cut & (order == 0)
-    zero_alloc, zero_free = zero & is_alloc, zero & ~is_alloc
-    pages = np.left_shift(1, order)
-    hi_pages = np.where(in_cut & (order > 0), np.where(is_alloc, -pages, pages), 0)
-    next_zone = _next_zone_table(k)
-    for zi in zones:
-        zone = mm.zones[zi]
-        here = zone_of == zi
-        wants = zero_alloc & here
-        hi = np.where(here, hi_pages, 0)
-        if not wants.any() and not (hi < 0).any():
-            continue
-        pushes = zero_free & here
-        ops = np.flatnonzero(wants | pushes | (hi != 0))
-        step = np.where(wants[ops], -1, np.where(pushes[ops], 1, hi[ops]))
-        if zone.free_pages + int(np.cumsum(step).min()) >= 0:
-            continue  # this zone serves every request in the window
-        missed, short = _reflect(zone.free_pages, wants, pushes, hi, src)
-        if short < cut:
-            cut = short
-            keep = idx < cut
-            missed &= keep
-            zero_alloc &= keep
-            zero_free &= keep
-            hi_pages[~keep] = 0
-        missed = np.flatnonzero(missed)
-        nxt = next_zone[w.gfp[missed], zi]
-        zone_of[missed] = nxt
-        failed[missed[nxt < 0]] = True
-        hi_pages[missed[nxt < 0]] = 0  # a failed request takes nothing anywhere
-        linked = np.flatnonzero((src >= 0) & (idx < cut))
-        zone_of[linked] = zone_of[src[linked]]  # frees follow their pages
-    return failed, cut
-
-
-def _next_zone_table(k: Kernel) -> np.ndarray:
-    """next_zone[gfp, zone]: the zone after ``zone`` in gfp's zonelist, or -1."""
-    table = np.full((4, len(k.mm.zones)), -1, dtype=np.int64)
-    for gfp, zonelist in k.zonelist.items():
-        for a, b in zip(zonelist[:-1], zonelist[1:], strict=True):
-            table[gfp, a] = b
-    return table
-
-
-def _reflect(free: int, pops: np.ndarray, pushes: np.ndarray, hi: np.ndarray,
-             src: np.ndarray) -> tuple[np.ndarray, int]:
-    """The requests a zone with ``free`` pages cannot serve (see _route), and the index of the
-    first larger request that finds some pages but fewer than it needs (or the window size).
-
-    Walk value v, running floor m = min(0, earlier v): a request meets an empty zone when the
-    walk makes a new minimum below zero, and the free pages before it are v_prev - m. An order-0
-    pop that misses leaves the zone empty, which the reflection expresses exactly; a larger
-    request is only that simple when the zone was already empty."""
-    ops = np.flatnonzero(pops | pushes | (hi != 0))
-    o_pop, o_push, o_hi = pops[ops], pushes[ops], hi[ops]
-    o_src = src[ops]
-    linked = np.flatnonzero(o_src >= 0)
-    big = o_hi < 0
-    missed = np.zeros(pops.size, dtype=bool)
-    while True:
-        gone = np.zeros(ops.size, dtype=bool)  # frees of pages this zone did not hand out
-        gone[linked] = missed[o_src[linked]]
-        step = np.where(o_pop, -1, np.where(o_push, 1, o_hi))
-        step[gone & (step > 0)] = 0
-        walk = free + np.cumsum(step)
-        prev = np.concatenate(([free], walk[:-1]))
-        floor = np.minimum(np.minimum.accumulate(np.concatenate(([0], walk[:-1]))), 0)
-        below = walk < floor
-        hit = below & (o_pop | (big & (prev == floor)))
-        if np.array_equal(hit, missed[ops]):
-            short = ops[below & big & (prev > floor)]
-            return missed, int(short[0]) if short.size else pops.size
-        missed[ops] = hit
-
-
 def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> np.ndarray:
     """Point each pop (before ``cut``) at its push, or give it its initial occupant's pfn.
 
@@ -370,7 +261,7 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     zone_of[is_alloc] = k.preferred_zone[w.gfp[is_alloc]]
     zone_of[tf] = mm.zone_index(table[tf])
     zone_of[linked] = zone_of[src[linked]]
-    failed, cut = _route(k, w, is_alloc, order, zone_of, src, noop, again)
+    failed, cut = route(k, w.gfp, is_alloc, order, zone_of, src, noop, again)
     if failed.any():
         noop |= linked & failed[np.maximum(src, 0)]  # frees of handles whose allocation failed
         pfn[failed | noop] = H_FAILED

@@ -1,0 +1,125 @@
+"""Zone fallback inside a batched window (__alloc_pages' zonelist walk, mm/page_alloc.c 2.6.11).
+
+Used by ``page_alloc_batch``: given a window's requests, each assumed to go to the first zone of
+its zonelist, find the ones a zone cannot serve, send them on down their zonelists, and report
+the ones no zone serves. Exact against the event-by-event allocator; see ``route``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.kernel import Kernel
+
+
+def _zone_order(k: Kernel) -> list[int] | None:
+    """Zones in an order every zonelist respects (each falls back only to later zones), or None
+    if the zonelists disagree (unmapped's kernel list runs Normal -> HighMem, the user list
+    HighMem -> Normal)."""
+    before = {z: set() for z in range(len(k.mm.zones))}
+    for zl in k.zonelist.values():
+        for i, z in enumerate(zl):
+            before[z].update(zl[:i])
+    order: list[int] = []
+    while len(order) < len(before):
+        ready = [z for z in before if z not in order and before[z] <= set(order)]
+        if not ready:
+            return None
+        order.append(min(ready))
+    return order
+
+
+def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, zone_of: np.ndarray,
+           src: np.ndarray, noop: np.ndarray, cut: int) -> tuple[np.ndarray, int]:
+    """Send the order-0 allocations a zone cannot serve down their zonelists; return the ones no
+    zone serves (failed) and the cut. ``zone_of`` is updated in place.
+
+    A zone's free pages (hot list plus buddy lists) move by -1 per order-0 allocation it serves,
+    +1 per order-0 free, and +-2**order per larger free or allocation. An order-0 request finds
+    the zone empty exactly at the new minima of that walk below zero (a walk reflected at the
+    empty zone); it goes on to the next zone of its zonelist, in time order, which is processed
+    after it. A free of a page the zone did not serve pushes nothing there, which can only cause
+    later misses, so each zone's miss set is iterated to its fixed point (at the fixed point every
+    request's fate follows from the events before it, as in the event-by-event kernel). A larger
+    request is routed the same way when it meets an empty zone; one that finds some pages but
+    fewer than it needs ends the window, as does one the buddy lists cannot serve (a drain)."""
+    mm = k.mm
+    failed = np.zeros(is_alloc.size, dtype=bool)
+    zones = _zone_order(k)
+    if zones is None or k.policy.map_on_alloc:  # (unmapped checks its window before any zone)
+        return failed, cut
+    idx = np.arange(is_alloc.size)
+    in_cut = ~noop & (idx < cut)
+    zero = in_cut & (order == 0)
+    zero_alloc, zero_free = zero & is_alloc, zero & ~is_alloc
+    pages = np.left_shift(1, order)
+    hi_pages = np.where(in_cut & (order > 0), np.where(is_alloc, -pages, pages), 0)
+    next_zone = _next_zone_table(k)
+    for zi in zones:
+        zone = mm.zones[zi]
+        here = zone_of == zi
+        wants = zero_alloc & here
+        hi = np.where(here, hi_pages, 0)
+        if not wants.any() and not (hi < 0).any():
+            continue
+        pushes = zero_free & here
+        ops = np.flatnonzero(wants | pushes | (hi != 0))
+        step = np.where(wants[ops], -1, np.where(pushes[ops], 1, hi[ops]))
+        if zone.free_pages + int(np.cumsum(step).min()) >= 0:
+            continue  # this zone serves every request in the window
+        missed, short = _reflect(zone.free_pages, wants, pushes, hi, src)
+        if short < cut:
+            cut = short
+            keep = idx < cut
+            missed &= keep
+            zero_alloc &= keep
+            zero_free &= keep
+            hi_pages[~keep] = 0
+        missed = np.flatnonzero(missed)
+        nxt = next_zone[gfp[missed], zi]
+        zone_of[missed] = nxt
+        failed[missed[nxt < 0]] = True
+        hi_pages[missed[nxt < 0]] = 0  # a failed request takes nothing anywhere
+        linked = np.flatnonzero((src >= 0) & (idx < cut))
+        zone_of[linked] = zone_of[src[linked]]  # frees follow their pages
+    return failed, cut
+
+
+def _next_zone_table(k: Kernel) -> np.ndarray:
+    """next_zone[gfp, zone]: the zone after ``zone`` in gfp's zonelist, or -1."""
+    table = np.full((4, len(k.mm.zones)), -1, dtype=np.int64)
+    for gfp, zonelist in k.zonelist.items():
+        for a, b in zip(zonelist[:-1], zonelist[1:], strict=True):
+            table[gfp, a] = b
+    return table
+
+
+def _reflect(free: int, pops: np.ndarray, pushes: np.ndarray, hi: np.ndarray,
+             src: np.ndarray) -> tuple[np.ndarray, int]:
+    """The requests a zone with ``free`` pages cannot serve (see route), and the index of the
+    first larger request that finds some pages but fewer than it needs (or the window size).
+
+    Walk value v, running floor m = min(0, earlier v): a request meets an empty zone when the
+    walk makes a new minimum below zero, and the free pages before it are v_prev - m. An order-0
+    pop that misses leaves the zone empty, which the reflection expresses exactly; a larger
+    request is only that simple when the zone was already empty."""
+    ops = np.flatnonzero(pops | pushes | (hi != 0))
+    o_pop, o_push, o_hi = pops[ops], pushes[ops], hi[ops]
+    o_src = src[ops]
+    linked = np.flatnonzero(o_src >= 0)
+    big = o_hi < 0
+    missed = np.zeros(pops.size, dtype=bool)
+    while True:
+        gone = np.zeros(ops.size, dtype=bool)  # frees of pages this zone did not hand out
+        gone[linked] = missed[o_src[linked]]
+        step = np.where(o_pop, -1, np.where(o_push, 1, o_hi))
+        step[gone & (step > 0)] = 0
+        walk = free + np.cumsum(step)
+        prev = np.concatenate(([free], walk[:-1]))
+        floor = np.minimum(np.minimum.accumulate(np.concatenate(([0], walk[:-1]))), 0)
+        below = walk < floor
+        hit = below & (o_pop | (big & (prev == floor)))
+        if np.array_equal(hit, missed[ops]):
+            short = ops[below & big & (prev > floor)]
+            return missed, int(short[0]) if short.size else pops.size
+        missed[ops] = hit
