@@ -48,6 +48,10 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
     zones = _zone_order(k)
     if zones is None or k.policy.map_on_alloc:  # (unmapped checks its window before any zone)
         return failed, cut
+    asks = is_alloc & (np.arange(is_alloc.size) < cut)
+    demand = np.bincount(zone_of[asks], weights=np.left_shift(1, order[asks]), minlength=len(mm.zones))
+    if all(z.free_pages >= d for z, d in zip(mm.zones, demand.tolist(), strict=True)):
+        return failed, cut  # no zone can run out, whatever the order of events
     idx = np.arange(is_alloc.size)
     in_cut = ~noop & (idx < cut)
     zero = in_cut & (order == 0)
