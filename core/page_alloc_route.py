@@ -113,17 +113,18 @@ def _reflect(free: int, pops: np.ndarray, pushes: np.ndarray, hi: np.ndarray,
     linked = np.flatnonzero(o_src >= 0)
     big = o_hi < 0
     missed = np.zeros(pops.size, dtype=bool)
+    gone = np.zeros(ops.size, dtype=bool)  # frees of pages this zone did not hand out
     while True:
-        gone = np.zeros(ops.size, dtype=bool)  # frees of pages this zone did not hand out
-        gone[linked] = missed[o_src[linked]]
         step = np.where(o_pop, -1, np.where(o_push, 1, o_hi))
         step[gone & (step > 0)] = 0
         walk = free + np.cumsum(step)
         prev = np.concatenate(([free], walk[:-1]))
         floor = np.minimum(np.minimum.accumulate(np.concatenate(([0], walk[:-1]))), 0)
         below = walk < floor
-        hit = below & (o_pop | (big & (prev == floor)))
-        if np.array_equal(hit, missed[ops]):
+        missed[ops] = below & (o_pop | (big & (prev == floor)))
+        now_gone = np.zeros(ops.size, dtype=bool)
+        now_gone[linked] = missed[o_src[linked]]
+        if np.array_equal(now_gone, gone):  # the walk already reflects every missing push
             short = ops[below & big & (prev > floor)]
             return missed, int(short[0]) if short.size else pops.size
-        missed[ops] = hit
+        gone = now_gone
