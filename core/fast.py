@@ -177,38 +177,42 @@ def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarra
     c.events += cols.n
 
 
+def _held_sum(at: np.ndarray, after: np.ndarray, before: int, n: int) -> int:
+    """Sum over a batch's n events of a value that is ``before`` until position at[0], then
+    after[i] from at[i] (inclusive) to at[i+1]."""
+    if not at.size:
+        return before * n
+    return int(np.dot(after, np.diff(np.append(at, n)))) + before * int(at[0])
+
+
+def _value_at(at: np.ndarray, after: np.ndarray, before: int, when: np.ndarray) -> np.ndarray:
+    """The value (as in _held_sum) seen by the events at positions ``when``."""
+    i = np.searchsorted(at, when, side="right") - 1
+    return np.where(i >= 0, after[np.maximum(i, 0)] if after.size else before, before)
+
+
 def series_pass(k: Kernel, cols: Columns, out: AllocResult, kmap_at: np.ndarray, mapped_after: np.ndarray,
                 start: tuple[int, int, int, int]) -> None:
-    """Fold the batch into the run's time series. Values change only at alloc/free and kmap
-    events, so min/peak are taken over those change points and the per-event sum weighs each
-    value by how many events it lasted."""
+    """Fold the batch into the run's time series. Lowmem and highmem change only at allocs and
+    frees, the pkmap count only at kmaps, so each is followed at its own change points; kernel-
+    mapped pages add the two, and their sum over events is the sum of each part's."""
     c = k.c
     low0, high0, window0, pk0 = start
-    at = np.concatenate([cols.src, kmap_at])
-    srt = np.argsort(at, kind="stable")
-    at = at[srt]
-    m = cols.src.size
-    if k.policy.map_on_alloc:
-        d_low = -out.d_window
-    else:
-        d_low = out.d_zone[0] + out.d_zone[1]
-    zeros = np.zeros(kmap_at.size, dtype=np.int64)
-    low = low0 + np.cumsum(np.concatenate([d_low, zeros])[srt])
-    high = high0 + np.cumsum(np.concatenate([out.d_zone[2], zeros])[srt])
-    window = window0 + np.cumsum(np.concatenate([out.d_window, zeros])[srt])
-    is_pk = srt >= m
-    pk_idx = np.maximum.accumulate(np.where(is_pk, np.arange(srt.size), -1))
-    pk = np.where(pk_idx >= 0, np.concatenate([np.zeros(m, np.int64), mapped_after])[srt[np.maximum(pk_idx, 0)]], pk0)
+    src = cols.src
+    if src.size:
+        d_low = -out.d_window if k.policy.map_on_alloc else out.d_zone[0] + out.d_zone[1]
+        c.lowmem_free_min = min(c.lowmem_free_min, low0 + int(np.cumsum(d_low).min()))
+        c.highmem_free_min = min(c.highmem_free_min, high0 + int(np.cumsum(out.d_zone[2]).min()))
+    window = window0 + np.cumsum(out.d_window)
     base = k.offset_mapped_end if k.policy.offset_maps_lowmem else k.permanent_pages
-    mapped = base + window + pk
-    if at.size:
-        c.lowmem_free_min = min(c.lowmem_free_min, int(low.min()))
-        c.highmem_free_min = min(c.highmem_free_min, int(high.min()))
-        c.kernel_mapped_peak = max(c.kernel_mapped_peak, int(mapped.max()))
-        lasts = np.diff(np.append(at, cols.n))
-        c.kernel_mapped_sum += int(np.dot(mapped, lasts)) + (base + window0 + pk0) * int(at[0])
-    else:
-        c.kernel_mapped_sum += (base + window0 + pk0) * cols.n
+    peaks = [window0 + pk0]
+    if src.size:
+        peaks.append(int((window + _value_at(kmap_at, mapped_after, pk0, src)).max()))
+    if kmap_at.size:
+        peaks.append(int((mapped_after + _value_at(src, window, window0, kmap_at)).max()))
+    c.kernel_mapped_peak = max(c.kernel_mapped_peak, base + max(peaks))
+    c.kernel_mapped_sum += (base * cols.n + _held_sum(src, window, window0, cols.n)
+                            + _held_sum(kmap_at, mapped_after, pk0, cols.n))
 
 
 def run_batch(k: Kernel, batch: np.ndarray) -> None:

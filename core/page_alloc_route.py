@@ -48,19 +48,21 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
     zones = _zone_order(k)
     if zones is None or k.policy.map_on_alloc:  # (unmapped checks its window before any zone)
         return failed, cut
-    asks = is_alloc & (np.arange(is_alloc.size) < cut)
-    demand = np.bincount(zone_of[asks], weights=np.left_shift(1, order[asks]), minlength=len(mm.zones))
+    pages = np.left_shift(1, order)
+    asks = np.flatnonzero(is_alloc & (np.arange(is_alloc.size) < cut))
+    demand = np.bincount(zone_of[asks], weights=pages[asks], minlength=len(mm.zones))
     if all(z.free_pages >= d for z, d in zip(mm.zones, demand.tolist(), strict=True)):
         return failed, cut  # no zone can run out, whatever the order of events
     idx = np.arange(is_alloc.size)
     in_cut = ~noop & (idx < cut)
     zero = in_cut & (order == 0)
     zero_alloc, zero_free = zero & is_alloc, zero & ~is_alloc
-    pages = np.left_shift(1, order)
     hi_pages = np.where(in_cut & (order > 0), np.where(is_alloc, -pages, pages), 0)
     next_zone = _next_zone_table(k)
     for zi in zones:
         zone = mm.zones[zi]
+        if zone.free_pages >= demand[zi]:
+            continue  # enough for every request the window sends here, rerouted ones included
         here = zone_of == zi
         wants = zero_alloc & here
         hi = np.where(here, hi_pages, 0)
@@ -82,6 +84,7 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
         missed = np.flatnonzero(missed)
         nxt = next_zone[gfp[missed], zi]
         zone_of[missed] = nxt
+        demand += np.bincount(nxt[nxt >= 0], weights=pages[missed[nxt >= 0]], minlength=len(mm.zones))
         failed[missed[nxt < 0]] = True
         hi_pages[missed[nxt < 0]] = 0  # a failed request takes nothing anywhere
         linked = np.flatnonzero((src >= 0) & (idx < cut))
