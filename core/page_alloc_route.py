@@ -59,6 +59,7 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
     zero_alloc, zero_free = zero & is_alloc, zero & ~is_alloc
     hi_pages = np.where(in_cut & (order > 0), np.where(is_alloc, -pages, pages), 0)
     next_zone = _next_zone_table(k)
+    linked = np.flatnonzero(src >= 0)
     for zi in zones:
         zone = mm.zones[zi]
         if zone.free_pages >= demand[zi]:
@@ -87,7 +88,6 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
         demand += np.bincount(nxt[nxt >= 0], weights=pages[missed[nxt >= 0]], minlength=len(mm.zones))
         failed[missed[nxt < 0]] = True
         hi_pages[missed[nxt < 0]] = 0  # a failed request takes nothing anywhere
-        linked = np.flatnonzero((src >= 0) & (idx < cut))
         zone_of[linked] = zone_of[src[linked]]  # frees follow their pages
     return failed, cut
 
