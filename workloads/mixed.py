@@ -28,7 +28,8 @@ PER_PAGE = {"dentry": 29, "inode": 7, "buffer_head": 78, "task_struct": 2}
 
 PARAMS = (
     Param("events", 1_000_000, "stream length in events"),
-    Param("processes", 192, "processes alive at once (192 x 1 GiB of shm needs more PTE pages than stock lowmem holds)"),
+    Param("processes", 192, "processes alive at once (192 mapping 1 GiB of shm need more PTE pages "
+                            "than stock lowmem holds at 64 GB)"),
     Param("shm", 1 * GiB, "shared segment every process maps (PTE pages per process = shm / 2 MiB)", "size"),
     Param("anon_pages", 128, "private pages each process faults in at start"),
     Param("pagecache", 256 * MiB, "page cache size before reclaim frees the oldest pages", "size"),
