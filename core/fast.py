@@ -53,7 +53,8 @@ class AllocResult:
     def __init__(self, m: int) -> None:
         self.pfn = np.full(m, H_FREE, dtype=np.int64)  # allocs: pfn or H_FAILED; frees: H_FREE
         self.mapped = np.zeros(m, dtype=bool)  # allocs: mapped into the kernel window
-        self.d_zone = np.zeros((3, m), dtype=np.int64)  # free pages gained (+) or taken (-) per zone
+        self.zone = np.full(m, -1, dtype=np.int64)  # the zone pages came from or went to
+        self.d_free = np.zeros(m, dtype=np.int64)  # its free pages gained (+) or taken (-)
         self.d_window = np.zeros(m, dtype=np.int64)  # unmapped: window pages taken (+) or given back
 
 
@@ -63,8 +64,8 @@ def _record_window(k: Kernel, out: AllocResult, at: slice, is_alloc: np.ndarray,
     signed = np.where(is_alloc, -pages, pages)
     out.pfn[at] = np.where(is_alloc, res.pfn, H_FREE)
     out.mapped[at] = res.mapped & is_alloc
-    zi = np.flatnonzero(live)
-    out.d_zone[res.zone[zi], zi + at.start] = signed[zi]
+    out.zone[at] = res.zone
+    out.d_free[at] = np.where(live, signed, 0)
     if k.policy.map_on_alloc:
         out.d_window[at] = np.where(live & res.mapped, -signed, 0)
 
@@ -78,13 +79,15 @@ def _scalar_alloc_event(k: Kernel, kind: int, handle: int, order: int, i: int, o
         pfn = int(k.handle_pfn[handle])
         out.pfn[i] = pfn
         if pfn >= 0:
-            out.d_zone[k.mm.zone_of(pfn).index, i] = -(1 << int(k.mm.page_order[pfn]))
+            out.zone[i] = k.mm.zone_of(pfn).index
+            out.d_free[i] = -(1 << int(k.mm.page_order[pfn]))
             out.mapped[i] = bool(k.mm.page_flags[pfn] & PG_mapped)
     else:
         order = int(k.mm.page_order[before]) if before >= 0 else 0
         reference.do_free(k, handle)
         if before >= 0:
-            out.d_zone[k.mm.zone_of(before).index, i] = 1 << order
+            out.zone[i] = k.mm.zone_of(before).index
+            out.d_free[i] = 1 << order
     out.d_window[i] = k.window_used - used
 
 
@@ -200,16 +203,19 @@ def series_pass(k: Kernel, cols: Columns, out: AllocResult, kmap_at: np.ndarray,
     low0, high0, window0, pk0 = start
     src = cols.src
     if src.size:
-        d_low = -out.d_window if k.policy.map_on_alloc else out.d_zone[0] + out.d_zone[1]
+        high = out.zone == ZONE_HIGHMEM
+        d_low = -out.d_window if k.policy.map_on_alloc else np.where(high | (out.zone < 0), 0, out.d_free)
         c.lowmem_free_min = min(c.lowmem_free_min, low0 + int(np.cumsum(d_low).min()))
-        c.highmem_free_min = min(c.highmem_free_min, high0 + int(np.cumsum(out.d_zone[2]).min()))
+        c.highmem_free_min = min(c.highmem_free_min, high0 + int(np.cumsum(np.where(high, out.d_free, 0)).min()))
     window = window0 + np.cumsum(out.d_window)
     base = k.offset_mapped_end if k.policy.offset_maps_lowmem else k.permanent_pages
     peaks = [window0 + pk0]
-    if src.size:
+    if not out.d_window.any():  # the window does not move (stock, 4g4g): only the pool does
+        peaks.append(window0 + int(mapped_after.max()) if kmap_at.size else 0)
+    else:
         peaks.append(int((window + _value_at(kmap_at, mapped_after, pk0, src)).max()))
-    if kmap_at.size:
-        peaks.append(int((mapped_after + _value_at(src, window, window0, kmap_at)).max()))
+        if kmap_at.size:
+            peaks.append(int((mapped_after + _value_at(src, window, window0, kmap_at)).max()))
     c.kernel_mapped_peak = max(c.kernel_mapped_peak, base + max(peaks))
     c.kernel_mapped_sum += (base * cols.n + _held_sum(src, window, window0, cols.n)
                             + _held_sum(kmap_at, mapped_after, pk0, cols.n))

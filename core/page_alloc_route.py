@@ -50,7 +50,8 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
         return failed, cut
     pages = np.left_shift(1, order)
     asks = np.flatnonzero(is_alloc & (np.arange(is_alloc.size) < cut))
-    demand = np.bincount(zone_of[asks], weights=pages[asks], minlength=len(mm.zones))
+    nz = len(mm.zones)  # pages asked of each zone: a count per (zone, order), times 2**order
+    demand = np.bincount(zone_of[asks] * 11 + order[asks], minlength=nz * 11).reshape(nz, 11) @ (1 << np.arange(11))
     if all(z.free_pages >= d for z, d in zip(mm.zones, demand.tolist(), strict=True)):
         return failed, cut  # no zone can run out, whatever the order of events
     idx = np.arange(is_alloc.size)
@@ -85,7 +86,7 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
         missed = np.flatnonzero(missed)
         nxt = next_zone[gfp[missed], zi]
         zone_of[missed] = nxt
-        demand += np.bincount(nxt[nxt >= 0], weights=pages[missed[nxt >= 0]], minlength=len(mm.zones))
+        np.add.at(demand, nxt[nxt >= 0], pages[missed[nxt >= 0]])  # they ask the next zone now
         failed[missed[nxt < 0]] = True
         hi_pages[missed[nxt < 0]] = 0  # a failed request takes nothing anywhere
         zone_of[linked] = zone_of[src[linked]]  # frees follow their pages
