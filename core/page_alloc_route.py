@@ -50,8 +50,9 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
         return failed, cut
     pages = np.left_shift(1, order)
     asks = np.flatnonzero(is_alloc & (np.arange(is_alloc.size) < cut))
-    nz = len(mm.zones)  # pages asked of each zone: a count per (zone, order), times 2**order
-    demand = np.bincount(zone_of[asks] * 11 + order[asks], minlength=nz * 11).reshape(nz, 11) @ (1 << np.arange(11))
+    demand = np.bincount(zone_of[asks], minlength=len(mm.zones))  # pages asked of each zone
+    big = asks[order[asks] > 0]
+    np.add.at(demand, zone_of[big], pages[big] - 1)
     if all(z.free_pages >= d for z, d in zip(mm.zones, demand.tolist(), strict=True)):
         return failed, cut  # no zone can run out, whatever the order of events
     idx = np.arange(is_alloc.size)
