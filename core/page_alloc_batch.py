@@ -91,10 +91,10 @@ def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, int
     return src, table, by_handle, int(again[0]) if again.size else w.pos.size
 
 
-def _walk(is_pop: np.ndarray, is_push: np.ndarray, s0: int) -> np.ndarray:
+def _walk(is_pop: np.ndarray, s0: int) -> np.ndarray:
     """Absolute hot-list level of each op: a pop takes the level it starts at, a push the level it
     ends at. Levels 1..s0 hold the pre-existing pages, levels <= 0 the pages refills bring."""
-    depth_after = s0 + np.cumsum(is_push.astype(np.int64) - is_pop.astype(np.int64))
+    depth_after = s0 + np.cumsum(np.where(is_pop, -1, 1))  # every op is one or the other
     return np.where(is_pop, depth_after + 1, depth_after)
 
 
@@ -107,7 +107,7 @@ class _Zone:
         self.s0 = self.zone.pcp_top
         self.ops_idx = ops_idx  # window indices of this zone's pops and pushes, in time order
         self.is_pop = is_pop
-        self.level = _walk(is_pop, ~is_pop, self.s0)
+        self.level = _walk(is_pop, self.s0)
         self.pop_idx = ops_idx[is_pop]
         pop_levels = self.level[is_pop]
         self.neg_runmin = -np.minimum.accumulate(pop_levels) if pop_levels.size else pop_levels

@@ -72,18 +72,21 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
         if not wants.any() and not (hi < 0).any():
             continue
         pushes = zero_free & here
-        ops = np.flatnonzero(wants | pushes | (hi != 0))
-        step = np.where(wants[ops], -1, np.where(pushes[ops], 1, hi[ops]))
-        if zone.free_pages + int(np.cumsum(step).min()) >= 0:
-            continue  # this zone serves every request in the window
-        missed, short = _reflect(zone.free_pages, wants, pushes, hi, src)
-        if short < cut:
-            cut = short
-            keep = idx < cut
-            missed &= keep
-            zero_alloc &= keep
-            zero_free &= keep
-            hi_pages[~keep] = 0
+        if zone.free_pages == 0 and not pushes.any() and not (hi > 0).any():
+            missed = wants | (hi < 0)  # nothing there and nothing coming: every request goes on
+        else:
+            ops = np.flatnonzero(wants | pushes | (hi != 0))
+            step = np.where(wants[ops], -1, np.where(pushes[ops], 1, hi[ops]))
+            if zone.free_pages + int(np.cumsum(step).min()) >= 0:
+                continue  # this zone serves every request in the window
+            missed, short = _reflect(zone.free_pages, wants, pushes, hi, src)
+            if short < cut:
+                cut = short
+                keep = idx < cut
+                missed &= keep
+                zero_alloc &= keep
+                zero_free &= keep
+                hi_pages[~keep] = 0
         missed = np.flatnonzero(missed)
         nxt = next_zone[gfp[missed], zi]
         zone_of[missed] = nxt

@@ -12,8 +12,7 @@ def stable_order(key: np.ndarray) -> np.ndarray:
     n = key.size
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    k = key.astype(np.int64)
-    k -= k.min()
+    k = key - key.min()
     if int(k.max()) < 1 << 16:  # numpy's stable sort of 16-bit integers is a radix sort: O(n)
         return np.argsort(k.astype(np.uint16), kind="stable")
-    return np.argsort(k * n + np.arange(n, dtype=np.int64))
+    return np.argsort(k.astype(np.int64) * n + np.arange(n, dtype=np.int64))
