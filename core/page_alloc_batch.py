@@ -114,23 +114,18 @@ class _Zone:
         self.supplied = 0  # pages the refills so far put on the list (levels 0, -1, ... -(supplied-1))
         self.blocks: list[tuple[int, int]] = []
 
-    def next_refill(self) -> int:
-        """Window index of the first pop that finds the hot list and all refills so far used up."""
-        i = int(np.searchsorted(self.neg_runmin, self.supplied, side="left"))
-        return int(self.pop_idx[i]) if i < self.pop_idx.size else -1
-
     def supply(self) -> np.ndarray:
         if not self.blocks:
             return np.empty(0, dtype=np.int64)
         return np.concatenate([np.arange(p, p + (1 << o), dtype=np.int64) for p, o in self.blocks])
 
 
-def _refill_block(k: Kernel, zone_idx: int) -> tuple[int, int] | None:
+def _refill_block(k: Kernel, zone_idx: int) -> tuple[int, int]:
     """pcp_refill's choice: the smallest free buddy block, taken off the buddy lists whole."""
     zone = k.mm.zones[zone_idx]
     order = smallest_block(zone)
     if order < 0:
-        return None
+        raise InvariantError(f"{zone.name}: refill from empty buddy lists")  # _refill_until checks
     pfn, _ = zone.free_area[order].popitem()
     k.mm.page_flags[pfn] &= 0xFF ^ PG_buddy
     k.mm.page_order[pfn] = -1
@@ -139,26 +134,16 @@ def _refill_block(k: Kernel, zone_idx: int) -> tuple[int, int] | None:
 
 def _buddy_pass(k: Kernel, w: Window, zones: dict[int, _Zone], hi: np.ndarray, order_of: np.ndarray,
                 zone_of: np.ndarray, src: np.ndarray, pfn: np.ndarray, mapped: np.ndarray) -> int:
-    """Replay the buddy-touching events (refills, order >= 1) in time order; return the cut."""
+    """Replay the buddy-touching events in time order; return the cut. Between two order >= 1
+    events the buddy lists change only by refills, and each zone's refills follow from its own
+    pops, so a segment's refills are taken zone by zone, then the order >= 1 event runs."""
     mm = k.mm
-    refill_at = {zi: z.next_refill() for zi, z in zones.items()}
-    h = 0
-    while True:
-        pending = [(t, zi) for zi, t in refill_at.items() if t >= 0]
-        t_ref, zi = min(pending) if pending else (-1, -1)
-        t_hi = int(hi[h]) if h < hi.size else -1
-        if t_hi < 0 and t_ref < 0:
-            return w.pos.size
-        if t_ref >= 0 and (t_hi < 0 or t_ref < t_hi):
-            block = _refill_block(k, zi)
-            if block is None:
-                return t_ref  # the zone is dry: falling back to another zone is the scalar path's job
-            z = zones[zi]
-            z.blocks.append(block)
-            z.supplied += 1 << block[1]
-            refill_at[zi] = z.next_refill()
-            continue
-        e, h = t_hi, h + 1
+    for h in range(hi.size + 1):
+        t_end = int(hi[h]) if h < hi.size else w.pos.size
+        cut = _refill_until(k, zones, t_end)
+        if cut < t_end or h == hi.size:
+            return cut
+        e = t_end
         order = int(order_of[e])
         if w.gfp[e]:
             got = rmqueue(mm, mm.zones[int(zone_of[e])], order)
@@ -173,6 +158,25 @@ def _buddy_pass(k: Kernel, w: Window, zones: dict[int, _Zone], hi: np.ndarray, o
             mm.page_flags[p] &= 0xFF ^ (PG_alloc | PG_mapped)
             mm.page_order[p] = -1
             free_one_page(mm, mm.zones[int(zone_of[e])], p, order)
+    return w.pos.size
+
+
+def _refill_until(k: Kernel, zones: dict[int, _Zone], t_end: int) -> int:
+    """Give every zone the refills its pops before ``t_end`` need; return ``t_end``, or the first
+    pop that finds its hot list and buddy lists empty (nothing at or after it is refilled)."""
+    cut = t_end
+    for z in zones.values():  # first where a zone runs dry, so no refill beyond it is taken
+        have = z.supplied + sum(len(a) << o for o, a in enumerate(z.zone.free_area))
+        if z.neg_runmin.size and int(z.neg_runmin[-1]) >= have:
+            cut = min(cut, int(z.pop_idx[np.searchsorted(z.neg_runmin, have, side="left")]))
+    for z in zones.values():
+        i = int(np.searchsorted(z.pop_idx, cut))  # this zone's pops before the cut
+        need = int(z.neg_runmin[i - 1]) + 1 if i else 0  # refill pages for levels 0 .. 1-need
+        while z.supplied < need:
+            block = _refill_block(k, z.idx)
+            z.blocks.append(block)
+            z.supplied += 1 << block[1]
+    return cut
 
 
 def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> np.ndarray:
