@@ -79,7 +79,7 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
             step = np.where(wants[ops], -1, np.where(pushes[ops], 1, hi[ops]))
             if zone.free_pages + int(np.cumsum(step).min()) >= 0:
                 continue  # this zone serves every request in the window
-            missed, short = _reflect(zone.free_pages, wants, pushes, hi, src)
+            missed, short = _reflect(zone.free_pages, ops, step, wants[ops], wants.size, src)
             if short < cut:
                 cut = short
                 keep = idx < cut
@@ -106,33 +106,31 @@ def _next_zone_table(k: Kernel) -> np.ndarray:
     return table
 
 
-def _reflect(free: int, pops: np.ndarray, pushes: np.ndarray, hi: np.ndarray,
+def _reflect(free: int, ops: np.ndarray, step: np.ndarray, is_pop: np.ndarray, size: int,
              src: np.ndarray) -> tuple[np.ndarray, int]:
     """The requests a zone with ``free`` pages cannot serve (see route), and the index of the
-    first larger request that finds some pages but fewer than it needs (or the window size).
+    first larger request that finds some pages but fewer than it needs (or ``size``). ``ops``
+    are the zone's events, ``step`` what each does to its free pages.
 
     Walk value v, running floor m = min(0, earlier v): a request meets an empty zone when the
     walk makes a new minimum below zero, and the free pages before it are v_prev - m. An order-0
     pop that misses leaves the zone empty, which the reflection expresses exactly; a larger
     request is only that simple when the zone was already empty."""
-    ops = np.flatnonzero(pops | pushes | (hi != 0))
-    o_pop, o_push, o_hi = pops[ops], pushes[ops], hi[ops]
     o_src = src[ops]
     linked = np.flatnonzero(o_src >= 0)
-    big = o_hi < 0
-    missed = np.zeros(pops.size, dtype=bool)
+    big = (step < 0) & ~is_pop
+    gives = step > 0
+    missed = np.zeros(size, dtype=bool)
     gone = np.zeros(ops.size, dtype=bool)  # frees of pages this zone did not hand out
     while True:
-        step = np.where(o_pop, -1, np.where(o_push, 1, o_hi))
-        step[gone & (step > 0)] = 0
-        walk = free + np.cumsum(step)
+        walk = free + np.cumsum(np.where(gone & gives, 0, step))
         prev = np.concatenate(([free], walk[:-1]))
         floor = np.minimum(np.minimum.accumulate(np.concatenate(([0], walk[:-1]))), 0)
         below = walk < floor
-        missed[ops] = below & (o_pop | (big & (prev == floor)))
+        missed[ops] = below & (is_pop | (big & (prev == floor)))
         now_gone = np.zeros(ops.size, dtype=bool)
         now_gone[linked] = missed[o_src[linked]]
         if np.array_equal(now_gone, gone):  # the walk already reflects every missing push
             short = ops[below & big & (prev > floor)]
-            return missed, int(short[0]) if short.size else pops.size
+            return missed, int(short[0]) if short.size else size
         gone = now_gone
