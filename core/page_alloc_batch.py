@@ -189,7 +189,9 @@ def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> n
     ops, level, is_pop = z.ops_idx[keep], z.level[keep], z.is_pop[keep]
     supply = z.supply()
     stack = k.mm.pcp_stack[z.zone.start: z.zone.start + z.s0]
-    srt = stable_order(level)  # ops are already in time order
+    if is_pop.all():
+        return _match_pops(z, ops, stack, supply, val)
+    srt = stable_order(level)  # by level, ties in time order
     lv, sp, so = level[srt], is_pop[srt], ops[srt]
     first_at_level = np.ones(srt.size, dtype=bool)
     first_at_level[1:] = lv[1:] != lv[:-1]
@@ -216,6 +218,17 @@ def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> n
     if max(final_depth - lo + 1, 0) != int(np.count_nonzero(tops)):
         raise InvariantError("hot-list levels lost a page")
     return kept, np.concatenate(parts)
+
+
+def _match_pops(z: _Zone, ops: np.ndarray, stack: np.ndarray, supply: np.ndarray,
+                val: np.ndarray) -> tuple[int, np.ndarray]:
+    """_match when the window only takes from the hot list: the i-th pop takes level s0 - i."""
+    n = ops.size
+    val[ops] = np.concatenate([stack[::-1], supply])[:n]  # occupants of levels s0, s0-1, ...
+    lowest = z.s0 - n + 1
+    kept = max(z.s0 - n, 0)
+    rest = supply[::-1][: supply.size + lowest - 1] if supply.size else supply
+    return kept, -(rest + 2)
 
 
 def _resolve(ptr: np.ndarray, val: np.ndarray) -> None:
