@@ -6,16 +6,16 @@ oracle. What makes a window tractable in NumPy:
 - A zone's hot list is a stack, and a window's order-0 traffic on it is a sequence of pushes
   (frees) and pops (allocations). With depth d measured from the window's start, the pop that
   starts at depth L takes "level" L, and each level's events alternate pop/push, so every pop is
-  matched by a lexsort on (level, time) to the last push at its level, or else to the level's
+  matched by a stable sort on (level, time) to the last push at its level, or else to the level's
   initial occupant: the pre-existing hot-list page for L >= 1, or for L <= 0 the (-L)-th page of
   the buddy blocks that refills hand over (a refill puts a whole block on the empty list, lowest
   page on top, so those pages come out in address order).
-- Refills and order >= 1 requests are the only events that touch the buddy lists. Refill times
-  follow from the running minimum of each zone's pop levels, so all buddy-touching events of a
-  window are merged in time order and replayed with the scalar verbs: few events, exact order.
+- Refills and order >= 1 requests are the only events that touch the buddy lists. How much each
+  zone must refill before a given moment follows from the running minimum of its pop levels, so
+  the buddy-touching events of a window are replayed in time order with the scalar verbs: few
+  events, exact order.
 - Which page a pop returns may be a page freed earlier in the window that was itself popped
   earlier; these chains are resolved by pointer jumping (O(log n) vector steps).
-
 - A zone that runs out sends requests down their zonelists (``page_alloc_route``): misses are the
   new minima of the zone's free-page walk below zero.
 
@@ -214,7 +214,7 @@ def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> n
     tops = last_at_level & ~sp
     lo = min(lowest, z.s0 + 1)
     tops &= (lv >= lo) & (lv <= final_depth)
-    parts.append(so[tops])  # lexsort put them in level order already
+    parts.append(so[tops])  # the sort put them in level order already
     if max(final_depth - lo + 1, 0) != int(np.count_nonzero(tops)):
         raise InvariantError("hot-list levels lost a page")
     return kept, np.concatenate(parts)
