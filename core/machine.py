@@ -112,13 +112,14 @@ FIELD_HELP: dict[str, str] = {
     "dma_zone": "end of ZONE_DMA",
     "struct_page": "sizeof(struct page) in bytes",
     "last_pkmap": "persistent kmap slots (LAST_PKMAP), a power of two",
-    "kmap_atomic_slots": "kmap_atomic fixmap slots per CPU (KM_TYPE_NR)",
+    "kmap_atomic_slots": "kmap_atomic fixmap slots per CPU (KM_TYPE_NR); recorded only: a kmap_atomic "
+                         "event maps and unmaps, so slots never run out",
     "cpus": "CPU count",
-    "tlb_entries": "data TLB entries per CPU",
+    "tlb_entries": "data TLB entries per CPU; recorded only, for TLB-reach accounting to come",
     "cpu_mhz": "clock rate, turns microsecond costs into cycles",
     "kernel_image": "kernel text, data and boot reservations",
     "highpte": "CONFIG_HIGHPTE: true or false",
-    "kernel_stack_order": "kernel stack allocation order: 0 (4 KiB) or 1 (8 KiB)",
+    "kernel_stack_order": "kernel stack allocation order: 0 (4 KiB) or 1 (8 KiB); workloads follow it",
 }
 
 _SIZE_FIELDS = {"memory", "page_size", "page_offset", "vmalloc_reserve", "dma_zone", "kernel_image"}

@@ -67,6 +67,12 @@ def compute_layout(m: Machine, p: Policy) -> Layout:
     """MAXMEM = kernel virtual space - __VMALLOC_RESERVE (arch/i386/mm/init.c)."""
     maxmem = p.kernel_va(m) - m.vmalloc_reserve
     lowmem_end = min(m.memory, maxmem) // m.page_size * m.page_size
+    block = m.page_size << (MAX_ORDER - 1)  # zones start on a max-order boundary (see page_alloc)
+    if m.dma_zone < m.memory and m.dma_zone % block:
+        raise ConfigError("dma_zone", f"a multiple of {format_size(block)} (a max-order block)", m.dma_zone)
+    if lowmem_end < m.memory and lowmem_end % block:
+        raise ConfigError("vmalloc_reserve", f"a value that ends lowmem on a multiple of {format_size(block)} "
+                          f"(lowmem would end at {format_size(lowmem_end)})", m.vmalloc_reserve)
     image = (0, m.kernel_image // m.page_size)
     mm_start = min(m.dma_zone, lowmem_end) // m.page_size
     mm_pages = -(-m.mem_map_bytes // m.page_size)

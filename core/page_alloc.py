@@ -6,12 +6,15 @@ Free memory of a zone is in two places:
   - the zone's hot list of order-0 pages (``pcp_stack``), a LIFO like the kernel's per-CPU
     ``free_hot_cold_page`` lists: order-0 frees go there and order-0 allocations come from there.
 
-Simplification: the kernel's hot lists are per CPU, hold at most ``pcp->high`` pages and trade
+Simplifications: the kernel's hot lists are per CPU, hold at most ``pcp->high`` pages and trade
 ``pcp->batch`` pages at a time with the buddy. Here there is one hot list per zone with no high
 mark: it refills by taking the smallest free buddy block whole, and drains back into the buddy
-(merging) only when a higher-order allocation finds no block, as ``drain_all_pages`` does on the
-allocation slow path. Order-0 traffic therefore never merges eagerly; fragmentation shows up when
-order >= 1 allocations need a drain.
+(merging) only when a higher-order allocation finds no block (2.6.11's __alloc_pages does not
+drain; later kernels' drain_all_pages on the slow path does). Order-0 traffic therefore never
+merges eagerly; fragmentation shows up when order >= 1 allocations need a drain. ``free_pages``
+counts hot-list pages too (2.6.11's zone->free_pages does not), so "can this zone serve" sees them.
+Buddies pair by absolute pfn; ``mem_map.compute_layout`` insists zones start on a max-order
+boundary, where that is the same as the kernel's zone-relative pairing.
 
 Zone choice walks the zonelist and takes the first zone that can serve the request; there are no
 watermarks or reclaim: a request no zone can serve is an allocation failure.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.kernel import Kernel
+from core.mem_map import Zone
 
 
 def _zone_order(k: Kernel) -> list[int] | None:
@@ -43,58 +44,74 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
     request's fate follows from the events before it, as in the event-by-event kernel). A larger
     request is routed the same way when it meets an empty zone; one that finds some pages but
     fewer than it needs ends the window, as does one the buddy lists cannot serve (a drain)."""
-    mm = k.mm
-    failed = np.zeros(is_alloc.size, dtype=bool)
     zones = _zone_order(k)
     if zones is None or k.policy.map_on_alloc:  # (unmapped checks its window before any zone)
-        return failed, cut
-    pages = np.left_shift(1, order)
-    asks = np.flatnonzero(is_alloc & (np.arange(is_alloc.size) < cut))
-    demand = np.bincount(zone_of[asks], minlength=len(mm.zones))  # pages asked of each zone
-    big = asks[order[asks] > 0]
-    np.add.at(demand, zone_of[big], pages[big] - 1)
-    if all(z.free_pages >= d for z, d in zip(mm.zones, demand.tolist(), strict=True)):
-        return failed, cut  # no zone can run out, whatever the order of events
-    idx = np.arange(is_alloc.size)
-    in_cut = ~noop & (idx < cut)
-    zero = in_cut & (order == 0)
-    zero_alloc, zero_free = zero & is_alloc, zero & ~is_alloc
-    hi_pages = np.where(in_cut & (order > 0), np.where(is_alloc, -pages, pages), 0)
-    next_zone = _next_zone_table(k)
-    linked = np.flatnonzero(src >= 0)
+        return np.zeros(is_alloc.size, dtype=bool), cut
+    r = _Routing(k, gfp, is_alloc, order, zone_of, src, noop, cut)
+    if all(z.free_pages >= d for z, d in zip(k.mm.zones, r.demand.tolist(), strict=True)):
+        return r.failed, cut  # no zone can run out, whatever the order of events
     for zi in zones:
-        zone = mm.zones[zi]
-        if zone.free_pages >= demand[zi]:
-            continue  # enough for every request the window sends here, rerouted ones included
-        here = zone_of == zi
-        wants = zero_alloc & here
-        hi = np.where(here, hi_pages, 0)
+        missed = r.misses(k.mm.zones[zi])
+        if missed is not None:
+            r.send_on(zi, missed)
+    return r.failed, r.cut
+
+
+class _Routing:
+    """One window's routing state: which zone each request asks now, and what zones must give."""
+
+    def __init__(self, k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray,
+                 zone_of: np.ndarray, src: np.ndarray, noop: np.ndarray, cut: int) -> None:
+        self.gfp, self.zone_of, self.src, self.cut = gfp, zone_of, src, cut
+        self.idx = np.arange(is_alloc.size)
+        self.pages = np.left_shift(1, order)
+        in_cut = ~noop & (self.idx < cut)
+        zero = in_cut & (order == 0)
+        self.zero_alloc, self.zero_free = zero & is_alloc, zero & ~is_alloc
+        self.hi_pages = np.where(in_cut & (order > 0), np.where(is_alloc, -self.pages, self.pages), 0)
+        asks = np.flatnonzero(is_alloc & in_cut)
+        self.demand = np.bincount(zone_of[asks], minlength=len(k.mm.zones))  # pages asked of each zone
+        big = asks[order[asks] > 0]
+        np.add.at(self.demand, zone_of[big], self.pages[big] - 1)
+        self.next_zone = _next_zone_table(k)
+        self.linked = np.flatnonzero(src >= 0)
+        self.failed = np.zeros(is_alloc.size, dtype=bool)
+
+    def misses(self, zone: Zone) -> np.ndarray | None:
+        """The requests ``zone`` cannot serve (a mask), or None if it serves them all."""
+        if zone.free_pages >= self.demand[zone.index]:
+            return None  # enough for every request the window sends here, rerouted ones included
+        here = self.zone_of == zone.index
+        wants = self.zero_alloc & here
+        hi = np.where(here, self.hi_pages, 0)
+        pushes = self.zero_free & here
         if not wants.any() and not (hi < 0).any():
-            continue
-        pushes = zero_free & here
+            return None
         if zone.free_pages == 0 and not pushes.any() and not (hi > 0).any():
-            missed = wants | (hi < 0)  # nothing there and nothing coming: every request goes on
-        else:
-            ops = np.flatnonzero(wants | pushes | (hi != 0))
-            step = np.where(wants[ops], -1, np.where(pushes[ops], 1, hi[ops]))
-            if zone.free_pages + int(np.cumsum(step).min()) >= 0:
-                continue  # this zone serves every request in the window
-            missed, short = _reflect(zone.free_pages, ops, step, wants[ops], wants.size, src)
-            if short < cut:
-                cut = short
-                keep = idx < cut
-                missed &= keep
-                zero_alloc &= keep
-                zero_free &= keep
-                hi_pages[~keep] = 0
-        missed = np.flatnonzero(missed)
-        nxt = next_zone[gfp[missed], zi]
-        zone_of[missed] = nxt
-        np.add.at(demand, nxt[nxt >= 0], pages[missed[nxt >= 0]])  # they ask the next zone now
-        failed[missed[nxt < 0]] = True
-        hi_pages[missed[nxt < 0]] = 0  # a failed request takes nothing anywhere
-        zone_of[linked] = zone_of[src[linked]]  # frees follow their pages
-    return failed, cut
+            return wants | (hi < 0)  # nothing there and nothing coming: every request goes on
+        ops = np.flatnonzero(wants | pushes | (hi != 0))
+        step = np.where(wants[ops], -1, np.where(pushes[ops], 1, hi[ops]))
+        if zone.free_pages + int(np.cumsum(step).min()) >= 0:
+            return None  # this zone serves every request in the window
+        missed, short = _reflect(zone.free_pages, ops, step, wants[ops], wants.size, self.src)
+        if short < self.cut:
+            self.cut = short
+            keep = self.idx < short
+            missed &= keep
+            self.zero_alloc &= keep
+            self.zero_free &= keep
+            self.hi_pages[~keep] = 0
+        return missed
+
+    def send_on(self, zone: int, missed: np.ndarray) -> None:
+        """The missed requests ask the next zone of their zonelists; with none left they fail."""
+        at = np.flatnonzero(missed)
+        nxt = self.next_zone[self.gfp[at], zone]
+        self.zone_of[at] = nxt
+        np.add.at(self.demand, nxt[nxt >= 0], self.pages[at[nxt >= 0]])
+        self.failed[at[nxt < 0]] = True
+        self.hi_pages[at[nxt < 0]] = 0  # a failed request takes nothing anywhere
+        self.zone_of[self.linked] = self.zone_of[self.src[self.linked]]  # frees follow their pages
 
 
 def _next_zone_table(k: Kernel) -> np.ndarray:

@@ -17,7 +17,9 @@ accounted by page count (x86 "merely wishes to find the first free pte", paper s
 page lands does not change any count this simulator reports). Physical ZONE_NORMAL stops being
 special there, so kernel allocations may fall back to highmem frames. Page-table pages under
 ``unmapped`` are not mapped on allocation: x86's page walker uses physical addresses and the kernel
-edits them through kmap_atomic, as CONFIG_HIGHPTE does.
+edits them through kmap_atomic, as CONFIG_HIGHPTE does. Unmapping a freed kernel block costs
+one local invlpg on the freeing CPU at once; the other CPUs' stale entries are shot down lazily,
+one global flush (IPI) per ``unmap_flush_batch`` unmapped pages, as pkmap batches its flushes.
 """
 
 from __future__ import annotations

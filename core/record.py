@@ -8,6 +8,7 @@ expected figure: it only converts what the engines counted.
 
 from __future__ import annotations
 
+from core.errors import InvariantError
 from core.kernel import Kernel
 
 IDENTITY_KEYS = ("machine", "policy", "workload", "seed", "engine")
@@ -106,5 +107,6 @@ def build_record(k: Kernel, identity: dict[str, object]) -> dict[str, object]:
     rec: dict[str, object] = {key: identity.get(key) for key in IDENTITY_KEYS}
     rec.update(n)
     rec.update(cycles(k, n))
-    assert tuple(rec) == RECORD_KEYS, "record keys drifted from RECORD_KEYS"
+    if tuple(rec) != RECORD_KEYS:
+        raise InvariantError("record keys drifted from RECORD_KEYS")
     return rec

@@ -1,9 +1,9 @@
 """The scalar reference engine: one event at a time, in stream order. The tests' oracle.
 
 Every event goes through the kernel verbs of ``page_alloc`` and ``highmem`` directly, and the time
-series are folded after every event. It is slow on purpose-free grounds: it is the plainest
-statement of the semantics, and the fast engine must produce the identical record on any stream.
-The fast engine also falls back to these same steps for the parts it cannot batch.
+series are folded after every event. It is deliberately simple rather than fast: it is the
+plainest statement of the semantics, and the fast engine must produce the identical record on
+any stream. The fast engine falls back to these same steps for the parts it cannot batch.
 """
 
 from __future__ import annotations

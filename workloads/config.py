@@ -65,7 +65,8 @@ def resolve(config: dict[str, object]) -> Resolved:
     m_set, p_set, w_set = split_overrides(overrides, {q.name for q in workload.params})
     machine = machines.with_overrides(machines.get_machine(str(cfg["machine"])), m_set)
     policy = policies.get_policy(str(cfg["policy"]), machine, p_set)
-    params = {**workload.resolve(w_set), "cpus": machine.cpus}
+    # facts of the machine the stream must agree with, not settings of the workload
+    params = {**workload.resolve(w_set), "cpus": machine.cpus, "stack_order": machine.kernel_stack_order}
     stream = workload.build(params, seed)
     identity = {"machine": machine.name, "policy": policy.name, "workload": workload.name, "seed": seed}
     return Resolved(machine, policy, stream, identity, str(cfg["engine"]))

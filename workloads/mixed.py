@@ -38,7 +38,6 @@ PARAMS = (
     Param("kmap_fraction", 0.25, "fraction of user copies done under kmap rather than kmap_atomic", "float"),
     Param("kmap_hold", 64, "kmaps held at once by sleeping holders before the oldest is released"),
     Param("churn", 0.002, "per step, chance a process exits and a new one forks and execs", "float"),
-    Param("stack_order", 1, "kernel stack order (1: 8 KiB stacks)"),
     Param("batch", 65536, "events per batch"),
 )
 
@@ -88,7 +87,7 @@ class Mixed:
         out.add(E.K_FORK, cpu=cpu)
         self.slabs["task_struct"].alloc(out, hp, cpu)
         stack = hp.get()
-        out.add(E.K_ALLOC_STACK, stack, order=int(self.p["stack_order"]), cpu=cpu)
+        out.add(E.K_ALLOC_STACK, stack, order=int(self.p.get("stack_order", 1)), cpu=cpu)  # the machine's
         out.add(E.K_EXEC, cpu=cpu)
         anon = int(self.p["anon_pages"])
         ptes = [hp.get() for _ in range(self.shm_ptes + 1 + anon // 512)]
@@ -104,6 +103,7 @@ class Mixed:
         h = self.handles.get()
         cpu = proc["cpu"]
         self.out.add(E.K_ALLOC_ANON, h, cpu=cpu, addr=len(proc["anon"]))
+        self.out.add(E.K_KMAP_ATOMIC, h, cpu=cpu)  # clear_user_highpage zeroes it through a fixmap slot
         self.out.add(E.K_PTE_UPDATE, proc["ptes"][-1], cpu=cpu)
         proc["anon"].append(h)
 
@@ -134,8 +134,8 @@ class Mixed:
             if u[1] < p["new_file_rate"]:
                 self.slabs["dentry"].alloc(out, hp, cpu)
                 self.slabs["inode"].alloc(out, hp, cpu)
+            self.reclaim(cpu)  # before the new page joins the cache, so it is never the one freed
             self.cache.append(page)
-            self.reclaim(cpu)
         else:
             page = self.cache[int(u[2] * len(self.cache))]
         if u[3] < p["kmap_fraction"]:
