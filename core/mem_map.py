@@ -50,10 +50,6 @@ class Zone:
     def name(self) -> str:
         return ZONE_NAMES[self.index]
 
-    @property
-    def spanned(self) -> int:
-        return self.end - self.start
-
 
 @dataclass
 class Layout:

@@ -68,13 +68,12 @@ def _prev_same_handle(handle: np.ndarray, by_handle: np.ndarray) -> np.ndarray:
     return prev
 
 
-def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, int]:
     """Validate handle use and link each free to its in-window allocation (src) or table pfn.
     Also returns the first allocation that follows another on the same handle with no free
     between: legal only if the first one failed, which the scalar path decides."""
     is_alloc = w.gfp > 0
-    by_handle = w.by_handle
-    prev = _prev_same_handle(w.handle, by_handle)
+    prev = _prev_same_handle(w.handle, w.by_handle)
     has_prev = prev >= 0
     table = k.handle_pfn[w.handle]
     prev_alloc = np.zeros_like(has_prev)
@@ -88,7 +87,7 @@ def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, int
         raise StreamError(what.format(int(w.handle[i])))
     again = np.flatnonzero(is_alloc & has_prev & prev_alloc)
     src = np.where(~is_alloc & has_prev, prev, -1)
-    return src, table, by_handle, int(again[0]) if again.size else w.pos.size
+    return src, table, int(again[0]) if again.size else w.pos.size
 
 
 def _walk(is_pop: np.ndarray, s0: int) -> np.ndarray:
@@ -260,7 +259,7 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     n = w.pos.size
     idx = np.arange(n)
     is_alloc = w.gfp > 0
-    src, table, by_handle, again = _link(k, w)
+    src, table, again = _link(k, w)
     linked = src >= 0
     pfn = np.full(n, -1, dtype=np.int64)
     from_table = ~is_alloc & ~linked
@@ -299,7 +298,7 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     ptr[push_linked] = src[push_linked]
     finals = {zi: _match(k, z, cut, ptr, pfn) for zi, z in zones.items()}
     _resolve(ptr, pfn)
-    _commit(k, w, cut, by_handle, _Resolved(is_alloc, noop, failed, order, pfn, mapped, zone_of, d_window), finals)
+    _commit(k, w, cut, _Resolved(is_alloc, noop, failed, order, pfn, mapped, zone_of, d_window), finals)
     return Outcome(cut, pfn[:cut], zone_of[:cut], mapped[:cut], order[:cut])
 
 
@@ -320,7 +319,7 @@ class _Resolved:
         return _Resolved(*(getattr(self, f)[:cut] for f in self.__dataclass_fields__))
 
 
-def _commit(k: Kernel, w: Window, cut: int, by_handle: np.ndarray, r: _Resolved,
+def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
             finals: dict[int, tuple[int, np.ndarray]]) -> None:
     """Write the window's net effect on mem_map, the hot lists, the handle table and the counts."""
     mm, c = k.mm, k.c
@@ -340,7 +339,7 @@ def _commit(k: Kernel, w: Window, cut: int, by_handle: np.ndarray, r: _Resolved,
         zone.pcp_top = kept + stack.size
         mm.page_flags[stack] = (mm.page_flags[stack] & (0xFF ^ (PG_alloc | PG_mapped))) | PG_pcp
         mm.page_order[stack] = -1
-    last = _last_per_handle(w.handle, by_handle, cut)
+    last = _last_per_handle(w.handle, w.by_handle, cut)
     k.handle_pfn[w.handle[last]] = np.where(is_alloc[last], pfn[last], H_FREE)
     held = last[is_alloc[last] & (order[last] == 0) & ~failed[last]]
     mm.page_flags[pfn[held]] |= PG_alloc | np.where(mapped[held], PG_mapped, 0).astype(np.uint8)
