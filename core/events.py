@@ -6,7 +6,9 @@ the stream's ``max_handles``, so the kernel state can keep a flat handle -> pfn 
 
 Fields:
   kind    one of the ``K_*`` codes below
-  order   allocation order (2**order pages) for the ALLOC kinds, else 0
+  order   allocation order (2**order pages) for the ALLOC kinds; a direction or context flag for
+          K_IO (1 = memory to device), K_COPY (1 = into the page), K_USER (1 = store) and K_FREE (1 = the page goes
+          with an address space torn down by exit or exec); else 0
   cpu     the CPU the event runs on (kmap_atomic slots and local flushes are per CPU)
   handle  the page (block head) the event is about, or -1
   addr    user virtual page number where one exists (congruence on VI machines), else 0
@@ -37,11 +39,12 @@ K_KMAP_ATOMIC = 12  # kmap_atomic + kunmap_atomic pair on this CPU
 K_PTE_UPDATE = 13  # the kernel edits a PTE page (pte_offset_map when the page is in highmem)
 K_IO = 14  # one page of block I/O (DMA)
 K_COPY = 15  # copy one page between kernel and user (copy_to_user / copy_from_user)
-NKINDS = 16
+K_USER = 16  # a user load (order 0) or store (order 1) through the process's mapping of the page
+NKINDS = 17
 
 KIND_NAMES = ("syscall", "fork", "exec", "exit", "alloc_anon", "alloc_pagecache", "alloc_slab",
               "alloc_stack", "alloc_pgtable", "free", "kmap", "kunmap", "kmap_atomic",
-              "pte_update", "io", "copy")
+              "pte_update", "io", "copy", "user")
 
 # GFP classes of the allocating kinds.
 GFP_NONE, GFP_HIGHUSER, GFP_KERNEL, GFP_PGTABLE = 0, 1, 2, 3
@@ -57,7 +60,11 @@ ENTERS_KERNEL[[K_SYSCALL, K_FORK, K_EXEC, K_EXIT, K_ALLOC_ANON]] = True
 
 # Kinds that take a handle.
 NEEDS_HANDLE = IS_ALLOC.copy()
-NEEDS_HANDLE[[K_FREE, K_KMAP, K_KUNMAP, K_KMAP_ATOMIC, K_PTE_UPDATE, K_IO, K_COPY]] = True
+NEEDS_HANDLE[[K_FREE, K_KMAP, K_KUNMAP, K_KMAP_ATOMIC, K_PTE_UPDATE, K_IO, K_COPY, K_USER]] = True
+
+# Kinds whose order field is a 0/1 flag (see the module docstring).
+HAS_FLAG = np.zeros(NKINDS, dtype=bool)
+HAS_FLAG[[K_FREE, K_IO, K_COPY, K_USER]] = True
 
 MAX_ORDER = 11  # orders 0..10, as the kernel's free_area[MAX_ORDER]
 
@@ -99,6 +106,9 @@ def check_batch(batch: np.ndarray, max_handles: int, ncpus: int) -> None:
         raise StreamError(f"order {int(batch['order'].max())} is larger than MAX_ORDER-1 = {MAX_ORDER - 1}")
     if int(batch["cpu"].max()) >= ncpus:
         raise StreamError(f"cpu {int(batch['cpu'].max())} does not exist (machine has {ncpus})")
+    flags = batch["order"][HAS_FLAG[batch["kind"]]]
+    if flags.size and int(flags.max()) > 1:
+        raise StreamError(f"flag {int(flags.max())} in the order field of a free, io, copy or user event (0 or 1)")
     handles = batch["handle"][NEEDS_HANDLE[batch["kind"]]]
     if handles.size and (int(handles.min()) < 0 or int(handles.max()) >= max_handles):
         raise StreamError(f"handle out of range 0..{max_handles - 1}")

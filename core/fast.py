@@ -170,6 +170,7 @@ def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarra
     c.pte_updates += int(counts[E.K_PTE_UPDATE])
     c.io_requests += int(counts[E.K_IO])
     c.page_copies += int(counts[E.K_COPY])
+    c.user_accesses += int(counts[E.K_USER])
     kind = cols.kind[cols.use]
     needs_map = (pfn >= 0) & ~has_address
     atomic = int(np.count_nonzero(needs_map & (kind == E.K_KMAP_ATOMIC)))

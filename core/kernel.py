@@ -16,6 +16,7 @@ from core.events import GFP_HIGHUSER, GFP_KERNEL, GFP_NONE, GFP_PGTABLE
 from core.highmem import Pkmap
 from core.machine import Machine
 from core.mem_map import MemMap, PG_mapped
+from core.parisc import PariscState
 from core.policy import ZONE_DMA, ZONE_HIGHMEM, ZONE_NORMAL, Policy
 
 H_FREE = -1  # handle holds nothing
@@ -42,11 +43,19 @@ class Counters:
     pte_kmaps: int = 0  # PTE edits that needed kmap_atomic (PTE page without a kernel address)
     io_requests: int = 0
     page_copies: int = 0
+    user_accesses: int = 0  # user loads and stores the stream names (they matter on VI caches)
     kernel_map_pages: int = 0  # unmapped: pages mapped by __alloc_pages
     kernel_unmap_pages: int = 0  # unmapped: pages unmapped on free
     kernel_unmaps: int = 0  # unmapped: frees of mapped blocks (one local invlpg each)
     tlb_flush_local: int = 0
     tlb_flush_full: int = 0
+    # Virtually indexed machines (parisc); zero elsewhere.
+    alias_violations: int = 0  # accesses while the frame had inequivalent translations
+    cache_flush_page: int = 0  # one page at one colour (fdc/pdc loop)
+    cache_flush_all: int = 0  # the whole cache on every CPU (fdce loop)
+    cache_flush_tmpalias: int = 0  # a freed user page flushed at its colour through tmpalias
+    io_flushes: int = 0  # page flushes issued for I/O (the flushes of flushes_per_io)
+    tlb_entries_used: int = 0  # TLB entries covering the kernel's allocation mappings
     # Time series over the run (after boot and after every event), in pages.
     lowmem_free_min: int = 0
     highmem_free_min: int = 0
@@ -66,7 +75,9 @@ class Kernel:
         self.mm = MemMap(machine, policy)
         lowmem_pages = self.mm.layout.lowmem_end // machine.page_size
         reserved = sum(hi - lo for lo, hi in self.mm.layout.reserved_ranges)
-        self.pk = Pkmap(policy.kmap_ring_slots(machine, lowmem_pages - reserved))
+        # A virtually indexed machine maps through kmap_kernel's colour buckets, not a pkmap ring.
+        self.vi = PariscState(machine, policy) if machine.virtually_indexed else None
+        self.pk = Pkmap(1 if self.vi else policy.kmap_ring_slots(machine, lowmem_pages - reserved))
         self.handle_pfn = np.full(max_handles, H_FREE, dtype=np.int64)
         self.c = Counters()
         self.permanent_pages = reserved  # kernel image + mem_map: mapped under every policy
@@ -74,6 +85,8 @@ class Kernel:
         self.offset_mapped_end = lowmem_pages if policy.offset_maps_lowmem else 0
         # unmapped: the freed window minus the kmap ring holds the kernel's own allocations.
         self.window_pages = max(lowmem_pages - reserved - self.pk.slots, 0) if policy.map_on_alloc else 0
+        if self.vi and policy.map_on_alloc:  # the allocation pool of the kernel window
+            self.window_pages = self.vi.allocs.cap * self.vi.colours
         self.window_used = 0
         self.zonelist = self._zonelists()
         self.maps_on_alloc = self._maps_on_alloc()
@@ -112,7 +125,11 @@ class Kernel:
         """Pages with a kernel virtual address now: the offset map (or the permanent regions),
         blocks mapped on allocation, and pages holding a pkmap slot."""
         base = self.offset_mapped_end if self.policy.offset_maps_lowmem else self.permanent_pages
-        return base + self.window_used + self.pk.mapped
+        return base + self.window_used + self.pk.mapped + self.vi_kmapped()
+
+    def vi_kmapped(self) -> int:
+        """Pages holding a kmap_kernel slot (unmapped on a virtually indexed machine)."""
+        return self.vi.kmaps.pages if self.vi and self.policy.map_on_alloc else 0
 
     def observe(self) -> None:
         """Fold the state after one event into the time series (the reference's per-event step)."""

@@ -1,12 +1,17 @@
 """Machines as data: the box a simulation runs on.
 
-A ``Machine`` is a frozen record of the facts in REFERENCE.md (section 2 for x86) plus a cost table
+A ``Machine`` is a frozen record of the facts in REFERENCE.md (section 2 for x86, section 3 for the
+PA-RISC 2.0 boxes) plus a cost table
 whose every entry names its source. Presets are plain instances; ``with_overrides`` returns a copy
 with ``--set`` values applied and validated, so every field can be swept.
 
 Simplifications: one flat ``mem_map`` (no NUMA nodes); the kernel image, the BIOS area and early
 boot reservations are one block at physical 0; CPU speed is a single clock rate used to turn the
-microsecond figures of REFERENCE.md into cycles.
+microsecond figures of REFERENCE.md into cycles. On parisc all of memory is ZONE_NORMAL (there is
+no highmem and no DMA zone) and the data cache is virtually indexed: ``congruence_stride`` is the
+modulus at which two virtual addresses share cache lines, so a page has ``stride / page_size``
+possible cache colours. x86's caches are physically indexed, which the model expresses as a stride
+of one page (a single colour: every alias is equivalent).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from core.errors import ConfigError
-from core.units import GiB, MiB, parse_size
+from core.units import GiB, MiB, format_size, parse_size
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,24 @@ class Machine:
     kernel_image: int  # text + data + bss + the BIOS area, reserved at boot from physical 0
     highpte: bool  # CONFIG_HIGHPTE: user PTE pages may live in highmem
     kernel_stack_order: int  # 1 = 8 KiB stacks (the 2.6.11 default), 0 = CONFIG_4KSTACKS
+    congruence_stride: int = 4096  # VI caches: addresses equal modulo this share lines (x86: one page)
+    cache_line: int = 64  # L1 D line size in bytes
+    l1d_size: int = 32 * 1024  # L1 D per core, bytes (recorded; the cache model is per page x colour)
+    alias_detection: bool = False  # the CPU traps (HPMC) on inequivalent aliases: PA8800 onward
     costs: dict[str, Cost] = field(default_factory=dict, compare=False)
 
     @property
     def frames(self) -> int:
         return self.memory // self.page_size
+
+    @property
+    def colours(self) -> int:
+        """Cache colours of a page: virtual pages that share lines are equal modulo this."""
+        return self.congruence_stride // self.page_size
+
+    @property
+    def virtually_indexed(self) -> bool:
+        return self.colours > 1
 
     @property
     def mem_map_bytes(self) -> int:
@@ -101,7 +119,71 @@ X86_PAE_64G = Machine(
     costs=_x86_costs(2800),
 )
 
-MACHINES: dict[str, Machine] = {m.name: m for m in (X86_PAE_64G,)}
+
+def _parisc_costs(mhz: int) -> dict[str, Cost]:
+    us = mhz
+    return {
+        "kernel_entry": Cost(1 * us, "[est] gateway page entry and exit, ~1 us"),
+        "cr3_reload": Cost(0, "not on parisc: user and kernel live in separate spaces (sr3/sr7)"),
+        "tlb_flush_global": Cost(30_877, "REFERENCE s3: whole TLB flush on rp3440 (Anglin 2024)"),
+        "tlb_flush_local": Cost(440, "REFERENCE s3: TLB purge of one page ~440 cycles [derived]"),
+        "pte_set": Cost(50, "[est] write one kernel PTE"),
+        "pkmap_flush_scan": Cost(0, "not on parisc: no pkmap pool"),
+        "page_alloc": Cost(400, "[est] buffered_rmqueue fast path"),
+        "page_free": Cost(300, "[est] free_hot_cold_page fast path"),
+        "page_copy": Cost(5 * us // 2, "[est] copy 4 KiB at ~1.6 GB/s"),
+        "fork": Cost(100 * us, "[est] dup_mm and friends besides page tables and cache flushes, ~100 us"),
+        "exec": Cost(300 * us, "[est] do_execve besides page tables and cache flushes, ~300 us"),
+        "exit": Cost(50 * us, "[est] do_exit besides page freeing and cache flushes, ~50 us"),
+        "io_request": Cost(5 * us, "[est] block layer and driver work per page of I/O"),
+        "kmap_wait": Cost(0, "not on parisc: kmap_kernel never sleeps"),
+        "cache_flush_page": Cost(1_240, "REFERENCE s3: fdc over 4 KiB, 5,080,984 cycles per 16 MiB [derived]"),
+        "cache_flush_all": Cost(2_696_560, "REFERENCE s3: fdce over the whole cache on rp3440 (Anglin 2024)"),
+        "cache_flush_tmpalias": Cost(1_680, "REFERENCE s3: page flush 1,240 + tmpalias TLB purge 440 [derived]"),
+    }
+
+
+def _vi_costs_absent(costs: dict[str, Cost]) -> dict[str, Cost]:
+    """x86 never issues the VI cache flushes; their entries exist so records have one shape."""
+    none = "not on x86: caches are physically indexed"
+    return {**costs, **{name: Cost(0, none) for name in ("cache_flush_page", "cache_flush_all",
+                                                          "cache_flush_tmpalias")}}
+
+
+X86_PAE_64G = dataclasses.replace(X86_PAE_64G, costs=_vi_costs_absent(X86_PAE_64G.costs))
+
+# rp3440-class box: 4 x PA8800 at 800 MHz (REFERENCE s3). All memory is ZONE_NORMAL; the kernel's
+# offset map needs no virtual-space cap on a 64-bit kernel, so ``page_offset``/``vmalloc_reserve``
+# only place the map. struct page is 56 bytes on 64-bit 2.6.11 [derived: flags, _count, _mapcount,
+# private, mapping, index, lru].
+PA8800 = Machine(
+    name="pa8800",
+    arch="parisc",
+    memory=8 * GiB,
+    page_size=4096,
+    page_offset=0x10000000,
+    vmalloc_reserve=0,
+    dma_zone=0,
+    struct_page=56,
+    last_pkmap=1,
+    kmap_atomic_slots=1,
+    cpus=4,
+    tlb_entries=240,
+    cpu_mhz=800,
+    kernel_image=8 * MiB,
+    highpte=False,
+    kernel_stack_order=2,  # 16 KiB THREAD_SIZE on 64-bit parisc
+    congruence_stride=4 * MiB,
+    cache_line=128,
+    l1d_size=768 * 1024,
+    alias_detection=True,
+    costs=_parisc_costs(800),
+)
+# The generation before (PA8700): same box without alias detection, where Linux "got away with"
+# inequivalent aliases because the CPU only objected when several became dirty (paper s2.2).
+PA8700 = dataclasses.replace(PA8800, name="pa8700", alias_detection=False, l1d_size=1536 * 1024)
+
+MACHINES: dict[str, Machine] = {m.name: m for m in (X86_PAE_64G, PA8800, PA8700)}
 
 # What each field means, for `zonesim list` and error messages.
 FIELD_HELP: dict[str, str] = {
@@ -119,13 +201,18 @@ FIELD_HELP: dict[str, str] = {
     "cpu_mhz": "clock rate, turns microsecond costs into cycles",
     "kernel_image": "kernel text, data and boot reservations",
     "highpte": "CONFIG_HIGHPTE: true or false",
-    "kernel_stack_order": "kernel stack allocation order: 0 (4 KiB) or 1 (8 KiB); workloads follow it",
+    "kernel_stack_order": "kernel stack allocation order, 0..2 (4, 8 or 16 KiB); workloads follow it",
+    "congruence_stride": "VI cache congruence modulus, a power-of-two multiple of page_size (x86: page_size)",
+    "cache_line": "L1 D cache line in bytes, a power of two no larger than page_size",
+    "l1d_size": "L1 D cache per core (recorded; the cache model works per page and colour)",
+    "alias_detection": "the CPU traps on inequivalent aliases (true on PA8800): true or false",
 }
 
-_SIZE_FIELDS = {"memory", "page_size", "page_offset", "vmalloc_reserve", "dma_zone", "kernel_image"}
+_SIZE_FIELDS = {"memory", "page_size", "page_offset", "vmalloc_reserve", "dma_zone", "kernel_image",
+                "congruence_stride", "cache_line", "l1d_size"}
 _INT_FIELDS = {"struct_page", "last_pkmap", "kmap_atomic_slots", "cpus", "tlb_entries", "cpu_mhz",
                "kernel_stack_order"}
-_BOOL_FIELDS = {"highpte"}
+_BOOL_FIELDS = {"highpte", "alias_detection"}
 
 
 def parse_bool(key: str, value: object) -> bool:
@@ -211,12 +298,29 @@ def validate(m: Machine) -> None:
     for name in ("kmap_atomic_slots", "cpus", "tlb_entries", "cpu_mhz"):
         if getattr(m, name) < 1:
             raise ConfigError(name, "an integer >= 1", getattr(m, name))
-    if m.kernel_stack_order not in (0, 1):
-        raise ConfigError("kernel_stack_order", "0 (4 KiB stacks) or 1 (8 KiB stacks)", m.kernel_stack_order)
+    if m.kernel_stack_order not in (0, 1, 2):
+        raise ConfigError("kernel_stack_order", "0, 1 or 2 (4, 8 or 16 KiB stacks)", m.kernel_stack_order)
+    _validate_cache(m)
     if m.kernel_image < 0 or m.kernel_image % m.page_size:
         raise ConfigError("kernel_image", "a page-aligned size >= 0", m.kernel_image)
     if m.frames >= 1 << 31:
         raise ConfigError("memory", "fewer than 2**31 frames", m.memory)
+
+
+def _validate_cache(m: Machine) -> None:
+    stride = m.congruence_stride
+    if stride < m.page_size or stride % m.page_size or not _power_of_two(stride // m.page_size):
+        raise ConfigError("congruence_stride", f"a power-of-two multiple of page_size ({m.page_size})", stride)
+    if m.arch == "x86" and stride != m.page_size:
+        raise ConfigError("congruence_stride", f"page_size ({m.page_size}) on x86: its caches are physically "
+                          "indexed", stride)
+    if stride // m.page_size > 1 << 15:
+        raise ConfigError("congruence_stride", f"at most {1 << 15} colours ({format_size((1 << 15) * m.page_size)})",
+                          stride)
+    if not _power_of_two(m.cache_line) or m.cache_line > m.page_size:
+        raise ConfigError("cache_line", f"a power of two no larger than page_size ({m.page_size})", m.cache_line)
+    if m.l1d_size < m.cache_line:
+        raise ConfigError("l1d_size", "at least one cache line", m.l1d_size)
 
 
 def get_machine(name: str) -> Machine:

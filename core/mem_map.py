@@ -70,7 +70,7 @@ def compute_layout(m: Machine, p: Policy) -> Layout:
         raise ConfigError("vmalloc_reserve", f"a value that ends lowmem on a multiple of {format_size(block)} "
                           f"(lowmem would end at {format_size(lowmem_end)})", m.vmalloc_reserve)
     image = (0, m.kernel_image // m.page_size)
-    mm_start = min(m.dma_zone, lowmem_end) // m.page_size
+    mm_start = max(min(m.dma_zone, lowmem_end) // m.page_size, image[1])  # parisc: no DMA zone
     mm_pages = -(-m.mem_map_bytes // m.page_size)
     if (mm_start + mm_pages) * m.page_size > lowmem_end or image[1] > mm_start:
         raise ConfigError("memory", f"mem_map ({format_size(m.mem_map_bytes)}) and the kernel image must fit "

@@ -10,6 +10,19 @@
   mapped unless kmapped; kmap serves every page (divorced from CONFIG_HIGHMEM) from a pool carved
   out of the freed window; mem_map and the kernel image stay mapped.
 
+On parisc (virtually indexed caches, REFERENCE s3) all memory is ZONE_NORMAL and the names mean:
+
+- ``stock``: 2.6.11 parisc. Everything offset-mapped (so every page has a kernel alias at its
+  physical colour); DMA made coherent with the kernel address, then ``flush_dcache_page`` to the
+  user colour; ``flush_cache_mm`` (= flush_cache_all) on fork, exec and exit.
+- ``unmapped``: the paper's parisc kernel: kernel mappings come from ``kmap_kernel``'s per-colour
+  buckets inside a ``kernel_window`` of virtual space, congruent with the page's user address when
+  it has one, equivalent (virtual = physical modulo the stride) for page tables and kernel stacks,
+  from the global bucket counter otherwise; DMA takes its coherence index from the user address;
+  user pages are flushed through tmpalias when freed instead of flushing the whole cache. Each
+  technique is a switch (``congruent_kmap``, ``equivalent_kernel``, ``user_coherence_index``,
+  ``flush_on_free``, ``variable_pages``) for ablation; ``flush_dcache_page`` is stock's.
+
 Simplifications, stated once: under ``unmapped`` the freed window (lowmem's virtual space less
 mem_map and the kernel image) is split statically: a share (``unmapped_kmap_share``, default half,
 rounded down to a power of two of pages) is the kmap ring, the rest holds kernel allocations,
@@ -29,7 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import ConfigError
-from core.machine import Machine, parse_int
+from core.machine import Machine, parse_bool, parse_int
+from core.units import format_size, parse_size
 
 ZONE_DMA, ZONE_NORMAL, ZONE_HIGHMEM = 0, 1, 2
 ZONE_NAMES = ("DMA", "Normal", "HighMem")
@@ -37,7 +51,10 @@ FOUR_GIB = 1 << 32
 
 
 def split_3g1g(m: Machine) -> int:
-    """Kernel virtual space under the 3G/1G split: everything above PAGE_OFFSET."""
+    """Kernel virtual space under the 3G/1G split: everything above PAGE_OFFSET. A 64-bit parisc
+    kernel has no such cap: its offset map covers all of memory."""
+    if m.arch != "x86":
+        return m.memory + m.vmalloc_reserve
     return FOUR_GIB - m.page_offset
 
 
@@ -50,8 +67,10 @@ def pgtable_highmem_if_configured(m: Machine) -> bool:
     return m.highpte
 
 
-def pgtable_always_unmapped(m: Machine) -> bool:
-    return True
+def pgtable_unmapped_on_x86(m: Machine) -> bool:
+    """x86's walker uses physical addresses, so PTE pages need no kernel address; parisc's TLB miss
+    handler reads them in absolute mode and the kernel must map them equivalently (paper s6.1)."""
+    return m.arch == "x86"
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,14 @@ class Policy:
     kernel_zonelist: tuple[int, ...]  # GFP_KERNEL fallback order
     unmapped_kmap_share: float = 0.5  # unmapped only: share of the freed window used as kmap ring
     unmap_flush_batch: int = 512  # unmapped only: pages unmapped per lazy global TLB flush
+    # Virtually indexed machines (parisc). Stock has only flush_dcache_page; the rest are the paper's.
+    flush_dcache_page: bool = True  # stock: flush the user colour around DMA (make user coherent)
+    congruent_kmap: bool = False  # kmap_kernel: slot congruent with the page's user address
+    equivalent_kernel: bool = False  # page tables and kernel stacks mapped virtual == physical mod stride
+    user_coherence_index: bool = False  # DMA coherence index from the user address (bio_vec / sg)
+    flush_on_free: bool = False  # tmpalias flush of freed user pages instead of flush_cache_all on mm teardown
+    variable_pages: bool = False  # cover order-n kernel mappings with the fewest PA 2.0 page sizes
+    kernel_window: int = 2 << 30  # unmapped on parisc: virtual space for kernel mappings, bytes
 
     def kmap_ring_slots(self, m: Machine, freed_window_pages: int) -> int:
         """LAST_PKMAP for this policy: the stock pool, or the ring carved from the freed window."""
@@ -80,13 +107,26 @@ class Policy:
 
 PARAM_HELP = {
     "unmapped_kmap_share": "unmapped: share of the freed kernel window given to the kmap ring (0-1)",
-    "unmap_flush_batch": "unmapped: kernel pages unmapped per lazy global TLB flush",
+    "unmap_flush_batch": "unmapped on x86: kernel pages unmapped per lazy global TLB flush",
+    "flush_dcache_page": "stock on parisc: flush the user colour around DMA (false is the broken kernel)",
+    "congruent_kmap": "unmapped on parisc: kmap_kernel picks a slot congruent with the user address",
+    "equivalent_kernel": "unmapped on parisc: page tables and kernel stacks equivalently mapped",
+    "user_coherence_index": "unmapped on parisc: DMA coherence index from the user address",
+    "flush_on_free": "unmapped on parisc: tmpalias flush on free instead of flush_cache_all on fork/exec/exit",
+    "variable_pages": "unmapped on parisc: order-n kernel mappings use the fewest PA 2.0 TLB page sizes",
+    "kernel_window": "unmapped on parisc: kernel virtual space for kmap_kernel slots, a multiple of "
+                     "congruence_stride (shrink it to exhaust the colour buckets)",
 }
+# Which switches exist where: (policy, arch) pairs a --set of that name is meaningful on.
+_SWITCHES = {"flush_dcache_page": ("stock",), "congruent_kmap": ("unmapped",), "equivalent_kernel": ("unmapped",),
+             "user_coherence_index": ("unmapped",), "flush_on_free": ("unmapped",),
+             "variable_pages": ("unmapped",), "kernel_window": ("unmapped",)}
 
 STOCK = Policy(
     name="stock",
-    summary="3G/1G, ZONE_NORMAL offset-mapped, highmem through kmap/kmap_atomic",
-    arches=("x86",),
+    summary="x86: 3G/1G, ZONE_NORMAL offset-mapped, highmem through kmap; parisc: offset-mapped, "
+            "DMA coherent with the kernel, flush_cache_all on fork/exec/exit",
+    arches=("x86", "parisc"),
     kernel_va=split_3g1g,
     cr3_reloads_per_entry=0,
     offset_maps_lowmem=True,
@@ -97,6 +137,7 @@ STOCK = Policy(
 FOUR_G_FOUR_G = dataclasses.replace(
     STOCK,
     name="4g4g",
+    arches=("x86",),
     summary="separate 4 GB kernel page tables: ~3 GB lowmem, cr3 reload on every kernel entry and exit",
     kernel_va=split_4g4g,
     cr3_reloads_per_entry=2,
@@ -104,10 +145,16 @@ FOUR_G_FOUR_G = dataclasses.replace(
 UNMAPPED = dataclasses.replace(
     STOCK,
     name="unmapped",
-    summary="the paper: free pages unmapped, kernel allocations mapped on alloc, kmap for every page",
+    summary="the paper: free pages unmapped, kernel allocations mapped on alloc, kmap for every page; "
+            "parisc: congruent/equivalent kernel mappings, user coherence index, flush on free",
     offset_maps_lowmem=False,
+    congruent_kmap=True,
+    equivalent_kernel=True,
+    user_coherence_index=True,
+    flush_on_free=True,
+    variable_pages=True,
     map_on_alloc=True,
-    pgtable_highmem=pgtable_always_unmapped,
+    pgtable_highmem=pgtable_unmapped_on_x86,
     kernel_zonelist=(ZONE_NORMAL, ZONE_HIGHMEM, ZONE_DMA),
 )
 
@@ -136,15 +183,29 @@ def get_policy(name: str, machine: Machine, overrides: dict[str, object] | None 
     if machine.arch not in policy.arches:
         raise ConfigError("policy", f"{name} needs an {' or '.join(policy.arches)} machine, "
                           f"not {machine.name} ({machine.arch})", name)
-    changes: dict[str, object] = {}
-    for key, value in (overrides or {}).items():
-        if key == "unmapped_kmap_share":
-            changes[key] = parse_share(key, value)
-        elif key == "unmap_flush_batch":
-            changes[key] = parse_int(key, value)
-        else:
-            raise ConfigError(key, "a policy parameter: " + ", ".join(sorted(PARAM_HELP)))
+    changes = {key: _parse_param(key, value, policy, machine) for key, value in (overrides or {}).items()}
     policy = dataclasses.replace(policy, **changes)
     if policy.unmap_flush_batch < 1:
         raise ConfigError("unmap_flush_batch", "an integer >= 1", policy.unmap_flush_batch)
+    if machine.virtually_indexed and policy.map_on_alloc:
+        window = policy.kernel_window
+        if window < machine.congruence_stride or window % machine.congruence_stride:
+            stride = format_size(machine.congruence_stride)
+            raise ConfigError("kernel_window", f"a multiple of congruence_stride ({stride}), at least one slot "
+                              "per colour", window)
     return policy
+
+
+def _parse_param(key: str, value: object, policy: Policy, machine: Machine) -> object:
+    if key not in PARAM_HELP:
+        raise ConfigError(key, "a policy parameter: " + ", ".join(sorted(PARAM_HELP)))
+    if key in _SWITCHES and (policy.name not in _SWITCHES[key] or not machine.virtually_indexed):
+        raise ConfigError(key, f"a setting of policy {'/'.join(_SWITCHES[key])} on a virtually indexed machine "
+                          f"(not {policy.name} on {machine.name})", value)
+    if key == "unmapped_kmap_share":
+        return parse_share(key, value)
+    if key == "unmap_flush_batch":
+        return parse_int(key, value)
+    if key == "kernel_window":
+        return parse_size(key, value)
+    return parse_bool(key, value)

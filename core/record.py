@@ -19,8 +19,10 @@ COUNT_KEYS = (
     "allocs", "alloc_failures", "frees", "ops_on_failed", "kernel_entries", "forks", "execs", "exits",
     "kmap_calls", "kmap_waits", "kmap_waiters_at_end", "pkmap_wraps", "pkmap_new_mappings",
     "kmap_atomic_calls", "kmap_atomic_maps", "pte_updates", "pte_kmaps",
-    "kernel_map_pages", "kernel_unmap_pages", "io_requests", "page_copies",
+    "kernel_map_pages", "kernel_unmap_pages", "io_requests", "page_copies", "user_accesses",
     "tlb_flush_global", "tlb_flush_local", "tlb_flush_full",
+    "alias_violations", "stale_reads", "cache_flush_page", "cache_flush_all", "cache_flush_tmpalias",
+    "congruence_exhaustions", "flushes_per_io", "tlb_entries_used",
 )
 
 # mechanism -> (count key or callable, cost name). The cost table entries are in core.machine.
@@ -28,17 +30,19 @@ CYCLE_KEYS = (
     "cycles_kernel_entry", "cycles_cr3_reload", "cycles_tlb_flush_global", "cycles_tlb_flush_local",
     "cycles_kmap", "cycles_kmap_atomic", "cycles_kmap_wait", "cycles_kernel_map", "cycles_page_alloc",
     "cycles_page_free", "cycles_page_copy", "cycles_fork", "cycles_exec", "cycles_exit", "cycles_io",
-    "cycles_total",
+    "cycles_cache_flush_page", "cycles_cache_flush_all", "cycles_cache_flush_tmpalias", "cycles_total",
 )
 
 RECORD_KEYS = IDENTITY_KEYS + COUNT_KEYS + CYCLE_KEYS
 
 
-def counts(k: Kernel) -> dict[str, int]:
+def counts(k: Kernel) -> dict[str, int | float]:
     """The mechanism counts of a finished run."""
     c, m, pk = k.c, k.machine, k.pk
     page = m.page_size
-    lazy_flushes = c.kernel_unmap_pages // k.policy.unmap_flush_batch if k.policy.map_on_alloc else 0
+    # x86 shoots down other CPUs' stale entries lazily; parisc purges each unmap at once (pdtlb).
+    lazy = k.policy.map_on_alloc and not k.vi
+    lazy_flushes = c.kernel_unmap_pages // k.policy.unmap_flush_batch if lazy else 0
     events = max(c.events, 1)
     return {
         "events": c.events,
@@ -70,9 +74,18 @@ def counts(k: Kernel) -> dict[str, int]:
         "kernel_unmap_pages": c.kernel_unmap_pages,
         "io_requests": c.io_requests,
         "page_copies": c.page_copies,
+        "user_accesses": c.user_accesses,
         "tlb_flush_global": pk.wraps + lazy_flushes,
         "tlb_flush_local": c.tlb_flush_local,
         "tlb_flush_full": c.tlb_flush_full,
+        "alias_violations": c.alias_violations,
+        "stale_reads": k.vi.cache.stale_reads if k.vi else 0,
+        "cache_flush_page": c.cache_flush_page,
+        "cache_flush_all": c.cache_flush_all,
+        "cache_flush_tmpalias": c.cache_flush_tmpalias,
+        "congruence_exhaustions": k.vi.exhaustions if k.vi else 0,
+        "flushes_per_io": c.io_flushes / c.io_requests if c.io_requests else 0.0,
+        "tlb_entries_used": c.tlb_entries_used,
     }
 
 
@@ -96,6 +109,9 @@ def cycles(k: Kernel, n: dict[str, int]) -> dict[str, int]:
         "cycles_exec": n["execs"] * cost("exec"),
         "cycles_exit": n["exits"] * cost("exit"),
         "cycles_io": n["io_requests"] * cost("io_request"),
+        "cycles_cache_flush_page": n["cache_flush_page"] * cost("cache_flush_page"),
+        "cycles_cache_flush_all": n["cache_flush_all"] * cost("cache_flush_all"),
+        "cycles_cache_flush_tmpalias": n["cache_flush_tmpalias"] * cost("cache_flush_tmpalias"),
     }
     out["cycles_total"] = sum(out.values())
     return out

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from core import events as E
+from core import parisc
 from core.errors import StreamError
 from core.highmem import kmap_high, kunmap_high
 from core.kernel import H_FAILED, H_FREE, Kernel
@@ -125,6 +126,11 @@ def _copy(k: Kernel, e: np.void) -> None:
     live_pfn(k, int(e["handle"]), "copy")
 
 
+def _user(k: Kernel, e: np.void) -> None:
+    k.c.user_accesses += 1
+    live_pfn(k, int(e["handle"]), "user access")
+
+
 def _alloc(k: Kernel, e: np.void) -> None:
     do_alloc(k, int(e["handle"]), int(e["order"]), int(E.GFP_OF_KIND[e["kind"]]))
 
@@ -146,6 +152,65 @@ STEPS: dict[int, Callable[[Kernel, np.void], None]] = {
     E.K_PTE_UPDATE: _with_handle(do_pte_update),
     E.K_IO: _io,
     E.K_COPY: _copy,
+    E.K_USER: _user,
+}
+
+
+# -- virtually indexed machines: the same allocator, then core.parisc's verbs ----------------------
+
+
+def _vi_alloc(k: Kernel, e: np.void) -> None:
+    handle = int(e["handle"])
+    _alloc(k, e)
+    pfn = int(k.handle_pfn[handle])
+    if pfn >= 0:
+        parisc.after_alloc(k, int(e["kind"]), pfn, int(e["order"]), int(e["addr"]))
+
+
+def _vi_free(k: Kernel, e: np.void) -> None:
+    pfn = int(k.handle_pfn[int(e["handle"])])
+    if pfn >= 0:
+        parisc.before_free(k, pfn, int(e["order"]) == parisc.FREE_TEARDOWN)
+    do_free(k, int(e["handle"]))
+
+
+def _vi_page(verb: Callable[[Kernel, int, np.void], None], counter: str | None = None,
+             what: str = "op") -> Callable[[Kernel, np.void], None]:
+    """An event on a page: count it, then run ``verb`` on the pfn unless its allocation failed."""
+    def step(k: Kernel, e: np.void) -> None:
+        if counter:
+            setattr(k.c, counter, getattr(k.c, counter) + 1)
+        pfn = live_pfn(k, int(e["handle"]), what)
+        if pfn >= 0:
+            verb(k, pfn, e)
+    return step
+
+
+def _vi_teardown(counter: str) -> Callable[[Kernel, np.void], None]:
+    def step(k: Kernel, e: np.void) -> None:
+        setattr(k.c, counter, getattr(k.c, counter) + 1)
+        parisc.mm_teardown(k)
+    return step
+
+
+VI_STEPS: dict[int, Callable[[Kernel, np.void], None]] = {
+    **STEPS,
+    E.K_FORK: _vi_teardown("forks"),
+    E.K_EXEC: _vi_teardown("execs"),
+    E.K_EXIT: _vi_teardown("exits"),
+    **{kind: _vi_alloc for kind in (E.K_ALLOC_ANON, E.K_ALLOC_PAGECACHE, E.K_ALLOC_SLAB, E.K_ALLOC_STACK,
+                                    E.K_ALLOC_PGTABLE)},
+    E.K_FREE: _vi_free,
+    E.K_KMAP: _vi_page(lambda k, pfn, e: parisc.kmap(k, pfn), "kmap_calls", "kmap"),
+    E.K_KUNMAP: _vi_page(lambda k, pfn, e: parisc.kunmap(k, pfn, int(e["handle"])), None, "kunmap"),
+    E.K_KMAP_ATOMIC: _vi_page(lambda k, pfn, e: None, "kmap_atomic_calls", "kmap_atomic"),
+    E.K_PTE_UPDATE: _vi_page(lambda k, pfn, e: parisc.pte_update(k, pfn), "pte_updates", "pte_update"),
+    E.K_IO: _vi_page(lambda k, pfn, e: parisc.io(k, pfn, int(e["order"]) == parisc.IO_TO_DEVICE),
+                     "io_requests", "io"),
+    E.K_COPY: _vi_page(lambda k, pfn, e: parisc.kernel_access(k, pfn, int(e["order"]) == parisc.COPY_INTO_PAGE),
+                       "page_copies", "copy"),
+    E.K_USER: _vi_page(lambda k, pfn, e: parisc.user_access(k, pfn, int(e["order"]) == 1), "user_accesses",
+                       "user access"),
 }
 
 
@@ -155,7 +220,7 @@ def step(k: Kernel, e: np.void) -> None:
     if E.ENTERS_KERNEL[kind]:
         k.c.kernel_entries += 1
         k.c.tlb_flush_full += k.policy.cr3_reloads_per_entry
-    STEPS[kind](k, e)
+    (VI_STEPS if k.vi else STEPS)[kind](k, e)
     k.c.events += 1
     k.observe()
 

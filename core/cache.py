@@ -1,0 +1,97 @@
+"""A virtually indexed data cache at page x colour granularity (arch/parisc/kernel/cache.c, 2.6.11).
+
+What the flushes exist for is data, so the model follows data versions, not bytes:
+
+  lines       {pfn * colours + colour: [version, dirty]}: which colours hold a copy of the
+              frame's data, of which version, and whether it is newer than memory (dirty)
+  mem_version per frame, the version memory holds
+  latest      per frame, the version of the most recent write (CPU or DMA)
+
+Versions are the sequence numbers of the operations that wrote them (``clock`` ticks once per
+operation), so they only grow; boot content is version 0 everywhere. A read returns the copy at its
+colour if there is one, else memory (and leaves a clean copy); any read that returns something
+other than ``latest`` is a **stale read**, the corruption the flushes prevent. A device reading
+memory (DMA to a disk) is checked the same way.
+
+Verbs, one per primitive: ``flush_page`` (fdc loop: write back if dirty, invalidate: one colour),
+``purge_page`` (pdc: invalidate without write back), ``dma_write`` (memory takes a new version;
+the line at the coherence index is invalidated, the others are not: that is the point),
+``device_read``, and ``flush_all`` (fdce on every CPU: every dirty line written back, in pfn then
+colour order, then everything invalidated).
+
+Simplifications: no capacity (lines are never evicted, so a dirty copy stays until flushed), no
+instruction cache, and one cache for all CPUs (PA8800 L1s are per core, but the kernel's flushes
+are broadcast, so what is coherent is decided by the same primitives).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Cache:
+    """The lines, memory versions and latest versions of every frame."""
+
+    def __init__(self, frames: int, colours: int) -> None:
+        self.colours = colours
+        self.lines: dict[int, list] = {}
+        self.mem_version = np.zeros(frames, dtype=np.int64)
+        self.latest = np.zeros(frames, dtype=np.int64)
+        self.clock = 0
+        self.stale_reads = 0
+
+    def _tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def _key(self, pfn: int, colour: int) -> int:
+        return pfn * self.colours + colour
+
+    def write(self, pfn: int, colour: int) -> None:
+        """A CPU store through a translation of this colour."""
+        v = self._tick()
+        self.lines[self._key(pfn, colour)] = [v, True]
+        self.latest[pfn] = v
+
+    def read(self, pfn: int, colour: int) -> None:
+        """A CPU load through a translation of this colour."""
+        self._tick()
+        line = self.lines.get(self._key(pfn, colour))
+        if line is None:
+            v = int(self.mem_version[pfn])
+            self.lines[self._key(pfn, colour)] = [v, False]
+        else:
+            v = line[0]
+        if v != self.latest[pfn]:
+            self.stale_reads += 1
+
+    def flush_page(self, pfn: int, colour: int) -> None:
+        self._tick()
+        line = self.lines.pop(self._key(pfn, colour), None)
+        if line is not None and line[1]:
+            self.mem_version[pfn] = line[0]
+
+    def purge_page(self, pfn: int, colour: int) -> None:
+        self._tick()
+        self.lines.pop(self._key(pfn, colour), None)
+
+    def dma_write(self, pfn: int, colour: int) -> None:
+        """The device writes memory; colour is the coherence index (-1: none is invalidated)."""
+        v = self._tick()
+        self.mem_version[pfn] = v
+        self.latest[pfn] = v
+        if colour >= 0:
+            self.lines.pop(self._key(pfn, colour), None)
+
+    def device_read(self, pfn: int) -> None:
+        self._tick()
+        if self.mem_version[pfn] != self.latest[pfn]:
+            self.stale_reads += 1
+
+    def flush_all(self) -> None:
+        self._tick()
+        for key in sorted(self.lines):
+            version, dirty = self.lines[key]
+            if dirty:
+                self.mem_version[key // self.colours] = version
+        self.lines.clear()

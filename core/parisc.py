@@ -1,0 +1,231 @@
+"""The parisc side of every event: translations, kmap_kernel, flushes and the cache (scalar verbs).
+
+Models arch/parisc of 2.6.11 (``stock``) and the paper's kernel (``unmapped``) on a virtually
+indexed machine. Per frame, on top of mem_map:
+
+  user_colour   int16, colour of the frame's user translation (all of a page's user mappings are
+                congruent: SHMLBA), or -1 when no process maps it
+  kernel_colour int16, unmapped only: colour of the kernel translation made by __alloc_pages or by
+                kmap (stock's translation is the offset map, at the physical colour), or -1
+  kmap_count    int32, unmapped only: kmap users of a page that has no allocation mapping
+
+An access through a translation of colour x counts an **alias violation** when the frame's
+translations (kernel, user, x) are not all equivalent: every translation here is writable, which
+is what the PA8800 refuses (on the PA8700 the same count is harmless). The page-table walker and
+DMA use physical addresses and are not translations.
+
+What each event does is the policy's data: the switches in ``core.policy``. Event-level choices
+where the kernel's behaviour needed a reading are documented in the verbs. ``K_KMAP_ATOMIC`` only
+counts here: the transient mapping an access needs is made by the access itself (``kernel_access``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core import events as E
+from core.cache import Cache
+from core.errors import StreamError
+from core.kmap_kernel import ColourPool
+from core.machine import Machine
+from core.mem_map import PG_mapped
+from core.policy import Policy
+
+FREE_TEARDOWN = 1  # K_FREE order: the page goes with an address space torn down (exit, exec)
+IO_TO_DEVICE = 1  # K_IO order: 0 = device -> memory (a read from disk), 1 = memory -> device
+COPY_INTO_PAGE = 1  # K_COPY order: 0 = the kernel reads the page (copy_to_user), 1 = it writes it
+
+
+def tlb_entries(order: int, variable_pages: bool) -> int:
+    """TLB entries covering a 2**order-page block: with PA 2.0's power-of-4 page sizes the fewest
+    is one (even order) or two (odd order); with 4 KiB pages only, one per page."""
+    if not variable_pages:
+        return 1 << order
+    return 1 if order % 2 == 0 else 2
+
+
+class PariscState:
+    """Everything a virtually indexed machine adds to ``Kernel``."""
+
+    def __init__(self, machine: Machine, policy: Policy) -> None:
+        frames, colours = machine.frames, machine.colours
+        self.colours = colours
+        self.user_colour = np.full(frames, -1, dtype=np.int16)
+        self.kernel_colour = np.full(frames, -1, dtype=np.int16)
+        self.kmap_count = np.zeros(frames, dtype=np.int32)
+        self.cache = Cache(frames, colours)
+        rows = policy.kernel_window // machine.congruence_stride if policy.map_on_alloc else 2
+        kmap_rows = max(int(rows * policy.unmapped_kmap_share), 1)
+        self.kmaps = ColourPool(colours, kmap_rows)  # kmap and transient mappings
+        self.allocs = ColourPool(colours, max(rows - kmap_rows, 1))  # mappings made by __alloc_pages
+
+    @property
+    def exhaustions(self) -> int:
+        return self.kmaps.exhaustions + self.allocs.exhaustions
+
+
+# -- translations ---------------------------------------------------------------------------------
+
+
+def kernel_translation(k, pfn: int) -> int:
+    """Colour of the frame's kernel translation now, or -1."""
+    if k.policy.offset_maps_lowmem:
+        return pfn % k.vi.colours
+    return int(k.vi.kernel_colour[pfn])
+
+
+def access(k, pfn: int, colour: int, write: bool) -> None:
+    """A CPU load or store through a translation of ``colour``."""
+    vi = k.vi
+    translations = {kernel_translation(k, pfn), int(vi.user_colour[pfn]), colour}
+    translations.discard(-1)
+    if len(translations) > 1:
+        k.c.alias_violations += 1
+    (vi.cache.write if write else vi.cache.read)(pfn, colour)
+
+
+def flush(k, pfn: int, colour: int, io: bool = False) -> None:
+    """flush_kernel_dcache_page / flush_user_dcache_page: one page at one colour."""
+    k.vi.cache.flush_page(pfn, colour)
+    k.c.cache_flush_page += 1
+    k.c.io_flushes += io
+
+
+def transient_map(k, pfn: int) -> int:
+    """kmap_atomic for a page with no kernel translation: congruent with the user if it can be."""
+    u = int(k.vi.user_colour[pfn])
+    k.c.kmap_atomic_maps += 1
+    k.c.tlb_flush_local += 1  # the purge when it is unmapped
+    return k.vi.kmaps.peek(u if k.policy.congruent_kmap else -1)
+
+
+def transient_unmap(k, pfn: int, colour: int, io: bool = False) -> None:
+    """kunmap_atomic: a mapping not congruent with the user's leaves lines nobody else can reach."""
+    if colour != k.vi.user_colour[pfn]:
+        flush(k, pfn, colour, io)
+
+
+def kernel_access(k, pfn: int, write: bool) -> None:
+    """The kernel touches a page: through its translation, or a transient mapping made for it."""
+    colour = kernel_translation(k, pfn)
+    if colour >= 0:
+        access(k, pfn, colour, write)
+        return
+    colour = transient_map(k, pfn)
+    access(k, pfn, colour, write)
+    transient_unmap(k, pfn, colour)
+
+
+# -- event verbs (after the generic allocator verbs have run) --------------------------------------
+
+
+def after_alloc(k, kind: int, pfn: int, order: int, addr: int) -> None:
+    vi, p = k.vi, k.policy
+    if kind == E.K_ALLOC_ANON:
+        u = addr % vi.colours
+        vi.user_colour[pfn] = u
+        kcol = kernel_translation(k, pfn)
+        if kcol >= 0 and kcol != u:  # clear_user_page purges the kernel alias first
+            vi.cache.purge_page(pfn, kcol)
+            k.c.cache_flush_page += 1
+        access(k, pfn, u, write=True)  # zeroed through tmpalias at the user's colour
+    elif kind == E.K_ALLOC_PAGECACHE:
+        if addr:
+            vi.user_colour[pfn] = addr % vi.colours
+    elif k.mm.page_flags[pfn] & PG_mapped:
+        equivalent = p.equivalent_kernel and kind in (E.K_ALLOC_STACK, E.K_ALLOC_PGTABLE)
+        vi.kernel_colour[pfn] = vi.allocs.get(pfn % vi.colours if equivalent else -1, 1 << order)
+        k.c.tlb_entries_used += tlb_entries(order, p.variable_pages)
+
+
+def before_free(k, pfn: int, teardown: bool) -> None:
+    """User pages: flush on free through tmpalias (unmapped) or munmap's flush_cache_range (stock,
+    except when the whole address space went with flush_cache_mm). Kernel mappings: flushed and
+    given back before the page is."""
+    vi, c = k.vi, k.c
+    if vi.kmap_count[pfn]:
+        raise StreamError(f"free of pfn {pfn} while it is kmapped")
+    u = int(vi.user_colour[pfn])
+    if u >= 0:
+        if k.policy.flush_on_free:
+            vi.cache.flush_page(pfn, u)
+            c.cache_flush_tmpalias += 1
+        elif not teardown:
+            flush(k, pfn, u)
+        vi.user_colour[pfn] = -1
+    if k.mm.page_flags[pfn] & PG_mapped:
+        colour = int(vi.kernel_colour[pfn])
+        flush(k, pfn, colour)
+        vi.allocs.put(colour, 1 << int(k.mm.page_order[pfn]))
+        vi.kernel_colour[pfn] = -1
+
+
+def kmap(k, pfn: int) -> None:
+    """kmap_kernel: the first kmap of a page without a translation takes a slot."""
+    vi = k.vi
+    if kernel_translation(k, pfn) >= 0 and not vi.kmap_count[pfn]:
+        return  # offset-mapped or mapped by __alloc_pages
+    vi.kmap_count[pfn] += 1
+    if vi.kmap_count[pfn] == 1:
+        u = int(vi.user_colour[pfn])
+        vi.kernel_colour[pfn] = vi.kmaps.get(u if k.policy.congruent_kmap else -1)
+
+
+def kunmap(k, pfn: int, handle: int) -> None:
+    vi = k.vi
+    if not vi.kmap_count[pfn]:
+        if kernel_translation(k, pfn) >= 0:
+            return
+        raise StreamError(f"kunmap of handle {handle}, which is not kmapped")
+    vi.kmap_count[pfn] -= 1
+    if not vi.kmap_count[pfn]:
+        colour = int(vi.kernel_colour[pfn])
+        vi.kmaps.put(colour)
+        vi.kernel_colour[pfn] = -1
+        k.c.tlb_flush_local += 1
+        transient_unmap(k, pfn, colour)
+
+
+def user_access(k, pfn: int, write: bool) -> None:
+    """A user load or store. A page the process does not map (a stream naming a kernel page) is
+    reached at its physical colour, as a process would through an equivalent mapping."""
+    u = int(k.vi.user_colour[pfn])
+    access(k, pfn, u if u >= 0 else pfn % k.vi.colours, write)
+
+
+def pte_update(k, pfn: int) -> None:
+    """The kernel writes a PTE; the TLB miss handler reads it in absolute mode, i.e. through the
+    physical (equivalent) colour. Safe only if the kernel's translation is equivalent."""
+    kernel_access(k, pfn, write=True)
+    k.vi.cache.read(pfn, pfn % k.vi.colours)
+
+
+def io(k, pfn: int, to_device: bool) -> None:
+    """One page of DMA. The coherence index is the user's colour (unmapped) or the kernel's
+    (stock, which first makes the user colour coherent with flush_dcache_page)."""
+    vi, p = k.vi, k.policy
+    u = int(vi.user_colour[pfn])
+    transient = -1
+    if p.user_coherence_index and u >= 0:
+        index = u
+    else:
+        if u >= 0 and p.flush_dcache_page:
+            flush(k, pfn, u, io=True)
+        index = kernel_translation(k, pfn)
+        if index < 0 and not p.user_coherence_index:  # the kernel maps it to learn an index
+            index = transient = transient_map(k, pfn)
+    if index >= 0:
+        flush(k, pfn, index, io=True)
+    if to_device:
+        vi.cache.device_read(pfn)
+    else:
+        vi.cache.dma_write(pfn, index)
+    if transient >= 0:
+        transient_unmap(k, pfn, transient, io=True)
+
+
+def mm_teardown(k) -> None:
+    """fork, exec and exit: flush_cache_mm, which is flush_cache_all, unless pages flush on free."""
+    if not k.policy.flush_on_free:
+        k.vi.cache.flush_all()
+        k.c.cache_flush_all += 1

@@ -1,0 +1,196 @@
+"""Scenario tests on the PA-RISC machines: exact counts of flushes, alias violations, stale reads
+and exhaustions for tiny streams, from the rules of paper s2, s5, s6 and arch/parisc (2.6.11).
+
+The user address of a page is chosen against its physical colour where a scenario needs the two
+to differ; the pfn an allocation gets is read from a boot of the same machine first.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from core import events as E
+from core.events import Stream, ev, make_batch
+from core.kernel import Kernel
+from core.machine import get_machine, with_overrides
+from core.policy import get_policy
+from core.record import build_record
+from core.sim import simulate
+
+ENGINES = ("reference",)  # the fast engine joins with its parisc passes
+SMALL = {"memory": "256MiB"}
+COLOURS = 1024  # 4 MiB stride / 4 KiB pages
+
+
+def run(rows: list[tuple], policy: str = "stock", engine: str = "reference", machine: str = "pa8800",
+        policy_set: dict | None = None, machine_set: dict | None = None) -> tuple[dict, Kernel]:
+    m = with_overrides(get_machine(machine), {**SMALL, **(machine_set or {})})
+    p = get_policy(policy, m, policy_set or {})
+    k = simulate(m, p, Stream([make_batch(rows)] if rows else [], 64), engine=engine)
+    return build_record(k, {}), k
+
+
+def first_pfn(kind: int = E.K_ALLOC_ANON, policy: str = "stock") -> int:
+    """The pfn the first allocation of a fresh boot gets (the buddy allocator is deterministic)."""
+    _, k = run([ev(kind, 0, addr=1)], policy)
+    return int(k.handle_pfn[0])
+
+
+def other_colour(pfn: int) -> int:
+    """A user page number whose colour differs from the frame's physical colour."""
+    return (pfn + 7) % COLOURS + COLOURS
+
+
+# -- P2: flushes per I/O ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("policy, flushes", [("stock", 2), ("unmapped", 1)])
+@pytest.mark.parametrize("direction", [0, 1])
+def test_dma_into_a_user_buffer(engine: str, policy: str, flushes: int, direction: int) -> None:
+    """stock: flush_dcache_page at the user colour, then the DMA flush at the kernel colour;
+    unmapped: one flush at the user colour, which is also the coherence index."""
+    addr = other_colour(first_pfn(policy=policy))
+    rec, _ = run([ev(E.K_ALLOC_ANON, 0, addr=addr), ev(E.K_IO, 0, order=direction)], policy, engine)
+    assert rec["io_requests"] == 1
+    assert rec["flushes_per_io"] == flushes
+    assert rec["stale_reads"] == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_page_cache_io_flushes_once_in_stock_and_not_at_all_when_unmapped(engine: str) -> None:
+    rows = [ev(E.K_ALLOC_PAGECACHE, 0), ev(E.K_IO, 0)]
+    assert run(rows, "stock", engine)[0]["flushes_per_io"] == 1  # dma_map at the kernel address
+    assert run(rows, "unmapped", engine)[0]["flushes_per_io"] == 0  # no translation, no lines
+
+
+# -- P4: flush on free instead of flush_cache_all ----------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_exec_flushes_the_whole_cache_only_in_stock(engine: str) -> None:
+    rows = [ev(E.K_ALLOC_ANON, 0, addr=1), ev(E.K_ALLOC_ANON, 1, addr=2), ev(E.K_ALLOC_SLAB, 2),
+            ev(E.K_EXEC), ev(E.K_FREE, 0, order=1), ev(E.K_FREE, 1, order=1), ev(E.K_FREE, 2)]
+    stock, _ = run(rows, "stock", engine)
+    assert (stock["cache_flush_all"], stock["cache_flush_tmpalias"]) == (1, 0)
+    unmapped, _ = run(rows, "unmapped", engine)
+    # one tmpalias flush per freed user page; the slab page is a kernel page (flushed at its colour)
+    assert (unmapped["cache_flush_all"], unmapped["cache_flush_tmpalias"]) == (0, 2)
+    assert unmapped["cache_flush_page"] == 1
+    off, _ = run(rows, "unmapped", engine, policy_set={"flush_on_free": "false"})
+    assert (off["cache_flush_all"], off["cache_flush_tmpalias"]) == (1, 0)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_munmap_in_stock_flushes_the_user_range(engine: str) -> None:
+    """A free outside teardown is munmap's flush_cache_range: one page flush at the user colour."""
+    rows = [ev(E.K_ALLOC_ANON, 0, addr=1), ev(E.K_FREE, 0)]
+    pfn = first_pfn()
+    rec, _ = run(rows, "stock", engine)
+    purge = 1 if pfn % COLOURS != 1 else 0  # clear_user_page purges the kernel alias
+    assert rec["cache_flush_page"] == 1 + purge
+
+
+# -- P5: alias detection ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("machine", ["pa8800", "pa8700"])
+def test_kernel_write_through_the_offset_map_is_one_violation(engine: str, machine: str) -> None:
+    addr = other_colour(first_pfn())
+    fault = [ev(E.K_ALLOC_ANON, 0, addr=addr)]
+    write = [ev(E.K_COPY, 0, order=1)]
+    base, _ = run(fault, "stock", engine, machine)
+    more, _ = run(fault + write, "stock", engine, machine)
+    assert more["alias_violations"] - base["alias_violations"] == 1
+    unmapped, _ = run(fault + write, "unmapped", engine, machine)
+    assert unmapped["alias_violations"] == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_non_congruent_kmap_is_a_violation(engine: str) -> None:
+    rows = [ev(E.K_ALLOC_ANON, 0, addr=5), ev(E.K_KMAP, 0), ev(E.K_COPY, 0, order=1), ev(E.K_KUNMAP, 0)]
+    rec, _ = run(rows, "unmapped", engine)
+    assert (rec["alias_violations"], rec["cache_flush_page"]) == (0, 0)
+    off, _ = run(rows, "unmapped", engine, policy_set={"congruent_kmap": "false"})
+    assert off["alias_violations"] == 1  # the copy, through a colourless slot
+    assert off["cache_flush_page"] == 1  # and kunmap flushes the slot's lines
+
+
+# -- stale reads: what the flushes prevent ---------------------------------------------------------
+
+def _dma_then_user_read(policy: str) -> list[tuple]:
+    return [ev(E.K_ALLOC_ANON, 0, addr=other_colour(first_pfn(policy=policy))), ev(E.K_IO, 0),
+            ev(E.K_USER, 0)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_flush_dcache_page_prevents_a_stale_read(engine: str) -> None:
+    rows = _dma_then_user_read("stock")
+    assert run(rows, "stock", engine)[0]["stale_reads"] == 0
+    broken, _ = run(rows, "stock", engine, policy_set={"flush_dcache_page": "false"})
+    assert broken["stale_reads"] == 1  # the user reads its zeroed line, not the data
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_kernel_coherence_index_without_the_user_flush_reads_stale(engine: str) -> None:
+    rows = _dma_then_user_read("unmapped")
+    assert run(rows, "unmapped", engine)[0]["stale_reads"] == 0
+    rec, _ = run(rows, "unmapped", engine, policy_set={"user_coherence_index": "false",
+                                                       "congruent_kmap": "false"})
+    assert rec["stale_reads"] == 0  # the index from a kernel mapping, but stock's user flush
+    assert rec["flushes_per_io"] == 3  # user flush, flush at the index, kunmap of the transient
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_page_table_written_through_a_non_equivalent_mapping_reads_stale(engine: str) -> None:
+    rows = [ev(E.K_ALLOC_PGTABLE, 0), ev(E.K_PTE_UPDATE, 0), ev(E.K_PTE_UPDATE, 0)]
+    assert run(rows, "unmapped", engine)[0]["stale_reads"] == 0
+    rec, _ = run(rows, "unmapped", engine, policy_set={"equivalent_kernel": "false"})
+    assert rec["stale_reads"] == 2  # the TLB miss handler reads memory, not the kernel's line
+    assert run(rows, "stock", engine)[0]["stale_reads"] == 0  # the offset map is equivalent
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_dirty_line_left_at_free_corrupts_the_next_owner(engine: str) -> None:
+    """A teardown free skips the flush because flush_cache_mm is supposed to have run; when it has
+    not, the old owner's dirty line survives, and the next whole-cache flush writes it back over
+    the new owner's DMA data. Flush on free leaves nothing behind."""
+    user = [ev(E.K_ALLOC_ANON, 0, addr=3), ev(E.K_USER, 0, order=1), ev(E.K_FREE, 0, order=1)]
+    again = [ev(E.K_ALLOC_PAGECACHE, 1), ev(E.K_IO, 1), ev(E.K_FORK), ev(E.K_COPY, 1)]
+    rec, k = run(user + again, "unmapped", engine, policy_set={"flush_on_free": "false"})
+    assert int(k.handle_pfn[1]) == first_pfn(policy="unmapped")  # the same frame, reused
+    assert rec["stale_reads"] == 1
+    assert run(user + again, "unmapped", engine)[0]["stale_reads"] == 0
+
+
+# -- P6: exhaustion ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_full_colour_bucket_is_an_exhaustion_and_an_alias(engine: str) -> None:
+    """kernel_window = 2 strides: one kmap row and one allocation row, so the second kmap of the
+    same colour finds its bucket full and takes the counter's bucket instead."""
+    window = {"kernel_window": "8MiB"}
+    rows = [ev(E.K_ALLOC_ANON, 0, addr=9), ev(E.K_ALLOC_ANON, 1, addr=9 + COLOURS),
+            ev(E.K_KMAP, 0), ev(E.K_KMAP, 1), ev(E.K_COPY, 1, order=1), ev(E.K_KUNMAP, 1), ev(E.K_KUNMAP, 0)]
+    rec, k = run(rows, "unmapped", engine, policy_set=window)
+    assert rec["congruence_exhaustions"] == 1
+    assert rec["alias_violations"] == 1  # the copy through the fallback slot
+    assert k.vi.kmaps.pages == 0
+
+
+# -- P9: variable page sizes ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("variable, entries", [("true", 1 + 2 + 1 + 2), ("false", 1 + 2 + 4 + 8)])
+def test_tlb_entries_cover_order_n_allocations(engine: str, variable: str, entries: int) -> None:
+    rows = [ev(E.K_ALLOC_SLAB, i, order=i) for i in range(4)]
+    rec, _ = run(rows, "unmapped", engine, policy_set={"variable_pages": variable})
+    assert rec["tlb_entries_used"] == entries
+    assert run(rows, "stock", engine)[0]["tlb_entries_used"] == 0  # the offset map is static
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+def test_boot_puts_all_memory_in_zone_normal() -> None:
+    rec, k = run([])
+    assert [(z.name, z.end - z.start) for z in k.mm.zones] == [("DMA", 0), ("Normal", 65536), ("HighMem", 0)]
+    assert rec["mem_map_bytes"] == 65536 * 56
+    assert k.vi.colours == COLOURS
