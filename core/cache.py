@@ -30,15 +30,52 @@ import numpy as np
 
 
 class Cache:
-    """The lines, memory versions and latest versions of every frame."""
+    """The lines, memory versions and latest versions of every frame.
+
+    The lines live in one of two forms: a dict (the reference's verbs, one line at a time) or
+    three sorted arrays (the batched engine: ``cache_batch``). Whichever form an engine asks for
+    is made from the other on demand, so a run could even switch engines between batches."""
 
     def __init__(self, frames: int, colours: int) -> None:
         self.colours = colours
-        self.lines: dict[int, list] = {}
+        self._lines: dict[int, list] | None = {}
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.mem_version = np.zeros(frames, dtype=np.int64)
         self.latest = np.zeros(frames, dtype=np.int64)
         self.clock = 0
         self.stale_reads = 0
+
+    @property
+    def lines(self) -> dict[int, list]:
+        if self._lines is None:
+            keys, version, dirty = self._arrays
+            self._lines = {int(key): [int(v), bool(d)] for key, v, d in zip(keys, version, dirty, strict=True)}
+            self._arrays = None
+        return self._lines
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lines as (key, version, dirty), sorted by key = pfn * colours + colour."""
+        if self._arrays is None:
+            lines = self._lines
+            keys = np.fromiter(lines.keys(), dtype=np.int64, count=len(lines))
+            version = np.fromiter((v for v, _ in lines.values()), dtype=np.int64, count=len(lines))
+            dirty = np.fromiter((d for _, d in lines.values()), dtype=bool, count=len(lines))
+            order = np.argsort(keys)
+            self._arrays = (keys[order], version[order], dirty[order])
+            self._lines = None
+        return self._arrays
+
+    def set_arrays(self, keys: np.ndarray, version: np.ndarray, dirty: np.ndarray) -> None:
+        self._arrays, self._lines = (keys, version, dirty), None
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lines as sorted arrays without changing which form is kept (tests, invariants)."""
+        if self._arrays is not None:
+            return self._arrays
+        keep = self._lines
+        out = self.arrays()
+        self._lines, self._arrays = keep, None
+        return out
 
     def _tick(self) -> int:
         self.clock += 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from core import events as E
-from core import reference
+from core import parisc_batch, reference
 from core.errors import StreamError
 from core.highmem_batch import kmap_ops
 from core.kernel import H_FAILED, H_FREE, Kernel
@@ -39,6 +39,7 @@ class Columns:
         self.kind = np.ascontiguousarray(batch["kind"])
         self.handle = batch["handle"].astype(np.int64)
         self.order = batch["order"].astype(np.int64)
+        self.addr = batch["addr"].astype(np.int64)
         self.is_src = E.IS_ALLOC[self.kind] | (self.kind == E.K_FREE)
         self.src = np.flatnonzero(self.is_src)  # alloc/free positions, in time order
         # allocs and frees by (handle, time): the windows' handle links and the uses' lookups
@@ -56,6 +57,8 @@ class AllocResult:
         self.zone = np.full(m, -1, dtype=np.int64)  # the zone pages came from or went to
         self.d_free = np.zeros(m, dtype=np.int64)  # its free pages gained (+) or taken (-)
         self.d_window = np.zeros(m, dtype=np.int64)  # unmapped: window pages taken (+) or given back
+        self.freed = np.full(m, -1, dtype=np.int64)  # frees: the pfn given back, else -1
+        self.order = np.zeros(m, dtype=np.int64)  # the order of the block allocated or freed
 
 
 def _record_window(k: Kernel, out: AllocResult, at: slice, is_alloc: np.ndarray, res: Outcome) -> None:
@@ -63,7 +66,9 @@ def _record_window(k: Kernel, out: AllocResult, at: slice, is_alloc: np.ndarray,
     pages = np.left_shift(1, res.order)
     signed = np.where(is_alloc, -pages, pages)
     out.pfn[at] = np.where(is_alloc, res.pfn, H_FREE)
-    out.mapped[at] = res.mapped & is_alloc
+    out.freed[at] = np.where(~is_alloc & (res.pfn >= 0), res.pfn, -1)
+    out.order[at] = res.order
+    out.mapped[at] = res.mapped & (is_alloc | (res.pfn >= 0))
     out.zone[at] = res.zone
     out.d_free[at] = np.where(live, signed, 0)
     if k.policy.map_on_alloc:
@@ -80,14 +85,17 @@ def _scalar_alloc_event(k: Kernel, kind: int, handle: int, order: int, i: int, o
         out.pfn[i] = pfn
         if pfn >= 0:
             out.zone[i] = k.mm.zone_of(pfn).index
-            out.d_free[i] = -(1 << int(k.mm.page_order[pfn]))
+            out.order[i] = int(k.mm.page_order[pfn])
+            out.d_free[i] = -(1 << out.order[i])
             out.mapped[i] = bool(k.mm.page_flags[pfn] & PG_mapped)
     else:
         order = int(k.mm.page_order[before]) if before >= 0 else 0
+        mapped = before >= 0 and bool(k.mm.page_flags[before] & PG_mapped)
         reference.do_free(k, handle)
         if before >= 0:
             out.zone[i] = k.mm.zone_of(before).index
             out.d_free[i] = 1 << order
+            out.freed[i], out.order[i], out.mapped[i] = before, order, mapped
     out.d_window[i] = k.window_used - used
 
 
@@ -232,9 +240,17 @@ def run_batch(k: Kernel, batch: np.ndarray) -> None:
     start_mapped = np.zeros(cols.n, dtype=bool)
     start_mapped[cols.use] = (k.mm.page_flags[np.maximum(start[cols.use], 0)] & PG_mapped) != 0
     zones = k.mm.zones
-    series_start = (k.lowmem_free(), zones[ZONE_HIGHMEM].free_pages, k.window_used, k.pk.mapped)
+    series_start = (k.lowmem_free(), zones[ZONE_HIGHMEM].free_pages, k.window_used, k.pk.mapped + k.vi_kmapped())
     out = alloc_pass(k, cols)
     pfn, has_address = pages_at_uses(k, cols, start, start_mapped, out)
+    if k.vi:  # virtually indexed: kmaps, flushes and the cache are core.parisc_batch's
+        count_pass(k, cols, pfn, np.ones_like(has_address))
+        event_pfn = np.full(cols.n, -1, dtype=np.int64)
+        event_pfn[cols.use] = pfn
+        event_pfn[cols.src] = np.where(out.pfn >= 0, out.pfn, out.freed)
+        kmap_at, mapped_after = parisc_batch.run(k, cols, event_pfn, out)
+        series_pass(k, cols, out, kmap_at, mapped_after, series_start)
+        return
     kmap_at, mapped_after = kmap_pass(k, cols, pfn, has_address)
     count_pass(k, cols, pfn, has_address)
     series_pass(k, cols, out, kmap_at, mapped_after, series_start)

@@ -53,11 +53,12 @@ class ColourPool:
         return colour
 
     def take(self, colour: int, pages: int) -> None:
-        self.used[(colour + np.arange(pages)) % self.colours] += 1
+        # np.add.at, not a fancy +=: a block larger than the colour count takes some colours twice
+        np.add.at(self.used, (colour + np.arange(pages)) % self.colours, 1)
         self.pages += pages
 
     def put(self, colour: int, pages: int = 1) -> None:
-        self.used[(colour + np.arange(pages)) % self.colours] -= 1
+        np.add.at(self.used, (colour + np.arange(pages)) % self.colours, -1)
         self.pages -= pages
 
     def peek(self, want: int) -> int:
@@ -66,3 +67,82 @@ class ColourPool:
         colour = self.get(want)
         self.put(colour)
         return colour
+
+
+# -- a batch of requests at once (the fast engine) ----------------------------------------------------
+
+GET, PUT, PEEK = 0, 1, 2
+
+
+def serve(pool: ColourPool, op: np.ndarray, want: np.ndarray, pages: np.ndarray, link: np.ndarray,
+          carried: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Serve a batch's requests in time order; returns each request's colour.
+
+    ``op`` GET/PUT/PEEK; ``want`` the wanted colour or -1; ``pages`` per request; a PUT gives back
+    the colour of the GET at index ``link`` or, when link is -1, ``carried`` (mapped before the
+    batch); ``pos`` the event position (requests are in time order, at most one per event).
+
+    The common case is vectorized: while no bucket is full, a wanted colour is granted and the
+    colourless requests take consecutive buckets from the counter. That case is verified by
+    following every bucket's occupancy through the batch; if any request would find its bucket
+    full, the batch is served one request at a time by the scalar verbs instead."""
+    colour = _assume_room(pool, op, want, link, carried)
+    if _fits(pool, op, colour, pages, pos):
+        colourless = (op != PUT) & (want < 0)
+        pool.counter = (pool.counter + int(np.count_nonzero(colourless))) % pool.colours
+        delta = np.where(op == GET, 1, np.where(op == PUT, -1, 0))
+        np.add.at(pool.used, _spread(colour, pages, pool.colours), np.repeat(delta, pages))
+        pool.pages += int((delta * pages).sum())
+        return colour
+    return _serve_scalar(pool, op, want, pages, link, carried)
+
+
+def _assume_room(pool: ColourPool, op: np.ndarray, want: np.ndarray, link: np.ndarray,
+                 carried: np.ndarray) -> np.ndarray:
+    colourless = (op != PUT) & (want < 0)
+    rank = np.cumsum(colourless) - 1
+    colour = np.where(colourless, (pool.counter + rank) % pool.colours, want)
+    put = op == PUT
+    colour[put] = np.where(link[put] >= 0, colour[np.maximum(link[put], 0)], carried[put])
+    return colour
+
+
+def _spread(colour: np.ndarray, pages: np.ndarray, colours: int) -> np.ndarray:
+    """Every page's bucket: a block takes consecutive colours from its head's."""
+    start = np.repeat(colour, pages)
+    offset = np.arange(start.size) - np.repeat(np.cumsum(pages) - pages, pages)
+    return (start + offset) % colours
+
+
+def _fits(pool: ColourPool, op: np.ndarray, colour: np.ndarray, pages: np.ndarray, pos: np.ndarray) -> bool:
+    """Would every GET and PEEK find room at its head colour, given the changes before it?"""
+    change = op != PEEK
+    c_pages = pages[change]
+    bucket = _spread(colour[change], c_pages, pool.colours)
+    when = np.repeat(pos[change], c_pages)
+    delta = np.repeat(np.where(op[change] == GET, 1, -1), c_pages)
+    span = int(pos.max()) + 2 if pos.size else 1
+    key = bucket * span + when
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    prefix = np.concatenate([[0], np.cumsum(delta[order])])
+    ask = op != PUT
+    head = colour[ask]
+    before = np.searchsorted(key, head * span + pos[ask], side="left")
+    first = np.searchsorted(key, head * span, side="left")
+    occupancy = pool.used[head] + prefix[before] - prefix[first]
+    return bool(np.all(occupancy < pool.cap))
+
+
+def _serve_scalar(pool: ColourPool, op: np.ndarray, want: np.ndarray, pages: np.ndarray, link: np.ndarray,
+                  carried: np.ndarray) -> np.ndarray:
+    colour = np.empty(op.size, dtype=np.int64)
+    for i in range(op.size):
+        if op[i] == GET:
+            colour[i] = pool.get(int(want[i]), int(pages[i]))
+        elif op[i] == PEEK:
+            colour[i] = pool.peek(int(want[i]))
+        else:
+            colour[i] = colour[link[i]] if link[i] >= 0 else carried[i]
+            pool.put(int(colour[i]), int(pages[i]))
+    return colour

@@ -26,8 +26,6 @@ def simulate(machine: Machine, policy: Policy, stream: Stream, engine: str = "fa
     """Run ``stream`` on a freshly booted kernel; the kernel state is returned for inspection."""
     if engine not in ENGINES:
         raise ConfigError("engine", "one of " + ", ".join(sorted(ENGINES)), engine)
-    if engine == "fast" and machine.virtually_indexed:  # until the batched parisc passes land
-        raise ConfigError("engine", "reference on a virtually indexed machine", engine)
     run_batch = ENGINES[engine]
     k = Kernel(machine, policy, stream.max_handles)
     for batch in stream:

@@ -15,7 +15,7 @@ from core.events import EVENT, Stream
 
 ALLOC_KINDS = (E.K_ALLOC_ANON, E.K_ALLOC_PAGECACHE, E.K_ALLOC_SLAB, E.K_ALLOC_STACK, E.K_ALLOC_PGTABLE)
 PLAIN = (E.K_SYSCALL, E.K_FORK, E.K_EXEC, E.K_EXIT)
-TOUCH = (E.K_KMAP_ATOMIC, E.K_PTE_UPDATE, E.K_IO, E.K_COPY)
+TOUCH = (E.K_KMAP_ATOMIC, E.K_PTE_UPDATE, E.K_IO, E.K_COPY, E.K_USER)
 NOPS = 6
 
 
@@ -42,7 +42,7 @@ def interpret(ops: list[tuple[int, int, int]], max_handles: int, cpus: int = 2,
                 continue
             live.remove(h)
             free.append(h)
-            rows.append((E.K_FREE, 0, cpu, h, 0))
+            rows.append((E.K_FREE, (a >> 4) & 1, cpu, h, 0))  # 1: a teardown free
         elif op == 3 and live:  # kmap
             h = live[a % len(live)]
             kmapped[h] = kmapped.get(h, 0) + 1
@@ -55,7 +55,9 @@ def interpret(ops: list[tuple[int, int, int]], max_handles: int, cpus: int = 2,
             rows.append((E.K_KUNMAP, 0, cpu, h, 0))
         elif op == 5:
             if live and b % 2:
-                rows.append((TOUCH[a % len(TOUCH)], 0, cpu, live[a % len(live)], 0))
+                kind = TOUCH[a % len(TOUCH)]
+                flag = (a >> 4) & 1 if E.HAS_FLAG[kind] else 0  # direction of io, copy, user access
+                rows.append((kind, flag, cpu, live[a % len(live)], 0))
             else:
                 rows.append((PLAIN[a % len(PLAIN)], 0, cpu, -1, 0))
     return np.array(rows, dtype=EVENT)

@@ -88,6 +88,18 @@ def state_of(k: Kernel) -> dict[str, object]:
         "window_used": k.window_used,
     })
     state.update({f"c.{name}": value for name, value in k.c.as_dict().items()})
+    if k.vi:
+        vi, cache = k.vi, k.vi.cache
+        keys, version, dirty = cache.snapshot()
+        state.update({
+            "vi.user_colour": vi.user_colour, "vi.kernel_colour": vi.kernel_colour, "vi.kmap_count": vi.kmap_count,
+            "cache.keys": keys, "cache.version": version, "cache.dirty": dirty,
+            "cache.mem_version": cache.mem_version, "cache.latest": cache.latest, "cache.clock": cache.clock,
+            "cache.stale_reads": cache.stale_reads,
+        })
+        for name, pool in (("kmaps", vi.kmaps), ("allocs", vi.allocs)):
+            state.update({f"{name}.used": pool.used, f"{name}.counter": pool.counter,
+                          f"{name}.exhaustions": pool.exhaustions, f"{name}.pages": pool.pages})
     return state
 
 

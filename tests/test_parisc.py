@@ -17,7 +17,7 @@ from core.policy import get_policy
 from core.record import build_record
 from core.sim import simulate
 
-ENGINES = ("reference",)  # the fast engine joins with its parisc passes
+ENGINES = ("reference", "fast")
 SMALL = {"memory": "256MiB"}
 COLOURS = 1024  # 4 MiB stride / 4 KiB pages
 

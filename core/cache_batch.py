@@ -1,0 +1,170 @@
+"""The cache of ``core.cache`` over a batch of operations at once (the fast engine).
+
+The scalar model is a state machine per cache line, coupled to its frame's memory version. Its
+outcome has a closed form in "the last operation of some kind before time t" queries, each a
+sort and a binary search:
+
+- a line (pfn, colour) holds data at time t iff some load or store on it came after its last
+  invalidation (a flush, purge or DMA at that colour, or a whole-cache flush);
+- it is dirty iff a store came after that invalidation; its version is then the last store's;
+  a clean line holds what the load that filled it read;
+- memory's version at t is the last DMA or write-back before t; write-backs are flushes of dirty
+  lines (the version of the line's last store) and, for a whole-cache flush, every line dirty at
+  that moment, in key order;
+- a read is stale iff what it returns differs from the frame's last write before it.
+
+The write-backs depend only on stores and invalidations, never on loads, so memory's history is
+known before any load is looked at and nothing has to be iterated. Lines from earlier batches join
+as LOAD operations at the batch's start: all of them when the batch flushes the whole cache, else
+those of the frames the batch touches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OP_W, OP_R, OP_F, OP_P, OP_D, OP_DEV, FA, LOAD = range(8)
+
+
+def _prev_in_group(group: np.ndarray, mark: np.ndarray) -> np.ndarray:
+    """Per element (sorted by group, then time): index of the last earlier marked element of the
+    same group, else -1."""
+    idx = np.where(mark, np.arange(mark.size), -1)
+    last = np.maximum.accumulate(idx)
+    prev = np.concatenate([[-1], last])[:mark.size]
+    ok = prev >= 0
+    ok[ok] = group[prev[ok]] == group[ok]
+    return np.where(ok, prev, -1)
+
+
+def _last_in_group(group: np.ndarray, mark: np.ndarray) -> np.ndarray:
+    """Inclusive version of _prev_in_group."""
+    idx = np.where(mark, np.arange(mark.size), -1)
+    last = np.maximum.accumulate(idx)
+    ok = last >= 0
+    ok[ok] = group[last[ok]] == group[ok]
+    return np.where(ok, last, -1)
+
+
+def _next_in_group(group: np.ndarray, mark: np.ndarray) -> np.ndarray:
+    """Index of the next later marked element of the same group, else -1."""
+    rev = _prev_in_group(group[::-1], mark[::-1])[::-1]
+    return np.where(rev >= 0, mark.size - 1 - rev, -1)
+
+
+class _Lookup:
+    """'The last event of frame f before time t' over (pfn, time, tie, value) events."""
+
+    def __init__(self, pfn: np.ndarray, time: np.ndarray, tie: np.ndarray, value: np.ndarray, span: int) -> None:
+        order = np.lexsort((tie, time, pfn))
+        self.pfn, self.value, self.span = pfn[order], value[order], span
+        self.key = pfn[order] * span + time[order]
+
+    def before(self, pfn: np.ndarray, time: np.ndarray, default: np.ndarray) -> np.ndarray:
+        if not self.key.size:
+            return default
+        j = np.searchsorted(self.key, pfn * self.span + time, side="left") - 1
+        ok = j >= 0
+        ok[ok] = self.pfn[j[ok]] == pfn[ok]
+        return np.where(ok, self.value[np.maximum(j, 0)], default)
+
+    def last_per_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.pfn.size:
+            return self.pfn, self.value
+        end = np.flatnonzero(np.append(self.pfn[1:] != self.pfn[:-1], True))
+        return self.pfn[end], self.value[end]
+
+
+def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray) -> None:
+    """Apply ops (in time order) to ``cache``: stale reads counted, lines and versions updated."""
+    m = typ.size
+    if not m:
+        return
+    C, t0 = cache.colours, cache.clock
+    rel = np.arange(1, m + 1, dtype=np.int64)  # op times relative to the batch: version = t0 + rel
+    span = m + 2
+    fa = rel[typ == FA]
+    keys, lver, ldirty = cache.arrays()
+    if fa.size:
+        take = np.ones(keys.size, dtype=bool)
+    else:
+        take = np.isin(keys // C, np.unique(pfn[pfn >= 0]))
+    # -- line operations, grouped by line and in time order within a line -----------------------
+    li = np.flatnonzero((typ <= OP_D) & (col >= 0))
+    nl = int(np.count_nonzero(take))
+    g = np.concatenate([keys[take], pfn[li] * C + col[li]])
+    t = np.concatenate([np.zeros(nl, dtype=np.int64), rel[li]])
+    ty = np.concatenate([np.full(nl, LOAD), typ[li]])
+    ver = np.concatenate([lver[take] - t0, rel[li]])  # versions relative to t0 too (may be <= 0)
+    dl = np.concatenate([ldirty[take], np.zeros(li.size, dtype=bool)])
+    src = np.concatenate([np.full(nl, -1), li])
+    o = np.argsort(g, kind="stable")
+    g, t, ty, ver, dl, src = g[o], t[o], ty[o], ver[o], dl[o], src[o]
+    is_inv = (ty == OP_F) | (ty == OP_P) | (ty == OP_D)
+    is_set = (ty == OP_W) | (ty == OP_R) | (ty == LOAD)
+    is_w = (ty == OP_W) | ((ty == LOAD) & dl)
+    prev_inv, prev_set, prev_w = (_prev_in_group(g, x) for x in (is_inv, is_set, is_w))
+    fa_before = np.concatenate([[-1], fa])[np.searchsorted(fa, t, side="left")]  # last FA before t, or -1
+    t_inv = np.maximum(np.where(prev_inv >= 0, t[prev_inv], -1), fa_before)
+    present = (prev_set >= 0) & (t[np.maximum(prev_set, 0)] > t_inv)
+    dirty = (prev_w >= 0) & (t[np.maximum(prev_w, 0)] > t_inv)
+    w_version = ver[np.maximum(prev_w, 0)]
+    # -- memory's history: DMA writes and write-backs ---------------------------------------------
+    wb_f = (ty == OP_F) & dirty
+    nxt_inv, nxt_w = _next_in_group(g, is_inv), _next_in_group(g, is_w)
+    nxt_fa = np.concatenate([fa, [span]])[np.searchsorted(fa, t, side="right")]  # first FA after t, or span
+    never = span + 1
+    wb_fa = is_w & (nxt_fa < span) & (nxt_fa < np.where(nxt_inv >= 0, t[np.maximum(nxt_inv, 0)], never)) \
+        & (nxt_fa < np.where(nxt_w >= 0, t[np.maximum(nxt_w, 0)], never))
+    d = np.flatnonzero(typ == OP_D)
+    mem = _Lookup(np.concatenate([pfn[d], g[wb_f] // C, g[wb_fa] // C]),
+                  np.concatenate([rel[d], t[wb_f], nxt_fa[wb_fa]]),
+                  np.concatenate([np.zeros(d.size + int(wb_f.sum()), dtype=np.int64), g[wb_fa]]),
+                  np.concatenate([rel[d], w_version[wb_f], ver[wb_fa]]), span)
+    wd = np.flatnonzero((typ == OP_W) | (typ == OP_D))
+    latest = _Lookup(pfn[wd], rel[wd], np.zeros(wd.size, dtype=np.int64), rel[wd], span)
+    # -- what every load returns ----------------------------------------------------------------
+    frame = g // C
+    fill = is_set & ~present
+    value = np.where(ty == LOAD, ver, 0)
+    absent_r = (ty == OP_R) & ~present
+    value[absent_r] = mem.before(frame[absent_r], t[absent_r], cache.mem_version[frame[absent_r]] - t0)
+    prev_fill = _prev_in_group(g, fill)
+    hit = (ty == OP_R) & present
+    value[hit] = np.where(dirty[hit], w_version[hit], value[np.maximum(prev_fill[hit], 0)])
+    value[ty == OP_W] = ver[ty == OP_W]
+    r = ty == OP_R
+    stale = int(np.count_nonzero(value[r] != latest.before(frame[r], t[r], cache.latest[frame[r]] - t0)))
+    dev = np.flatnonzero(typ == OP_DEV)
+    seen = mem.before(pfn[dev], rel[dev], cache.mem_version[pfn[dev]] - t0)
+    stale += int(np.count_nonzero(seen != latest.before(pfn[dev], rel[dev], cache.latest[pfn[dev]] - t0)))
+    cache.stale_reads += stale
+    # -- the state after the batch --------------------------------------------------------------
+    _write_back(cache, g, t, ty, ver, value, is_inv, is_set, is_w, fa, keys, lver, ldirty, take, mem, latest)
+    cache.clock = t0 + m
+
+
+def _write_back(cache, g, t, ty, ver, value, is_inv, is_set, is_w, fa, keys, lver, ldirty, take, mem, latest):
+    t0 = cache.clock
+    for lookup, target in ((mem, cache.mem_version), (latest, cache.latest)):
+        frames, values = lookup.last_per_frame()
+        target[frames] = values + t0
+    if g.size:
+        end = np.flatnonzero(np.append(g[1:] != g[:-1], True))
+        last_fa = fa[-1] if fa.size else -1
+        inv = _last_in_group(g, is_inv)[end]
+        s = _last_in_group(g, is_set)[end]
+        w = _last_in_group(g, is_w)[end]
+        t_inv = np.maximum(np.where(inv >= 0, t[np.maximum(inv, 0)], -1), last_fa)
+        present = (s >= 0) & (t[np.maximum(s, 0)] > t_inv)
+        dirty = present & (w >= 0) & (t[np.maximum(w, 0)] > t_inv)
+        version = np.where(dirty, ver[np.maximum(w, 0)], value[np.maximum(s, 0)])
+        new_keys, new_ver, new_dirty = g[end][present], version[present] + t0, dirty[present]
+    else:
+        new_keys = new_ver = np.zeros(0, dtype=np.int64)
+        new_dirty = np.zeros(0, dtype=bool)
+    keep = ~take
+    all_keys = np.concatenate([keys[keep], new_keys])
+    order = np.argsort(all_keys, kind="stable")
+    cache.set_arrays(all_keys[order], np.concatenate([lver[keep], new_ver])[order],
+                     np.concatenate([ldirty[keep], new_dirty])[order])

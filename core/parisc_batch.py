@@ -1,0 +1,299 @@
+"""The parisc passes of the batched engine: ``core.parisc``'s verbs over a batch at once.
+
+After the allocator pass has given every alloc and free its pfn, a batch's page events are sorted
+frame-major (pfn, then time). Per frame, the state of ``PariscState`` (user colour, allocation
+mapping, kmap count) is a forward fill of its last alloc, free or kmap, so every event learns the
+state it ran in without a loop. The requests to kmap_kernel's two colour pools are then served in
+time order (``kmap_kernel.serve``), each event's cache operations are laid out in up to four slots
+exactly as the scalar verbs issue them, and ``cache_batch`` plays them against the cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core import events as E
+from core import kmap_kernel as pools
+from core.cache_batch import FA, OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, play
+from core.errors import StreamError
+from core.parisc import COPY_INTO_PAGE, FREE_TEARDOWN, IO_TO_DEVICE
+
+SLOTS = 4  # cache operations one event issues at most
+
+
+def _prev_in_frame(frame: np.ndarray, mark: np.ndarray) -> np.ndarray:
+    """For each sorted event, the index of the last earlier event of the same frame with ``mark``,
+    or -1."""
+    idx = np.where(mark, np.arange(mark.size), -1)
+    last = np.maximum.accumulate(idx) if idx.size else idx
+    prev = np.concatenate([[-1], last])[:mark.size]
+    ok = prev >= 0
+    ok[ok] = frame[prev[ok]] == frame[ok]
+    return np.where(ok, prev, -1)
+
+
+def _exclusive_sum_in_frame(frame: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Sum of ``delta`` over the earlier events of the same frame."""
+    total = np.cumsum(delta) - delta
+    start = np.flatnonzero(np.concatenate([[True], frame[1:] != frame[:-1]])) if frame.size else frame
+    seg = np.repeat(start, np.diff(np.append(start, frame.size)))
+    return total - total[seg]
+
+
+class Timeline:
+    """A batch's page events, frame-major, and the state each ran in."""
+
+    def __init__(self, k, cols, event_pfn: np.ndarray, out) -> None:
+        vi, colours = k.vi, k.vi.colours
+        at = np.flatnonzero(event_pfn >= 0)
+        order = np.argsort(event_pfn[at] * cols.n + at)
+        self.pos = at[order]
+        self.pfn = pfn = event_pfn[self.pos]
+        self.kind = kind = cols.kind[self.pos].astype(np.int64)
+        self.flag = cols.order[self.pos]
+        src_index = np.full(cols.n, -1, dtype=np.int64)
+        src_index[cols.src] = np.arange(cols.src.size)
+        self.src = src_index[self.pos]
+        self.is_alloc = E.IS_ALLOC[kind]
+        self.is_free = kind == E.K_FREE
+        addr = cols.addr[self.pos]
+        user_mapped = (kind == E.K_ALLOC_ANON) | ((kind == E.K_ALLOC_PAGECACHE) & (addr != 0))
+        self.u_set = np.where(user_mapped, addr % colours, -1)
+        self.mapped = np.zeros(pfn.size, dtype=bool)
+        self.mapped[self.src >= 0] = out.mapped[self.src[self.src >= 0]]
+        self.block_order = np.zeros(pfn.size, dtype=np.int64)
+        self.block_order[self.src >= 0] = out.order[self.src[self.src >= 0]]
+        self.setter = _prev_in_frame(pfn, self.is_alloc | self.is_free)
+        had = self.setter >= 0
+        prev = np.maximum(self.setter, 0)
+        self.u = np.where(had, np.where(self.is_alloc[prev], self.u_set[prev], -1), vi.user_colour[pfn])
+        carried_amapped = (vi.kernel_colour[pfn] >= 0) & (vi.kmap_count[pfn] == 0)
+        self.amapped = np.where(had, self.is_alloc[prev] & self.mapped[prev], carried_amapped)
+
+
+def _kmap_counts(k, t: Timeline, cols) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """kmap counts before each event and their changes; the first kmaps and last kunmaps of pages
+    with no other mapping."""
+    counted = ~t.amapped & ((t.kind == E.K_KMAP) | (t.kind == E.K_KUNMAP))
+    delta = np.where(counted, np.where(t.kind == E.K_KMAP, 1, -1), 0)
+    before = k.vi.kmap_count[t.pfn] + _exclusive_sum_in_frame(t.pfn, delta)
+    bad = np.flatnonzero(((delta < 0) & (before == 0)) | (t.is_free & (before > 0)))
+    if bad.size:
+        i = bad[np.argmin(t.pos[bad])]
+        if t.is_free[i]:
+            raise StreamError(f"free of pfn {int(t.pfn[i])} while it is kmapped")
+        raise StreamError(f"kunmap of handle {int(cols.handle[t.pos[i]])}, which is not kmapped")
+    return before, delta, counted & (delta > 0) & (before == 0), counted & (delta < 0) & (before == 1)
+
+
+class Requests:
+    """Requests to one colour pool, in time order."""
+
+    def __init__(self, which: np.ndarray, op: np.ndarray, want: np.ndarray, pages: np.ndarray,
+                 link_event: np.ndarray, carried: np.ndarray, pos: np.ndarray) -> None:
+        order = np.argsort(pos[which], kind="stable")
+        self.event = np.flatnonzero(which)[order]  # sorted-timeline indices
+        self.op, self.want, self.pages = op[self.event], want[self.event], pages[self.event]
+        self.pos, self.carried = pos[self.event], carried[self.event]
+        self.n = which.size
+        req_of = np.full(which.size, -1, dtype=np.int64)
+        req_of[self.event] = np.arange(self.event.size)
+        le = link_event[self.event]
+        self.link = np.where(le >= 0, req_of[np.maximum(le, 0)], -1)
+
+    def serve(self, pool) -> np.ndarray:
+        """The colour of every timeline event's request (-1 where it made none)."""
+        out = np.full(self.n, -1, dtype=np.int64)
+        if self.event.size:
+            out[self.event] = pools.serve(pool, self.op, self.want, self.pages, self.link, self.carried, self.pos)
+        return out
+
+
+def _full(n: int, value: int) -> np.ndarray:
+    return np.full(n, value, dtype=np.int64)
+
+
+class Colours:
+    """Per timeline event: kernel translation before it, and the pool colours it was given."""
+
+    def __init__(self, k, t: Timeline, cols) -> None:
+        p, vi, n = k.policy, k.vi, t.pfn.size
+        colours = vi.colours
+        self.eq = t.pfn % colours
+        self.alloc = _full(n, -1)
+        self.kmap = _full(n, -1)
+        self.count, self.delta = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        self.first, self.last = np.zeros(n, bool), np.zeros(n, bool)
+        if p.offset_maps_lowmem:
+            self.kernel = self.eq
+            self.transient = np.zeros(n, dtype=bool)
+            return
+        self.count, self.delta, self.first, self.last = _kmap_counts(k, t, cols)
+        want_user = np.where(p.congruent_kmap & (t.u >= 0), t.u, -1)
+        self._alloc_pool(k, t)
+        no_translation = ~t.amapped & (self.count == 0)
+        kernel_access = (t.kind == E.K_COPY) | (t.kind == E.K_PTE_UPDATE)
+        io_transient = (t.kind == E.K_IO) & (not p.user_coherence_index)
+        self.transient = no_translation & (kernel_access | io_transient)
+        first_before = _prev_in_frame(t.pfn, self.first)
+        ops = np.where(self.first, pools.GET, np.where(self.last, pools.PUT, pools.PEEK))
+        carried = np.where(vi.kmap_count[t.pfn] > 0, vi.kernel_colour[t.pfn], -1).astype(np.int64)
+        got = Requests(self.first | self.last | self.transient, ops, want_user, np.ones(n, dtype=np.int64),
+                       np.where(self.last, first_before, -1), carried, t.pos).serve(vi.kmaps)
+        self.kmap = got
+        kmap_before = np.where(first_before >= 0, self.kmap[np.maximum(first_before, 0)], carried)
+        alloc_before = np.where(t.setter >= 0, self.alloc[np.maximum(t.setter, 0)], vi.kernel_colour[t.pfn])
+        self.kernel = np.where(t.amapped, alloc_before, np.where(self.count > 0, kmap_before, -1))
+        self.alloc_before = alloc_before
+        self.kmap_before = kmap_before
+
+    def after(self, k, t: Timeline) -> np.ndarray:
+        """kernel_colour after each event (what PariscState keeps: allocation or kmap mapping)."""
+        alloc_after = np.where(t.is_alloc, self.alloc, np.where(t.is_free, -1, self.alloc_before))
+        kmap_after = np.where(self.first, self.kmap, self.kmap_before)
+        count_after = self.count + self.delta
+        amapped_after = np.where(t.is_alloc, t.mapped, np.where(t.is_free, False, t.amapped))
+        return np.where(amapped_after, alloc_after, np.where(count_after > 0, kmap_after, -1))
+
+    def _alloc_pool(self, k, t: Timeline) -> None:
+        vi, p = k.vi, k.policy
+        get = t.is_alloc & t.mapped
+        put = t.is_free & t.amapped
+        equivalent = p.equivalent_kernel & ((t.kind == E.K_ALLOC_STACK) | (t.kind == E.K_ALLOC_PGTABLE))
+        want = np.where(equivalent, self.eq, -1)
+        pages = np.left_shift(1, t.block_order)
+        link = np.where(put & (t.setter >= 0), t.setter, -1)
+        carried = vi.kernel_colour[t.pfn].astype(np.int64)
+        got = Requests(get | put, np.where(get, pools.GET, pools.PUT), want, pages, link, carried,
+                       t.pos).serve(vi.allocs)
+        self.alloc = got
+
+
+class Ops:
+    """Each timeline event's cache operations in up to SLOTS slots, as the scalar verbs issue them."""
+
+    def __init__(self, n: int) -> None:
+        self.typ = np.full((n, SLOTS), -1, dtype=np.int64)
+        self.col = np.full((n, SLOTS), -1, dtype=np.int64)
+        self.flush_page = 0
+        self.tmpalias = 0
+        self.io_flushes = 0
+        self.aliases = 0
+
+    def put(self, where: np.ndarray, slot: int, typ: int | np.ndarray, col: np.ndarray) -> None:
+        self.typ[where, slot] = np.broadcast_to(typ, where.shape)[where]
+        self.col[where, slot] = col[where]
+
+    def flush(self, where: np.ndarray, slot: int, col: np.ndarray, io: bool = False) -> None:
+        self.put(where, slot, OP_F, col)
+        count = int(np.count_nonzero(where))
+        self.flush_page += count
+        self.io_flushes += count if io else 0
+
+
+def _aliases(*colours: np.ndarray) -> np.ndarray:
+    """Translations of these colours (-1: none) are not all equivalent."""
+    a, b, c = colours
+    return (((a >= 0) & (b >= 0) & (a != b)) | ((a >= 0) & (c >= 0) & (a != c))
+            | ((b >= 0) & (c >= 0) & (b != c)))
+
+
+def expand(k, t: Timeline, c: Colours) -> Ops:
+    """The cache operations and flush counts of every page event (see core.parisc)."""
+    p, kind, u, kc = k.policy, t.kind, t.u, c.kernel
+    ops = Ops(t.pfn.size)
+    # allocation: clear_user_page purges the kernel alias, then zeroes through tmpalias
+    anon = kind == E.K_ALLOC_ANON
+    kcol = c.eq if p.offset_maps_lowmem else _full(t.pfn.size, -1)
+    purge = anon & (kcol >= 0) & (kcol != t.u_set)
+    ops.put(purge, 0, OP_P, kcol)
+    ops.flush_page += int(np.count_nonzero(purge))
+    ops.put(anon, 1, OP_W, t.u_set)
+    ops.aliases += int(np.count_nonzero(anon & _aliases(kcol, t.u_set, t.u_set)))
+    # free: the user colour (tmpalias or munmap), then the allocation mapping
+    free = t.is_free
+    user_flush = free & (u >= 0) & (p.flush_on_free | (t.flag != FREE_TEARDOWN))
+    ops.put(user_flush, 0, OP_F, u)
+    if p.flush_on_free:
+        ops.tmpalias += int(np.count_nonzero(user_flush))
+    else:
+        ops.flush_page += int(np.count_nonzero(user_flush))
+    if not p.offset_maps_lowmem:
+        ops.flush(free & t.amapped, 1, c.alloc_before)
+        ops.flush(c.last & (c.kmap_before != u), 0, c.kmap_before)
+    # kernel accesses: through the translation or a transient mapping, unmapped after
+    x = np.where(kc >= 0, kc, c.kmap)
+    tr_flush = c.transient & (x != u)
+    for access, write in ((kind == E.K_PTE_UPDATE, True), (kind == E.K_COPY, t.flag == COPY_INTO_PAGE)):
+        ops.put(access, 0, np.where(write, OP_W, OP_R), x)
+        ops.aliases += int(np.count_nonzero(access & _aliases(kc, u, x)))
+        ops.flush(access & tr_flush, 1, x)
+    ops.put(kind == E.K_PTE_UPDATE, 2, OP_R, c.eq)  # the TLB miss handler, in absolute mode
+    user = kind == E.K_USER
+    ux = np.where(u >= 0, u, c.eq)
+    ops.put(user, 0, np.where(t.flag == 1, OP_W, OP_R), ux)
+    ops.aliases += int(np.count_nonzero(user & _aliases(kc, u, ux)))
+    _io(p, kind == E.K_IO, t, c, ops, x, tr_flush)
+    return ops
+
+
+def _io(p, io: np.ndarray, t: Timeline, c: Colours, ops: Ops, x: np.ndarray, tr_flush: np.ndarray) -> None:
+    u, kc = t.u, c.kernel
+    user_index = io & p.user_coherence_index & (u >= 0)
+    ops.flush(io & ~user_index & (u >= 0) & p.flush_dcache_page, 0, u, io=True)
+    index = np.where(user_index, u, np.where(kc >= 0, kc, np.where(c.transient, x, -1)))
+    ops.flush(io & (index >= 0), 1, index, io=True)
+    ops.put(io, 2, np.where(t.flag == IO_TO_DEVICE, OP_DEV, OP_D), index)
+    ops.flush(io & tr_flush, 3, x, io=True)
+
+
+def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
+    """The parisc passes of one batch; returns the kmap pool's change points for the time series
+    (event positions, pages mapped after each)."""
+    vi, p, cnt = k.vi, k.policy, k.c
+    t = Timeline(k, cols, event_pfn, out)
+    c = Colours(k, t, cols)
+    ops = expand(k, t, c)
+    teardown = np.flatnonzero((cols.kind == E.K_FORK) | (cols.kind == E.K_EXEC) | (cols.kind == E.K_EXIT))
+    if p.flush_on_free:
+        teardown = teardown[:0]
+    live = ops.typ >= 0
+    pos = np.concatenate([np.repeat(t.pos, SLOTS)[live.ravel()], teardown])
+    sub = np.concatenate([np.tile(np.arange(SLOTS), t.pos.size)[live.ravel()], np.zeros(teardown.size, np.int64)])
+    order = np.argsort(pos * SLOTS + sub, kind="stable")
+    typ = np.concatenate([ops.typ[live], np.full(teardown.size, FA)])[order]
+    pfn = np.concatenate([np.repeat(t.pfn, SLOTS)[live.ravel()], np.full(teardown.size, -1)])[order]
+    col = np.concatenate([ops.col[live], np.full(teardown.size, -1)])[order]
+    play(vi.cache, typ, pfn, col)
+    transients = int(np.count_nonzero(c.transient))
+    cnt.alias_violations += ops.aliases
+    cnt.cache_flush_page += ops.flush_page
+    cnt.cache_flush_tmpalias += ops.tmpalias
+    cnt.cache_flush_all += teardown.size
+    cnt.io_flushes += ops.io_flushes
+    cnt.kmap_atomic_maps += transients
+    cnt.tlb_flush_local += transients + int(np.count_nonzero(c.last))
+    mapped_allocs = t.is_alloc & t.mapped
+    if mapped_allocs.any():
+        order_of = t.block_order[mapped_allocs]
+        cnt.tlb_entries_used += int(np.sum(np.where(order_of % 2 == 0, 1, 2) if p.variable_pages
+                                           else np.left_shift(1, order_of)))
+    _store(k, t, c)
+    change = c.first | c.last
+    at = np.argsort(t.pos[change], kind="stable")
+    delta = np.where(c.first, 1, -1)[change][at]
+    return t.pos[change][at], vi.kmaps.pages - int(delta.sum()) + np.cumsum(delta)
+
+
+def _store(k, t: Timeline, c: Colours) -> None:
+    """Each touched frame's state after its last event of the batch."""
+    vi = k.vi
+    if not t.pfn.size:
+        return
+    end = np.flatnonzero(np.append(t.pfn[1:] != t.pfn[:-1], True))
+    frames = t.pfn[end]
+    u_after = np.where(t.is_alloc, t.u_set, np.where(t.is_free, -1, t.u))
+    vi.user_colour[frames] = u_after[end]
+    if not k.policy.offset_maps_lowmem:
+        vi.kernel_colour[frames] = c.after(k, t)[end]
+        vi.kmap_count[frames] = (c.count + c.delta)[end]
