@@ -98,8 +98,41 @@ def check_mapped(k: Kernel) -> None:
         _fail("window", "more pages mapped than the window holds")
 
 
+def check_vi(k: Kernel) -> None:
+    """Virtually indexed machines: translations only on allocated frames, the colour pools'
+    occupancy equal to the mappings that hold slots, versions that never run ahead of the clock."""
+    if not k.vi:
+        return
+    vi, mm = k.vi, k.mm
+    allocated = (mm.page_flags & PG_alloc) != 0
+    if np.any((vi.user_colour >= 0) & ~allocated):
+        _fail("user-colour", "a frame that is not an allocated block head has a user translation")
+    if np.any(vi.kmap_count < 0):
+        _fail("kmap-count", "a kmap count is negative")
+    kmapped = vi.kmap_count > 0
+    if np.any(kmapped & (vi.kernel_colour < 0)) or np.any(kmapped & ((mm.page_flags & PG_mapped) != 0)):
+        _fail("kmap-colour", "a kmapped page has no slot colour, or also an allocation mapping")
+    if int(np.count_nonzero(kmapped)) != vi.kmaps.pages:
+        _fail("kmap-pool", f"{int(np.count_nonzero(kmapped))} kmapped pages but the pool holds {vi.kmaps.pages}")
+    mapped = np.flatnonzero(mm.page_flags & PG_mapped)
+    if np.any(vi.kernel_colour[mapped] < 0):
+        _fail("alloc-colour", "a block mapped by __alloc_pages has no slot colour")
+    if vi.allocs.pages != k.window_used:
+        _fail("alloc-pool", f"the allocation pool holds {vi.allocs.pages} pages, the window {k.window_used}")
+    for name, pool in (("kmaps", vi.kmaps), ("allocs", vi.allocs)):
+        if np.any(pool.used < 0) or int(pool.used.sum()) != pool.pages:
+            _fail("pool-used", f"{name}: bucket occupancy negative or not summing to {pool.pages}")
+    keys, version, dirty = vi.cache.snapshot()
+    clock = vi.cache.clock
+    if np.any(np.diff(keys) <= 0) or np.any(version > clock) or np.any(vi.cache.latest > clock):
+        _fail("cache-versions", "cache lines unsorted or a version newer than the clock")
+    if np.any(vi.cache.mem_version > vi.cache.latest):
+        _fail("cache-versions", "memory holds a version newer than the frame's last write")
+
+
 def check_all(k: Kernel) -> None:
     check_zones(k)
     check_frames(k)
     check_pkmap(k)
     check_mapped(k)
+    check_vi(k)

@@ -98,10 +98,14 @@ class Kernel:
         self.lowmem_total = self.lowmem_free()
 
     def _zonelists(self) -> dict[int, tuple[int, ...]]:
+        """Per GFP class, the zones tried in order. As build_zonelists, empty zones are left out
+        (parisc has no DMA or highmem zone; a 512 MiB x86 box has no highmem)."""
         highuser = (ZONE_HIGHMEM, ZONE_NORMAL, ZONE_DMA)
         kernel = self.policy.kernel_zonelist
         pgtable = highuser if self.policy.pgtable_highmem(self.machine) else kernel
-        return {GFP_HIGHUSER: highuser, GFP_KERNEL: kernel, GFP_PGTABLE: pgtable}
+        populated = {z.index for z in self.mm.zones if z.end > z.start}
+        lists = {GFP_HIGHUSER: highuser, GFP_KERNEL: kernel, GFP_PGTABLE: pgtable}
+        return {gfp: tuple(z for z in zones if z in populated) for gfp, zones in lists.items()}
 
     def _maps_on_alloc(self) -> np.ndarray:
         """Per GFP class: does __alloc_pages map the block for the kernel? (the paper's test:
@@ -121,11 +125,14 @@ class Kernel:
         zones = self.mm.zones
         return zones[ZONE_DMA].free_pages + zones[ZONE_NORMAL].free_pages
 
+    def boot_mapped(self) -> int:
+        """Pages mapped at boot for good: the offset map, or (unmapped) mem_map and the image."""
+        return self.offset_mapped_end if self.policy.offset_maps_lowmem else self.permanent_pages
+
     def kernel_mapped(self) -> int:
         """Pages with a kernel virtual address now: the offset map (or the permanent regions),
         blocks mapped on allocation, and pages holding a pkmap slot."""
-        base = self.offset_mapped_end if self.policy.offset_maps_lowmem else self.permanent_pages
-        return base + self.window_used + self.pk.mapped + self.vi_kmapped()
+        return self.boot_mapped() + self.window_used + self.pk.mapped + self.vi_kmapped()
 
     def vi_kmapped(self) -> int:
         """Pages holding a kmap_kernel slot (unmapped on a virtually indexed machine)."""

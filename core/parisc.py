@@ -186,6 +186,28 @@ def kunmap(k, pfn: int, handle: int) -> None:
         transient_unmap(k, pfn, colour)
 
 
+def copy(k, pfn: int, into: bool) -> None:
+    """copy_to_user from the page (into=False) or copy_from_user into it. When the kernel's colour
+    is not the user's, filemap calls flush_dcache_page: the user's colour is flushed first (its
+    stores reach memory), and the kernel's copy is dropped before a read or pushed out after a
+    write. A congruent kernel mapping needs none of it: the lines are the user's own."""
+    colour = kernel_translation(k, pfn)
+    transient = colour < 0
+    if transient:
+        colour = transient_map(k, pfn)
+    u = int(k.vi.user_colour[pfn])
+    coherent = u >= 0 and colour != u and k.policy.flush_dcache_page
+    if coherent:
+        flush(k, pfn, u)
+        if not into:
+            flush(k, pfn, colour)
+    access(k, pfn, colour, into)
+    if coherent and into:
+        flush(k, pfn, colour)
+    if transient:
+        transient_unmap(k, pfn, colour)
+
+
 def user_access(k, pfn: int, write: bool) -> None:
     """A user load or store. A page the process does not map (a stream naming a kernel page) is
     reached at its physical colour, as a process would through an equivalent mapping."""

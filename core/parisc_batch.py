@@ -18,7 +18,7 @@ from core.cache_batch import FA, OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, play
 from core.errors import StreamError
 from core.parisc import COPY_INTO_PAGE, FREE_TEARDOWN, IO_TO_DEVICE
 
-SLOTS = 4  # cache operations one event issues at most
+SLOTS = 5  # cache operations one event issues at most
 
 
 def _prev_in_frame(frame: np.ndarray, mark: np.ndarray) -> np.ndarray:
@@ -224,17 +224,30 @@ def expand(k, t: Timeline, c: Colours) -> Ops:
     # kernel accesses: through the translation or a transient mapping, unmapped after
     x = np.where(kc >= 0, kc, c.kmap)
     tr_flush = c.transient & (x != u)
-    for access, write in ((kind == E.K_PTE_UPDATE, True), (kind == E.K_COPY, t.flag == COPY_INTO_PAGE)):
-        ops.put(access, 0, np.where(write, OP_W, OP_R), x)
-        ops.aliases += int(np.count_nonzero(access & _aliases(kc, u, x)))
-        ops.flush(access & tr_flush, 1, x)
-    ops.put(kind == E.K_PTE_UPDATE, 2, OP_R, c.eq)  # the TLB miss handler, in absolute mode
+    pte = kind == E.K_PTE_UPDATE
+    ops.put(pte, 0, OP_W, x)
+    ops.aliases += int(np.count_nonzero(pte & _aliases(kc, u, x)))
+    ops.flush(pte & tr_flush, 1, x)
+    ops.put(pte, 2, OP_R, c.eq)  # the TLB miss handler, in absolute mode
+    _copy(p, kind == E.K_COPY, t, c, ops, x, tr_flush)
     user = kind == E.K_USER
     ux = np.where(u >= 0, u, c.eq)
     ops.put(user, 0, np.where(t.flag == 1, OP_W, OP_R), ux)
     ops.aliases += int(np.count_nonzero(user & _aliases(kc, u, ux)))
     _io(p, kind == E.K_IO, t, c, ops, x, tr_flush)
     return ops
+
+
+def _copy(p, copy: np.ndarray, t: Timeline, c: Colours, ops: Ops, x: np.ndarray, tr_flush: np.ndarray) -> None:
+    """core.parisc.copy: flush_dcache_page around a copy through a colour not the user's."""
+    u, into = t.u, t.flag == COPY_INTO_PAGE
+    coherent = copy & (u >= 0) & (x != u) & p.flush_dcache_page
+    ops.flush(coherent, 0, u)
+    ops.flush(coherent & ~into, 1, x)
+    ops.put(copy, 2, np.where(into, OP_W, OP_R), x)
+    ops.aliases += int(np.count_nonzero(copy & _aliases(c.kernel, u, x)))
+    ops.flush(coherent & into, 3, x)
+    ops.flush(copy & tr_flush, 4, x)
 
 
 def _io(p, io: np.ndarray, t: Timeline, c: Colours, ops: Ops, x: np.ndarray, tr_flush: np.ndarray) -> None:

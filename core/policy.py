@@ -89,7 +89,7 @@ class Policy:
     unmapped_kmap_share: float = 0.5  # unmapped only: share of the freed window used as kmap ring
     unmap_flush_batch: int = 512  # unmapped only: pages unmapped per lazy global TLB flush
     # Virtually indexed machines (parisc). Stock has only flush_dcache_page; the rest are the paper's.
-    flush_dcache_page: bool = True  # stock: flush the user colour around DMA (make user coherent)
+    flush_dcache_page: bool = True  # flush the user colour around DMA and copies (make user coherent)
     congruent_kmap: bool = False  # kmap_kernel: slot congruent with the page's user address
     equivalent_kernel: bool = False  # page tables and kernel stacks mapped virtual == physical mod stride
     user_coherence_index: bool = False  # DMA coherence index from the user address (bio_vec / sg)
@@ -108,7 +108,8 @@ class Policy:
 PARAM_HELP = {
     "unmapped_kmap_share": "unmapped: share of the freed kernel window given to the kmap ring (0-1)",
     "unmap_flush_batch": "unmapped on x86: kernel pages unmapped per lazy global TLB flush",
-    "flush_dcache_page": "stock on parisc: flush the user colour around DMA (false is the broken kernel)",
+    "flush_dcache_page": "parisc: flush_dcache_page around DMA and copies through a colour not the user's "
+                         "(false is a broken kernel; unmapped needs it only where congruence fails)",
     "congruent_kmap": "unmapped on parisc: kmap_kernel picks a slot congruent with the user address",
     "equivalent_kernel": "unmapped on parisc: page tables and kernel stacks equivalently mapped",
     "user_coherence_index": "unmapped on parisc: DMA coherence index from the user address",
@@ -117,10 +118,10 @@ PARAM_HELP = {
     "kernel_window": "unmapped on parisc: kernel virtual space for kmap_kernel slots, a multiple of "
                      "congruence_stride (shrink it to exhaust the colour buckets)",
 }
-# Which switches exist where: (policy, arch) pairs a --set of that name is meaningful on.
-_SWITCHES = {"flush_dcache_page": ("stock",), "congruent_kmap": ("unmapped",), "equivalent_kernel": ("unmapped",),
-             "user_coherence_index": ("unmapped",), "flush_on_free": ("unmapped",),
-             "variable_pages": ("unmapped",), "kernel_window": ("unmapped",)}
+# The policies each VI setting is meaningful on (always on a virtually indexed machine).
+_SWITCHES = {"flush_dcache_page": ("stock", "unmapped"), "congruent_kmap": ("unmapped",),
+             "equivalent_kernel": ("unmapped",), "user_coherence_index": ("unmapped",),
+             "flush_on_free": ("unmapped",), "variable_pages": ("unmapped",), "kernel_window": ("unmapped",)}
 
 STOCK = Policy(
     name="stock",

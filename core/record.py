@@ -16,6 +16,7 @@ IDENTITY_KEYS = ("machine", "policy", "workload", "seed", "engine")
 COUNT_KEYS = (
     "events", "mem_map_bytes", "lowmem_total_bytes", "lowmem_free_min_bytes",
     "highmem_free_min_bytes", "kernel_mapped_bytes_peak", "kernel_mapped_bytes_mean",
+    "kernel_mapped_dynamic_bytes_peak",
     "allocs", "alloc_failures", "frees", "ops_on_failed", "kernel_entries", "forks", "execs", "exits",
     "kmap_calls", "kmap_waits", "kmap_waiters_at_end", "pkmap_wraps", "pkmap_new_mappings",
     "kmap_atomic_calls", "kmap_atomic_maps", "pte_updates", "pte_kmaps",
@@ -53,6 +54,8 @@ def counts(k: Kernel) -> dict[str, int | float]:
         "kernel_mapped_bytes_peak": c.kernel_mapped_peak * page,
         "kernel_mapped_bytes_mean": (c.kernel_mapped_sum * page / events if c.events
                                      else k.kernel_mapped() * page),
+        # beyond what boot maps for good (the offset map; or mem_map and the image when unmapped)
+        "kernel_mapped_dynamic_bytes_peak": (c.kernel_mapped_peak - k.boot_mapped()) * page,
         "allocs": c.allocs,
         "alloc_failures": c.alloc_failures,
         "frees": c.frees,

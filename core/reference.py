@@ -207,7 +207,7 @@ VI_STEPS: dict[int, Callable[[Kernel, np.void], None]] = {
     E.K_PTE_UPDATE: _vi_page(lambda k, pfn, e: parisc.pte_update(k, pfn), "pte_updates", "pte_update"),
     E.K_IO: _vi_page(lambda k, pfn, e: parisc.io(k, pfn, int(e["order"]) == parisc.IO_TO_DEVICE),
                      "io_requests", "io"),
-    E.K_COPY: _vi_page(lambda k, pfn, e: parisc.kernel_access(k, pfn, int(e["order"]) == parisc.COPY_INTO_PAGE),
+    E.K_COPY: _vi_page(lambda k, pfn, e: parisc.copy(k, pfn, int(e["order"]) == parisc.COPY_INTO_PAGE),
                        "page_copies", "copy"),
     E.K_USER: _vi_page(lambda k, pfn, e: parisc.user_access(k, pfn, int(e["order"]) == 1), "user_accesses",
                        "user access"),

@@ -7,7 +7,11 @@ to differ; the pfn an allocation gets is read from a boot of the same machine fi
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from streams import processes
 
 from core import events as E
 from core.events import Stream, ev, make_batch
@@ -111,7 +115,25 @@ def test_non_congruent_kmap_is_a_violation(engine: str) -> None:
     assert (rec["alias_violations"], rec["cache_flush_page"]) == (0, 0)
     off, _ = run(rows, "unmapped", engine, policy_set={"congruent_kmap": "false"})
     assert off["alias_violations"] == 1  # the copy, through a colourless slot
-    assert off["cache_flush_page"] == 1  # and kunmap flushes the slot's lines
+    # flush_dcache_page around the copy (user colour, then the slot's), and kunmap's flush
+    assert off["cache_flush_page"] == 3
+    assert off["stale_reads"] == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("into, flag", [(False, 0), (True, 1)])
+def test_copies_of_user_mapped_pages_flush_twice_in_stock_and_never_when_congruent(engine: str, into: bool,
+                                                                                   flag: int) -> None:
+    """filemap's flush_dcache_page around copies of a mapped page (2.6.11 mm/filemap.c)."""
+    shm = [ev(E.K_ALLOC_PAGECACHE, 0, addr=other_colour(first_pfn(E.K_ALLOC_PAGECACHE))),
+           ev(E.K_USER, 0, order=1)]
+    rows = shm + [ev(E.K_COPY, 0, order=flag), ev(E.K_USER, 0)]
+    stock, _ = run(rows, "stock", engine)
+    assert (stock["cache_flush_page"], stock["stale_reads"]) == (2, 0)
+    broken, _ = run(rows, "stock", engine, policy_set={"flush_dcache_page": "false"})
+    assert broken["stale_reads"] == 1  # the kernel reads memory, or the user reads its old line
+    unmapped, _ = run(rows, "unmapped", engine)
+    assert (unmapped["cache_flush_page"], unmapped["stale_reads"]) == (0, 0)
 
 
 # -- stale reads: what the flushes prevent ---------------------------------------------------------
@@ -194,3 +216,44 @@ def test_boot_puts_all_memory_in_zone_normal() -> None:
     assert [(z.name, z.end - z.start) for z in k.mm.zones] == [("DMA", 0), ("Normal", 65536), ("HighMem", 0)]
     assert rec["mem_map_bytes"] == 65536 * 56
     assert k.vi.colours == COLOURS
+
+
+# -- the safety property on generated process-shaped streams ---------------------------------------
+
+VI_MACHINES = {"pa8800": {}, "four-colours": {"congruence_stride": "16KiB"}}
+PROC_OP = st.tuples(st.integers(0, 7), st.integers(0, 2**16), st.integers(0, 2**16))
+
+
+def run_stream(events, policy: str, machine_set: dict, policy_set: dict | None = None) -> dict:
+    m = with_overrides(get_machine("pa8800"), {**SMALL, **machine_set})
+    k = simulate(m, get_policy(policy, m, policy_set or {}), Stream([events], 96), engine="fast")
+    return build_record(k, {})
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(PROC_OP, max_size=400), policy=st.sampled_from(["stock", "unmapped"]),
+       machine=st.sampled_from(sorted(VI_MACHINES)))
+def test_no_stale_reads_under_stock_or_unmapped(ops, policy, machine) -> None:
+    rec = run_stream(processes(ops), policy, VI_MACHINES[machine])
+    assert rec["stale_reads"] == 0
+    if policy == "unmapped":
+        assert rec["alias_violations"] == 0
+
+
+@pytest.mark.parametrize("policy, broken", [
+    ("stock", {"flush_dcache_page": "false"}),
+    ("unmapped", {"equivalent_kernel": "false"}),  # the TLB miss handler misses the kernel's PTE stores
+    ("unmapped", {"congruent_kmap": "false", "flush_dcache_page": "false"}),
+])
+def test_broken_kernels_read_stale(policy: str, broken: dict) -> None:
+    """The same kind of streams on a kernel missing a flush: the model catches the corruption."""
+    rng = np.random.default_rng(7)
+    stale = 0
+    for _ in range(20):
+        ops = [tuple(int(x) for x in row) for row in rng.integers(0, 2**16, size=(300, 3))]
+        events = processes(ops)
+        assert run_stream(events, policy, {})["stale_reads"] == 0
+        stale += run_stream(events, policy, {}, broken)["stale_reads"]
+    assert stale > 0

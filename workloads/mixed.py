@@ -4,8 +4,15 @@ A shared segment (an SGA-style shm of ``shm`` bytes) mapped by every process, so
 needs a PTE page per 2 MiB of it (PAE); process churn (fork, exec, exit with kernel stacks, task
 structs and page tables); file reads through the page cache (DMA into a page-cache page, then a
 copy to the user through kmap_atomic, or through a sleeping kmap held for a while); a dentry and
-inode cache that grows with the files touched; anonymous faults. It is the built-in default until
-the workloads issue brings the full set.
+inode cache that grows with the files touched; anonymous faults; some reads are O_DIRECT (DMA
+straight into a user buffer), some are writes (copy_from_user into the page cache, later written
+back to disk); processes load from and store to their own pages and the shared segment.
+
+User addresses matter on virtually indexed machines: the segment is attached at an SHMLBA-aligned
+address, so shm page i has colour i mod the colour count; each process's private pages sit at a
+page-aligned heap base of its own. Pages freed by exit go with an address space teardown (the
+``K_FREE`` flag), pages freed while the process lives go by munmap. It is the built-in default
+until the workloads issue brings the full set.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from workloads.base import Batcher, HandlePool, Param, Workload, cut
 
 PAGE = 4096
 PTE_SPAN = 2 * MiB  # one PAE PTE page maps 512 x 4 KiB
+SHM_BASE = 0x40000000 // PAGE  # shmat address, in pages: a multiple of SHMLBA (4 MiB) on every arch
+HEAP_PAGES = 1 << 20  # private mappings start at a page of [0, 4 GiB) drawn per process
 
 # objects per 4 KiB slab page (2.6.11 i386 object sizes, rounded)
 PER_PAGE = {"dentry": 29, "inode": 7, "buffer_head": 78, "task_struct": 2}
@@ -38,6 +47,10 @@ PARAMS = (
     Param("kmap_fraction", 0.25, "fraction of user copies done under kmap rather than kmap_atomic", "float"),
     Param("kmap_hold", 64, "kmaps held at once by sleeping holders before the oldest is released"),
     Param("churn", 0.002, "per step, chance a process exits and a new one forks and execs", "float"),
+    Param("direct_io", 0.1, "fraction of reads that DMA straight into the user's buffer (O_DIRECT)", "float"),
+    Param("write_fraction", 0.2, "fraction of file operations that are writes (copy in, write back)", "float"),
+    Param("touch_rate", 0.3, "per step, chance the process loads or stores one of its pages or the shm",
+          "float"),
     Param("batch", 65536, "events per batch"),
 )
 
@@ -94,7 +107,7 @@ class Mixed:
         for h in ptes:
             out.add(E.K_ALLOC_PGTABLE, h, cpu=cpu)
             out.add(E.K_PTE_UPDATE, h, cpu=cpu)
-        proc = {"cpu": cpu, "stack": stack, "ptes": ptes, "anon": []}
+        proc = {"cpu": cpu, "stack": stack, "ptes": ptes, "anon": [], "heap": int(self.rng.integers(HEAP_PAGES))}
         for _ in range(anon):
             self.fault(proc)
         return proc
@@ -102,7 +115,7 @@ class Mixed:
     def fault(self, proc: dict) -> None:
         h = self.handles.get()
         cpu = proc["cpu"]
-        self.out.add(E.K_ALLOC_ANON, h, cpu=cpu, addr=len(proc["anon"]))
+        self.out.add(E.K_ALLOC_ANON, h, cpu=cpu, addr=proc["heap"] + len(proc["anon"]))
         self.out.add(E.K_KMAP_ATOMIC, h, cpu=cpu)  # clear_user_highpage zeroes it through a fixmap slot
         self.out.add(E.K_PTE_UPDATE, proc["ptes"][-1], cpu=cpu)
         proc["anon"].append(h)
@@ -111,7 +124,7 @@ class Mixed:
         out, hp, cpu = self.out, self.handles, proc["cpu"]
         out.add(E.K_EXIT, cpu=cpu)
         for h in proc["anon"]:
-            out.add(E.K_FREE, h, cpu=cpu)
+            out.add(E.K_FREE, h, order=1, cpu=cpu)  # torn down with the address space
             hp.put(h)
         for h in proc["ptes"]:
             out.add(E.K_PTE_UPDATE, h, cpu=cpu)
@@ -123,9 +136,20 @@ class Mixed:
 
     # -- file reads ----------------------------------------------------------------------------
 
-    def read(self, cpu: int, u: np.ndarray) -> None:
+    def read(self, cpu: int, u: np.ndarray, proc: dict | None = None) -> None:
         out, hp, p = self.out, self.handles, self.p
         out.add(E.K_SYSCALL, cpu=cpu)
+        if proc is not None and proc["anon"] and u[4] < p["direct_io"]:  # O_DIRECT into a user buffer
+            buf = proc["anon"][int(u[5] * len(proc["anon"]))]
+            out.add(E.K_IO, buf, order=int(u[6] < p["write_fraction"]), cpu=cpu)
+            out.add(E.K_USER, buf, cpu=cpu)
+            return
+        if u[6] < p["write_fraction"] and self.cache:  # write(): copy into the page, write back
+            page = self.cache[int(u[2] * len(self.cache))]
+            out.add(E.K_KMAP_ATOMIC, page, cpu=cpu)
+            out.add(E.K_COPY, page, order=1, cpu=cpu)
+            out.add(E.K_IO, page, order=1, cpu=cpu)
+            return
         if not self.cache or u[0] < p["miss_rate"]:
             page = hp.get()
             out.add(E.K_ALLOC_PAGECACHE, page, cpu=cpu)
@@ -143,6 +167,8 @@ class Mixed:
         else:
             out.add(E.K_KMAP_ATOMIC, page, cpu=cpu)
             out.add(E.K_COPY, page, cpu=cpu)
+        if proc is not None and proc["anon"]:  # the user reads what was copied into its buffer
+            out.add(E.K_USER, proc["anon"][int(u[5] * len(proc["anon"]))], cpu=cpu)
 
     def kmap_copy(self, page: int, cpu: int) -> None:
         self.out.add(E.K_KMAP, page, cpu=cpu)
@@ -175,8 +201,10 @@ class Mixed:
     def batches(self) -> Iterator[np.ndarray]:
         p, out = self.p, self.out
         ncpu = max(int(p.get("cpus", 1)), 1)  # the machine's CPU count, set by the runner
+        self.shm = []
         for i in range(int(p["shm"]) // PAGE):
-            out.add(E.K_ALLOC_PAGECACHE, self.handles.get(), cpu=i % ncpu)
+            self.shm.append(self.handles.get())
+            out.add(E.K_ALLOC_PAGECACHE, self.shm[-1], cpu=i % ncpu, addr=SHM_BASE + i)
             if out.full():
                 yield out.take()
         for i in range(int(p["processes"])):
@@ -184,7 +212,7 @@ class Mixed:
             if out.full():
                 yield out.take()
         while True:
-            for u in self.rng.random((4096, 6)):
+            for u in self.rng.random((4096, 12)):
                 self.step(u, ncpu)
             while out.full():
                 yield out.take(out.size)
@@ -198,9 +226,9 @@ class Mixed:
         cpu = proc["cpu"]
         if u[1] < self.p["churn"]:
             self.exit(proc)
-            self.procs[i] = self.fork_exec(cpu)
+            self.procs[i] = proc = self.fork_exec(cpu)
         elif u[1] < 0.7:
-            self.read(cpu, u[2:])
+            self.read(cpu, u[2:], proc)
         elif u[1] < 0.85:
             if len(proc["anon"]) < 2 * int(self.p["anon_pages"]) and len(proc["anon"]) < 512:
                 self.fault(proc)
@@ -211,6 +239,15 @@ class Mixed:
                 self.handles.put(h)
         else:
             self.out.add(E.K_SYSCALL, cpu=cpu)
+        if u[10] < self.p["touch_rate"]:
+            self.touch(proc, u[11])
+
+    def touch(self, proc: dict, u: float) -> None:
+        """A load or store by the process: one of its own pages or a page of the shared segment."""
+        pages = proc["anon"] if u < 0.5 or not self.shm else self.shm
+        if pages:
+            page = pages[int((u * 2) % 1 * len(pages))]
+            self.out.add(E.K_USER, page, order=int(u * 16) % 2, cpu=proc["cpu"])
 
 
 def max_handles(p: dict[str, object]) -> int:
