@@ -44,6 +44,7 @@ class Cache:
         self.latest = np.zeros(frames, dtype=np.int64)
         self.clock = 0
         self.stale_reads = 0
+        self.scratch = np.zeros(frames, dtype=bool)  # cache_batch's per-frame marks, all False between batches
 
     @property
     def lines(self) -> dict[int, list]:

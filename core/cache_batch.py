@@ -26,37 +26,47 @@ import numpy as np
 OP_W, OP_R, OP_F, OP_P, OP_D, OP_DEV, FA, LOAD = range(8)
 
 
-def _prev_in_group(group: np.ndarray, mark: np.ndarray) -> np.ndarray:
-    """Per element (sorted by group, then time): index of the last earlier marked element of the
-    same group, else -1."""
-    idx = np.where(mark, np.arange(mark.size), -1)
-    last = np.maximum.accumulate(idx)
-    prev = np.concatenate([[-1], last])[:mark.size]
-    ok = prev >= 0
-    ok[ok] = group[prev[ok]] == group[ok]
-    return np.where(ok, prev, -1)
+class _Groups:
+    """Runs of equal keys in a sorted array, and 'the previous / next / last marked element of my
+    run' over them: one running max or min each, compared against the run's bounds."""
 
+    def __init__(self, g: np.ndarray) -> None:
+        n = g.size
+        self.n = n
+        self.at = np.arange(n)
+        new = np.ones(n, dtype=bool)
+        new[1:] = g[1:] != g[:-1]
+        self.start = np.maximum.accumulate(np.where(new, self.at, 0)) if n else self.at
+        end = np.append(new[1:], True) if n else new
+        self.ends = np.flatnonzero(end)
+        self.end = np.minimum.accumulate(np.where(end, self.at, n)[::-1])[::-1] if n else self.at
 
-def _last_in_group(group: np.ndarray, mark: np.ndarray) -> np.ndarray:
-    """Inclusive version of _prev_in_group."""
-    idx = np.where(mark, np.arange(mark.size), -1)
-    last = np.maximum.accumulate(idx)
-    ok = last >= 0
-    ok[ok] = group[last[ok]] == group[ok]
-    return np.where(ok, last, -1)
+    def last(self, mark: np.ndarray) -> np.ndarray:
+        """Index of the last marked element of my run up to and including me, else -1."""
+        last = np.maximum.accumulate(np.where(mark, self.at, -1)) if self.n else self.at
+        return np.where(last >= self.start, last, -1)
 
+    def prev(self, mark: np.ndarray) -> np.ndarray:
+        """Index of the last marked element of my run before me, else -1."""
+        last = np.maximum.accumulate(np.where(mark, self.at, -1)) if self.n else self.at
+        prev = np.concatenate([[-1], last[:-1]])
+        return np.where(prev >= self.start, prev, -1)
 
-def _next_in_group(group: np.ndarray, mark: np.ndarray) -> np.ndarray:
-    """Index of the next later marked element of the same group, else -1."""
-    rev = _prev_in_group(group[::-1], mark[::-1])[::-1]
-    return np.where(rev >= 0, mark.size - 1 - rev, -1)
+    def next(self, mark: np.ndarray) -> np.ndarray:
+        """Index of the first marked element of my run after me, else -1."""
+        first = np.minimum.accumulate(np.where(mark, self.at, self.n)[::-1])[::-1] if self.n else self.at
+        nxt = np.append(first[1:], self.n)
+        return np.where(nxt <= self.end, nxt, -1)
 
 
 class _Lookup:
     """'The last event of frame f before time t' over (pfn, time, tie, value) events."""
 
-    def __init__(self, pfn: np.ndarray, time: np.ndarray, tie: np.ndarray, value: np.ndarray, span: int) -> None:
-        order = np.lexsort((tie, time, pfn))
+    def __init__(self, pfn: np.ndarray, time: np.ndarray, tie: np.ndarray | None, value: np.ndarray,
+                 span: int) -> None:
+        # (frame, time) is unique when there are no ties: one quicksort of the combined key (a stable
+        # sort of random keys is several times slower)
+        order = np.argsort(pfn * span + time) if tie is None else np.lexsort((tie, time, pfn))
         self.pfn, self.value, self.span = pfn[order], value[order], span
         self.key = pfn[order] * span + time[order]
 
@@ -75,20 +85,26 @@ class _Lookup:
         return self.pfn[end], self.value[end]
 
 
-def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray) -> None:
-    """Apply ops (in time order) to ``cache``: stale reads counted, lines and versions updated."""
-    m = typ.size
+def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarray | None = None,
+         ticks: int | None = None) -> None:
+    """Apply ops (in time order) to ``cache``: stale reads counted, lines and versions updated.
+    ``rel`` gives each op's time after the batch's start (version = clock + rel; default 1, 2, ...)
+    when ops that change nothing were left out; ``ticks`` is how far the clock moves in all."""
+    m = typ.size if ticks is None else ticks
+    rel = np.arange(1, typ.size + 1, dtype=np.int64) if rel is None else rel
     if not m:
         return
     C, t0 = cache.colours, cache.clock
-    rel = np.arange(1, m + 1, dtype=np.int64)  # op times relative to the batch: version = t0 + rel
     span = m + 2
     fa = rel[typ == FA]
     keys, lver, ldirty = cache.arrays()
     if fa.size:
         take = np.ones(keys.size, dtype=bool)
-    else:
-        take = np.isin(keys // C, np.unique(pfn[pfn >= 0]))
+    else:  # the lines of the frames this batch touches, through a scratch mark per frame
+        touched = pfn[pfn >= 0]
+        cache.scratch[touched] = True
+        take = cache.scratch[keys // C]
+        cache.scratch[touched] = False
     # -- line operations, grouped by line and in time order within a line -----------------------
     li = np.flatnonzero((typ <= OP_D) & (col >= 0))
     nl = int(np.count_nonzero(take))
@@ -98,21 +114,28 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray) -> None:
     ver = np.concatenate([lver[take] - t0, rel[li]])  # versions relative to t0 too (may be <= 0)
     dl = np.concatenate([ldirty[take], np.zeros(li.size, dtype=bool)])
     src = np.concatenate([np.full(nl, -1), li])
-    o = np.argsort(g, kind="stable")
+    o = np.argsort(g * span + t)  # (line, time) is unique: LOADs at 0, ops at distinct times
     g, t, ty, ver, dl, src = g[o], t[o], ty[o], ver[o], dl[o], src[o]
     is_inv = (ty == OP_F) | (ty == OP_P) | (ty == OP_D)
     is_set = (ty == OP_W) | (ty == OP_R) | (ty == LOAD)
     is_w = (ty == OP_W) | ((ty == LOAD) & dl)
-    prev_inv, prev_set, prev_w = (_prev_in_group(g, x) for x in (is_inv, is_set, is_w))
-    fa_before = np.concatenate([[-1], fa])[np.searchsorted(fa, t, side="left")]  # last FA before t, or -1
+    runs = _Groups(g)
+    prev_inv, prev_set, prev_w = runs.prev(is_inv), runs.prev(is_set), runs.prev(is_w)
+    # whole-cache flushes by time: the last one before each time, and the first one after it
+    fa_at = np.zeros(span + 1, dtype=np.int64)
+    fa_at[fa] = 1
+    fa_count = np.cumsum(fa_at)  # flushes at times <= i
+    fa_last = np.concatenate([[-1], fa])[fa_count]  # the last flush at a time <= i, or -1
+    fa_first = np.concatenate([fa, [span]])[fa_count]  # the first flush at a time > i, or span
+    fa_before = fa_last[np.maximum(t - 1, 0)] * (t > 0) - (t == 0)  # before t (LOADs at 0: none)
     t_inv = np.maximum(np.where(prev_inv >= 0, t[prev_inv], -1), fa_before)
     present = (prev_set >= 0) & (t[np.maximum(prev_set, 0)] > t_inv)
     dirty = (prev_w >= 0) & (t[np.maximum(prev_w, 0)] > t_inv)
     w_version = ver[np.maximum(prev_w, 0)]
     # -- memory's history: DMA writes and write-backs ---------------------------------------------
     wb_f = (ty == OP_F) & dirty
-    nxt_inv, nxt_w = _next_in_group(g, is_inv), _next_in_group(g, is_w)
-    nxt_fa = np.concatenate([fa, [span]])[np.searchsorted(fa, t, side="right")]  # first FA after t, or span
+    nxt_inv, nxt_w = runs.next(is_inv), runs.next(is_w)
+    nxt_fa = fa_first[t]  # first FA after t, or span
     never = span + 1
     wb_fa = is_w & (nxt_fa < span) & (nxt_fa < np.where(nxt_inv >= 0, t[np.maximum(nxt_inv, 0)], never)) \
         & (nxt_fa < np.where(nxt_w >= 0, t[np.maximum(nxt_w, 0)], never))
@@ -122,14 +145,14 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray) -> None:
                   np.concatenate([np.zeros(d.size + int(wb_f.sum()), dtype=np.int64), g[wb_fa]]),
                   np.concatenate([rel[d], w_version[wb_f], ver[wb_fa]]), span)
     wd = np.flatnonzero((typ == OP_W) | (typ == OP_D))
-    latest = _Lookup(pfn[wd], rel[wd], np.zeros(wd.size, dtype=np.int64), rel[wd], span)
+    latest = _Lookup(pfn[wd], rel[wd], None, rel[wd], span)
     # -- what every load returns ----------------------------------------------------------------
     frame = g // C
     fill = is_set & ~present
     value = np.where(ty == LOAD, ver, 0)
     absent_r = (ty == OP_R) & ~present
     value[absent_r] = mem.before(frame[absent_r], t[absent_r], cache.mem_version[frame[absent_r]] - t0)
-    prev_fill = _prev_in_group(g, fill)
+    prev_fill = runs.prev(fill)
     hit = (ty == OP_R) & present
     value[hit] = np.where(dirty[hit], w_version[hit], value[np.maximum(prev_fill[hit], 0)])
     value[ty == OP_W] = ver[ty == OP_W]
@@ -140,21 +163,21 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray) -> None:
     stale += int(np.count_nonzero(seen != latest.before(pfn[dev], rel[dev], cache.latest[pfn[dev]] - t0)))
     cache.stale_reads += stale
     # -- the state after the batch --------------------------------------------------------------
-    _write_back(cache, g, t, ty, ver, value, is_inv, is_set, is_w, fa, keys, lver, ldirty, take, mem, latest)
+    _write_back(cache, runs, g, t, ver, value, is_inv, is_set, is_w, fa, keys, lver, ldirty, take, mem, latest)
     cache.clock = t0 + m
 
 
-def _write_back(cache, g, t, ty, ver, value, is_inv, is_set, is_w, fa, keys, lver, ldirty, take, mem, latest):
+def _write_back(cache, runs, g, t, ver, value, is_inv, is_set, is_w, fa, keys, lver, ldirty, take, mem, latest):
     t0 = cache.clock
     for lookup, target in ((mem, cache.mem_version), (latest, cache.latest)):
         frames, values = lookup.last_per_frame()
         target[frames] = values + t0
     if g.size:
-        end = np.flatnonzero(np.append(g[1:] != g[:-1], True))
+        end = runs.ends
         last_fa = fa[-1] if fa.size else -1
-        inv = _last_in_group(g, is_inv)[end]
-        s = _last_in_group(g, is_set)[end]
-        w = _last_in_group(g, is_w)[end]
+        inv = runs.last(is_inv)[end]
+        s = runs.last(is_set)[end]
+        w = runs.last(is_w)[end]
         t_inv = np.maximum(np.where(inv >= 0, t[np.maximum(inv, 0)], -1), last_fa)
         present = (s >= 0) & (t[np.maximum(s, 0)] > t_inv)
         dirty = present & (w >= 0) & (t[np.maximum(w, 0)] > t_inv)
@@ -165,6 +188,6 @@ def _write_back(cache, g, t, ty, ver, value, is_inv, is_set, is_w, fa, keys, lve
         new_dirty = np.zeros(0, dtype=bool)
     keep = ~take
     all_keys = np.concatenate([keys[keep], new_keys])
-    order = np.argsort(all_keys, kind="stable")
+    order = np.argsort(all_keys, kind="stable")  # two sorted runs: a stable sort merges them in one pass
     cache.set_arrays(all_keys[order], np.concatenate([lver[keep], new_ver])[order],
                      np.concatenate([ldirty[keep], new_dirty])[order])

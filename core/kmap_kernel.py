@@ -116,6 +116,11 @@ def _spread(colour: np.ndarray, pages: np.ndarray, colours: int) -> np.ndarray:
 
 def _fits(pool: ColourPool, op: np.ndarray, colour: np.ndarray, pages: np.ndarray, pos: np.ndarray) -> bool:
     """Would every GET and PEEK find room at its head colour, given the changes before it?"""
+    ask = op != PUT
+    gets = op == GET
+    bound = pool.used + np.bincount(_spread(colour[gets], pages[gets], pool.colours), minlength=pool.colours)
+    if np.all(bound[colour[ask]] < pool.cap):  # even if no slot were given back, every bucket has room
+        return True
     change = op != PEEK
     c_pages = pages[change]
     bucket = _spread(colour[change], c_pages, pool.colours)
@@ -123,10 +128,9 @@ def _fits(pool: ColourPool, op: np.ndarray, colour: np.ndarray, pages: np.ndarra
     delta = np.repeat(np.where(op[change] == GET, 1, -1), c_pages)
     span = int(pos.max()) + 2 if pos.size else 1
     key = bucket * span + when
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)  # ties share a key, so they are counted together whatever their order
     key = key[order]
     prefix = np.concatenate([[0], np.cumsum(delta[order])])
-    ask = op != PUT
     head = colour[ask]
     before = np.searchsorted(key, head * span + pos[ask], side="left")
     first = np.searchsorted(key, head * span, side="left")

@@ -91,7 +91,7 @@ class Requests:
 
     def __init__(self, which: np.ndarray, op: np.ndarray, want: np.ndarray, pages: np.ndarray,
                  link_event: np.ndarray, carried: np.ndarray, pos: np.ndarray) -> None:
-        order = np.argsort(pos[which], kind="stable")
+        order = np.argsort(pos[which])  # one request per event: positions are unique
         self.event = np.flatnonzero(which)[order]  # sorted-timeline indices
         self.op, self.want, self.pages = op[self.event], want[self.event], pages[self.event]
         self.pos, self.carried = pos[self.event], carried[self.event]
@@ -170,94 +170,150 @@ class Colours:
 
 
 class Ops:
-    """Each timeline event's cache operations in up to SLOTS slots, as the scalar verbs issue them."""
+    """The batch's cache operations in a (batch position, slot) grid, so reading the grid row by
+    row is time order: each event's operations in up to SLOTS slots, as the scalar verbs issue them."""
 
     def __init__(self, n: int) -> None:
-        self.typ = np.full((n, SLOTS), -1, dtype=np.int64)
-        self.col = np.full((n, SLOTS), -1, dtype=np.int64)
+        self.typ = np.full((n, SLOTS), -1, dtype=np.int8)
+        self.col = np.empty((n, SLOTS), dtype=np.int64)
         self.flush_page = 0
         self.tmpalias = 0
         self.io_flushes = 0
         self.aliases = 0
 
-    def put(self, where: np.ndarray, slot: int, typ: int | np.ndarray, col: np.ndarray) -> None:
-        self.typ[where, slot] = np.broadcast_to(typ, where.shape)[where]
-        self.col[where, slot] = col[where]
+    def put(self, rows: np.ndarray, slot: int, typ: int | np.ndarray, col: np.ndarray) -> None:
+        self.typ[rows, slot] = typ
+        self.col[rows, slot] = col
 
-    def flush(self, where: np.ndarray, slot: int, col: np.ndarray, io: bool = False) -> None:
-        self.put(where, slot, OP_F, col)
-        count = int(np.count_nonzero(where))
-        self.flush_page += count
-        self.io_flushes += count if io else 0
-
-
-def _aliases(*colours: np.ndarray) -> np.ndarray:
-    """Translations of these colours (-1: none) are not all equivalent."""
-    a, b, c = colours
-    return (((a >= 0) & (b >= 0) & (a != b)) | ((a >= 0) & (c >= 0) & (a != c))
-            | ((b >= 0) & (c >= 0) & (b != c)))
+    def flush(self, rows: np.ndarray, slot: int, col: np.ndarray, io: bool = False) -> None:
+        self.put(rows, slot, OP_F, col)
+        self.flush_page += rows.size
+        self.io_flushes += rows.size if io else 0
 
 
-def expand(k, t: Timeline, c: Colours) -> Ops:
+def _aliases(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> int:
+    """How many of these (kernel, user, access) colour triples (-1: none) are not all equivalent."""
+    bad = ((a >= 0) & (b >= 0) & (a != b)) | ((a >= 0) & (c >= 0) & (a != c)) | ((b >= 0) & (c >= 0) & (b != c))
+    return int(np.count_nonzero(bad))
+
+
+class _View:
+    """The timeline facts of one kind's events: index arrays instead of masks over the batch."""
+
+    def __init__(self, t: Timeline, c: Colours, kind: int) -> None:
+        self.i = i = np.flatnonzero(t.kind == kind)
+        self.row, self.u, self.kc, self.eq, self.flag = t.pos[i], t.u[i], c.kernel[i], c.eq[i], t.flag[i]
+        self.transient = c.transient[i]
+        self.x = np.where(self.kc >= 0, self.kc, c.kmap[i])  # the colour the kernel touches it through
+        self.tr_flush = self.transient & (self.x != self.u)  # kunmap_atomic of a non-congruent mapping
+
+
+def expand(k, t: Timeline, c: Colours, n: int) -> Ops:
     """The cache operations and flush counts of every page event (see core.parisc)."""
-    p, kind, u, kc = k.policy, t.kind, t.u, c.kernel
-    ops = Ops(t.pfn.size)
-    # allocation: clear_user_page purges the kernel alias, then zeroes through tmpalias
-    anon = kind == E.K_ALLOC_ANON
-    kcol = c.eq if p.offset_maps_lowmem else _full(t.pfn.size, -1)
-    purge = anon & (kcol >= 0) & (kcol != t.u_set)
-    ops.put(purge, 0, OP_P, kcol)
-    ops.flush_page += int(np.count_nonzero(purge))
-    ops.put(anon, 1, OP_W, t.u_set)
-    ops.aliases += int(np.count_nonzero(anon & _aliases(kcol, t.u_set, t.u_set)))
-    # free: the user colour (tmpalias or munmap), then the allocation mapping
-    free = t.is_free
-    user_flush = free & (u >= 0) & (p.flush_on_free | (t.flag != FREE_TEARDOWN))
-    ops.put(user_flush, 0, OP_F, u)
-    if p.flush_on_free:
-        ops.tmpalias += int(np.count_nonzero(user_flush))
-    else:
-        ops.flush_page += int(np.count_nonzero(user_flush))
+    p = k.policy
+    ops = Ops(n)
+    _alloc_anon(p, _View(t, c, E.K_ALLOC_ANON), t, ops)
+    _free(p, _View(t, c, E.K_FREE), t, c, ops)
     if not p.offset_maps_lowmem:
-        ops.flush(free & t.amapped, 1, c.alloc_before)
-        ops.flush(c.last & (c.kmap_before != u), 0, c.kmap_before)
-    # kernel accesses: through the translation or a transient mapping, unmapped after
-    x = np.where(kc >= 0, kc, c.kmap)
-    tr_flush = c.transient & (x != u)
-    pte = kind == E.K_PTE_UPDATE
-    ops.put(pte, 0, OP_W, x)
-    ops.aliases += int(np.count_nonzero(pte & _aliases(kc, u, x)))
-    ops.flush(pte & tr_flush, 1, x)
-    ops.put(pte, 2, OP_R, c.eq)  # the TLB miss handler, in absolute mode
-    _copy(p, kind == E.K_COPY, t, c, ops, x, tr_flush)
-    user = kind == E.K_USER
-    ux = np.where(u >= 0, u, c.eq)
-    ops.put(user, 0, np.where(t.flag == 1, OP_W, OP_R), ux)
-    ops.aliases += int(np.count_nonzero(user & _aliases(kc, u, ux)))
-    _io(p, kind == E.K_IO, t, c, ops, x, tr_flush)
+        last = np.flatnonzero(c.last & (c.kmap_before != t.u))  # kunmap of a non-congruent slot
+        ops.flush(t.pos[last], 0, c.kmap_before[last])
+    v = _View(t, c, E.K_PTE_UPDATE)
+    ops.put(v.row, 0, OP_W, v.x)
+    ops.aliases += _aliases(v.kc, v.u, v.x)
+    ops.flush(v.row[v.tr_flush], 1, v.x[v.tr_flush])
+    ops.put(v.row, 2, OP_R, v.eq)  # the TLB miss handler, in absolute mode
+    _copy(p, _View(t, c, E.K_COPY), ops)
+    v = _View(t, c, E.K_USER)
+    ux = np.where(v.u >= 0, v.u, v.eq)
+    ops.put(v.row, 0, np.where(v.flag == 1, OP_W, OP_R), ux)
+    ops.aliases += _aliases(v.kc, v.u, ux)
+    _io(p, _View(t, c, E.K_IO), ops)
     return ops
 
 
-def _copy(p, copy: np.ndarray, t: Timeline, c: Colours, ops: Ops, x: np.ndarray, tr_flush: np.ndarray) -> None:
+def _alloc_anon(p, v: _View, t: Timeline, ops: Ops) -> None:
+    """clear_user_page purges the kernel alias, then zeroes the page through tmpalias."""
+    u = t.u_set[v.i]
+    kcol = v.eq if p.offset_maps_lowmem else np.full(v.i.size, -1)
+    purge = (kcol >= 0) & (kcol != u)
+    ops.put(v.row[purge], 0, OP_P, kcol[purge])
+    ops.flush_page += int(np.count_nonzero(purge))
+    ops.put(v.row, 1, OP_W, u)
+    ops.aliases += _aliases(kcol, u, u)
+
+
+def _free(p, v: _View, t: Timeline, c: Colours, ops: Ops) -> None:
+    """The user colour (tmpalias, or munmap's flush), then the allocation mapping."""
+    user = (v.u >= 0) & (p.flush_on_free | (v.flag != FREE_TEARDOWN))
+    ops.put(v.row[user], 0, OP_F, v.u[user])
+    if p.flush_on_free:
+        ops.tmpalias += int(np.count_nonzero(user))
+    else:
+        ops.flush_page += int(np.count_nonzero(user))
+    if not p.offset_maps_lowmem:
+        mapped = t.amapped[v.i]
+        ops.flush(v.row[mapped], 1, c.alloc_before[v.i][mapped])
+
+
+def _copy(p, v: _View, ops: Ops) -> None:
     """core.parisc.copy: flush_dcache_page around a copy through a colour not the user's."""
-    u, into = t.u, t.flag == COPY_INTO_PAGE
-    coherent = copy & (u >= 0) & (x != u) & p.flush_dcache_page
-    ops.flush(coherent, 0, u)
-    ops.flush(coherent & ~into, 1, x)
-    ops.put(copy, 2, np.where(into, OP_W, OP_R), x)
-    ops.aliases += int(np.count_nonzero(copy & _aliases(c.kernel, u, x)))
-    ops.flush(coherent & into, 3, x)
-    ops.flush(copy & tr_flush, 4, x)
+    into = v.flag == COPY_INTO_PAGE
+    coherent = (v.u >= 0) & (v.x != v.u) & p.flush_dcache_page
+    ops.flush(v.row[coherent], 0, v.u[coherent])
+    before = coherent & ~into
+    ops.flush(v.row[before], 1, v.x[before])
+    ops.put(v.row, 2, np.where(into, OP_W, OP_R), v.x)
+    ops.aliases += _aliases(v.kc, v.u, v.x)
+    after = coherent & into
+    ops.flush(v.row[after], 3, v.x[after])
+    ops.flush(v.row[v.tr_flush], 4, v.x[v.tr_flush])
 
 
-def _io(p, io: np.ndarray, t: Timeline, c: Colours, ops: Ops, x: np.ndarray, tr_flush: np.ndarray) -> None:
-    u, kc = t.u, c.kernel
-    user_index = io & p.user_coherence_index & (u >= 0)
-    ops.flush(io & ~user_index & (u >= 0) & p.flush_dcache_page, 0, u, io=True)
-    index = np.where(user_index, u, np.where(kc >= 0, kc, np.where(c.transient, x, -1)))
-    ops.flush(io & (index >= 0), 1, index, io=True)
-    ops.put(io, 2, np.where(t.flag == IO_TO_DEVICE, OP_DEV, OP_D), index)
-    ops.flush(io & tr_flush, 3, x, io=True)
+def _io(p, v: _View, ops: Ops) -> None:
+    user_index = p.user_coherence_index & (v.u >= 0)
+    first = ~user_index & (v.u >= 0) & p.flush_dcache_page
+    ops.flush(v.row[first], 0, v.u[first], io=True)
+    index = np.where(user_index, v.u, np.where(v.kc >= 0, v.kc, np.where(v.transient, v.x, -1)))
+    has = index >= 0
+    ops.flush(v.row[has], 1, index[has], io=True)
+    ops.put(v.row, 2, np.where(v.flag == IO_TO_DEVICE, OP_DEV, OP_D), index)
+    ops.flush(v.row[v.tr_flush], 3, v.x[v.tr_flush], io=True)
+
+
+def inert(k, cols, out) -> np.ndarray:
+    """Events that change no parisc state and issue no cache operation, left out of the timeline:
+    kmap_atomic (it only counts here) and allocations that neither map the block for the kernel
+    nor give it a user address (the frame was free, so its state before and after is the same)."""
+    kind = cols.kind
+    idle = kind == E.K_KMAP_ATOMIC
+    alloc = cols.src[E.IS_ALLOC[kind[cols.src]]]
+    user = (kind[alloc] == E.K_ALLOC_ANON) | ((kind[alloc] == E.K_ALLOC_PAGECACHE) & (cols.addr[alloc] != 0))
+    is_alloc_src = E.IS_ALLOC[kind[cols.src]]
+    idle[alloc] = ~user & ~out.mapped[is_alloc_src]
+    return idle
+
+
+def _drop_rereads(typ: np.ndarray, pfn: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """Ops worth playing: a load right after a store to the same line returns the latest version
+    and changes nothing (the PTE walker's read after the kernel's equivalent store). A load after
+    a load is kept: if the first was stale, so is the second."""
+    again = np.zeros(typ.size, dtype=bool)
+    again[1:] = ((typ[1:] == OP_R) & (typ[:-1] == OP_W)
+                 & (pfn[1:] == pfn[:-1]) & (col[1:] == col[:-1]))
+    return ~again
+
+
+def _overwritten_pte_stores(t: Timeline, c: Colours, teardown: np.ndarray, n: int) -> np.ndarray:
+    """Grid slots of PTE stores nobody can observe: the frame's next event is another PTE store
+    to the same line with no whole-cache flush between, and both go through the equivalent colour
+    (so the walker's read right after each store is a reread and left out too)."""
+    dead = np.zeros((n, SLOTS), dtype=bool)
+    pte = (t.kind == E.K_PTE_UPDATE) & (c.kernel == c.eq)
+    both = pte[:-1] & pte[1:] & (t.pfn[:-1] == t.pfn[1:])
+    flushes = np.searchsorted(teardown, t.pos)  # whole-cache flushes before each event
+    i = np.flatnonzero(both & (flushes[:-1] == flushes[1:]))
+    dead[t.pos[i], 0] = dead[t.pos[i], 2] = True
+    return dead
 
 
 def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
@@ -266,18 +322,17 @@ def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
     vi, p, cnt = k.vi, k.policy, k.c
     t = Timeline(k, cols, event_pfn, out)
     c = Colours(k, t, cols)
-    ops = expand(k, t, c)
+    ops = expand(k, t, c, cols.n)
     teardown = np.flatnonzero((cols.kind == E.K_FORK) | (cols.kind == E.K_EXEC) | (cols.kind == E.K_EXIT))
     if p.flush_on_free:
         teardown = teardown[:0]
-    live = ops.typ >= 0
-    pos = np.concatenate([np.repeat(t.pos, SLOTS)[live.ravel()], teardown])
-    sub = np.concatenate([np.tile(np.arange(SLOTS), t.pos.size)[live.ravel()], np.zeros(teardown.size, np.int64)])
-    order = np.argsort(pos * SLOTS + sub, kind="stable")
-    typ = np.concatenate([ops.typ[live], np.full(teardown.size, FA)])[order]
-    pfn = np.concatenate([np.repeat(t.pfn, SLOTS)[live.ravel()], np.full(teardown.size, -1)])[order]
-    col = np.concatenate([ops.col[live], np.full(teardown.size, -1)])[order]
-    play(vi.cache, typ, pfn, col)
+    ops.put(teardown, 0, FA, np.full(teardown.size, -1))
+    live = np.flatnonzero(ops.typ.ravel() >= 0)  # row-major: time order
+    typ = ops.typ.ravel()[live].astype(np.int64)
+    pfn = event_pfn[live // SLOTS]
+    col = ops.col.ravel()[live]
+    keep = _drop_rereads(typ, pfn, col) & ~_overwritten_pte_stores(t, c, teardown, cols.n).ravel()[live]
+    play(vi.cache, typ[keep], pfn[keep], col[keep], np.flatnonzero(keep) + 1, typ.size)
     transients = int(np.count_nonzero(c.transient))
     cnt.alias_violations += ops.aliases
     cnt.cache_flush_page += ops.flush_page
@@ -293,7 +348,7 @@ def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
                                            else np.left_shift(1, order_of)))
     _store(k, t, c)
     change = c.first | c.last
-    at = np.argsort(t.pos[change], kind="stable")
+    at = np.argsort(t.pos[change])
     delta = np.where(c.first, 1, -1)[change][at]
     return t.pos[change][at], vi.kmaps.pages - int(delta.sum()) + np.cumsum(delta)
 
