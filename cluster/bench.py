@@ -23,12 +23,20 @@ from core.errors import ConfigError
 from core.events import Stream
 from core.invariants import check_all
 from core.kernel import Kernel
+from core.machine import get_machine
+from core.policy import POLICIES
 from core.record import RECORD_KEYS, build_record
 from core.sim import simulate
 from workloads.config import DEFAULTS, resolve
 
 DEFAULT_EVENTS = 2_000_000  # past the set-up phase (shm and the first forks) into steady state
-DEFAULT_POLICIES = ("stock", "4g4g", "unmapped")
+# The 64 GB x86 box and the next-generation PA-RISC box, each with every policy it runs.
+DEFAULT_MACHINES = ("x86-pae-64g", "pa8800")
+
+
+def default_policies(machine: str) -> tuple[str, ...]:
+    arch = get_machine(machine).arch
+    return tuple(name for name, p in POLICIES.items() if arch in p.arches)
 
 
 @dataclass
@@ -108,11 +116,12 @@ def bench_policy(config: dict[str, object], batches: list[np.ndarray], max_handl
     )
 
 
-def run_bench(machine: str = str(DEFAULTS["machine"]), policies: Sequence[str] = DEFAULT_POLICIES,
+def run_bench(machine: str = str(DEFAULTS["machine"]), policies: Sequence[str] | None = None,
               events: int = DEFAULT_EVENTS, seed: int = 0) -> Bench:
     """Generate one stream of the default workload, then bench every policy on it."""
     if events < 1:
         raise ConfigError("events", "an integer >= 1", events)
+    policies = policies or default_policies(machine)
     configs = [_config(machine, p, events, seed) for p in policies]
     first = resolve(configs[0])  # also rejects a bad machine name before any work is done
     for config in configs[1:]:

@@ -29,7 +29,8 @@ PROG = "zonesim"
 
 # How `list` shows values: byte sizes also in binary units, addresses in hex. Field names of
 # core.machine.Machine and core.policy.Policy; a name missing here is shown as it is.
-SIZE_NAMES = {"memory", "page_size", "vmalloc_reserve", "dma_zone", "kernel_image"}
+SIZE_NAMES = {"memory", "page_size", "vmalloc_reserve", "dma_zone", "kernel_image", "congruence_stride",
+              "cache_line", "l1d_size", "kernel_window"}
 ADDRESS_NAMES = {"page_offset"}
 
 
@@ -139,9 +140,8 @@ def list_costs() -> list[str]:
 def list_policies() -> list[str]:
     lines = ["policies"]
     lines += table([(p.name, "/".join(p.arches), p.summary) for p in policies.POLICIES.values()], indent=2)
-    lines.append("  parameters (--set NAME=VALUE)")
-    some = next(iter(policies.POLICIES.values()))
-    lines += table([(name, show_value(name, getattr(some, name, "")), text)
+    lines.append("  parameters (--set NAME=VALUE); the default of the policy it belongs to")
+    lines += table([(name, show_value(name, getattr(policies.POLICIES[policies.owner(name)], name)), text)
                     for name, text in policies.PARAM_HELP.items()], indent=4)
     return lines
 
@@ -165,13 +165,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    report = bench.run_bench(machine=args.machine, policies=args.policy or bench.DEFAULT_POLICIES,
-                             events=args.events)
-    print(json.dumps(report.as_dict(), indent=2) if args.json else bench.format_bench(report))
-    bad = [r for r in report.results if r.mismatch]
-    for r in bad:
-        print(f"{PROG}: bench: fast and reference records differ under {r.policy}: {', '.join(r.mismatch)}",
-              file=sys.stderr)
+    names = args.machine or list(bench.DEFAULT_MACHINES)
+    for name in names:  # refuse a bad name before minutes of benching the others
+        machines.get_machine(name)
+    reports = [bench.run_bench(machine=name, policies=args.policy, events=args.events) for name in names]
+    if args.json:
+        print(json.dumps({"machines": [r.as_dict() for r in reports]}, indent=2))
+    else:
+        print("\n\n".join(bench.format_bench(r) for r in reports))
+    bad = [(r.machine, line) for r in reports for line in r.results if line.mismatch]
+    for machine, line in bad:
+        print(f"{PROG}: bench: fast and reference records differ on {machine} under {line.policy}: "
+              f"{', '.join(line.mismatch)}", file=sys.stderr)
     return 1 if bad else 0
 
 
@@ -199,10 +204,11 @@ def build_parser() -> Parser:
     lst = sub.add_parser("list", help="show machines, costs, policies and workloads with their parameters")
     lst.set_defaults(func=cmd_list)
 
-    b = sub.add_parser("bench", help="time the fast engine against the reference on one stream")
-    b.add_argument("--machine", default=DEFAULTS["machine"], help=f"machine preset (default {DEFAULTS['machine']})")
+    b = sub.add_parser("bench", help="time the fast engine against the reference, one stream per machine")
+    b.add_argument("--machine", action="append",
+                   help="machine preset, repeatable (default: " + ", ".join(bench.DEFAULT_MACHINES) + ")")
     b.add_argument("--policy", action="append",
-                   help="policy to bench, repeatable (default: " + ", ".join(bench.DEFAULT_POLICIES) + ")")
+                   help="policy to bench, repeatable (default: every policy the machine runs)")
     b.add_argument("--events", type=int, default=bench.DEFAULT_EVENTS,
                    help=f"stream length (default {bench.DEFAULT_EVENTS})")
     b.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -63,10 +63,11 @@ class _Lookup:
     """'The last event of frame f before time t' over (pfn, time, tie, value) events."""
 
     def __init__(self, pfn: np.ndarray, time: np.ndarray, tie: np.ndarray | None, value: np.ndarray,
-                 span: int) -> None:
-        # (frame, time) is unique when there are no ties: one quicksort of the combined key (a stable
-        # sort of random keys is several times slower)
-        order = np.argsort(pfn * span + time) if tie is None else np.lexsort((tie, time, pfn))
+                 span: int, ties: int = 1) -> None:
+        # (frame, time, tie) is unique, so one quicksort of the combined key orders the events (a
+        # stable sort or a lexsort of random keys is several times slower)
+        key = pfn * span + time
+        order = np.argsort(key if tie is None else key * ties + tie)
         self.pfn, self.value, self.span = pfn[order], value[order], span
         self.key = pfn[order] * span + time[order]
 
@@ -142,8 +143,8 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     d = np.flatnonzero(typ == OP_D)
     mem = _Lookup(np.concatenate([pfn[d], g[wb_f] // C, g[wb_fa] // C]),
                   np.concatenate([rel[d], t[wb_f], nxt_fa[wb_fa]]),
-                  np.concatenate([np.zeros(d.size + int(wb_f.sum()), dtype=np.int64), g[wb_fa]]),
-                  np.concatenate([rel[d], w_version[wb_f], ver[wb_fa]]), span)
+                  np.concatenate([np.zeros(d.size + int(wb_f.sum()), dtype=np.int64), g[wb_fa] % C]),
+                  np.concatenate([rel[d], w_version[wb_f], ver[wb_fa]]), span, C)
     wd = np.flatnonzero((typ == OP_W) | (typ == OP_D))
     latest = _Lookup(pfn[wd], rel[wd], None, rel[wd], span)
     # -- what every load returns ----------------------------------------------------------------
@@ -163,21 +164,25 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     stale += int(np.count_nonzero(seen != latest.before(pfn[dev], rel[dev], cache.latest[pfn[dev]] - t0)))
     cache.stale_reads += stale
     # -- the state after the batch --------------------------------------------------------------
-    _write_back(cache, runs, g, t, ver, value, is_inv, is_set, is_w, fa, keys, lver, ldirty, take, mem, latest)
+    prev = {"inv": prev_inv, "set": prev_set, "w": prev_w}
+    _write_back(cache, runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, (keys, lver, ldirty), take,
+                mem, latest)
     cache.clock = t0 + m
 
 
-def _write_back(cache, runs, g, t, ver, value, is_inv, is_set, is_w, fa, keys, lver, ldirty, take, mem, latest):
+def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, lines, take, mem, latest):
+    """Memory and latest versions per touched frame; the lines as they stand after the batch."""
     t0 = cache.clock
+    keys, lver, ldirty = lines
     for lookup, target in ((mem, cache.mem_version), (latest, cache.latest)):
         frames, values = lookup.last_per_frame()
         target[frames] = values + t0
     if g.size:
         end = runs.ends
         last_fa = fa[-1] if fa.size else -1
-        inv = runs.last(is_inv)[end]
-        s = runs.last(is_set)[end]
-        w = runs.last(is_w)[end]
+        # the last marked element of each run: its end if marked, else the one before it
+        inv, s, w = (np.where(mark[end], end, prev[name][end]) for mark, name in zip(marks, ("inv", "set", "w"),
+                                                                                         strict=True))
         t_inv = np.maximum(np.where(inv >= 0, t[np.maximum(inv, 0)], -1), last_fa)
         present = (s >= 0) & (t[np.maximum(s, 0)] > t_inv)
         dirty = present & (w >= 0) & (t[np.maximum(w, 0)] > t_inv)

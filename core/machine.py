@@ -193,7 +193,8 @@ FIELD_HELP: dict[str, str] = {
     "vmalloc_reserve": "kernel virtual space kept for vmalloc, fixmap and pkmap",
     "dma_zone": "end of ZONE_DMA",
     "struct_page": "sizeof(struct page) in bytes",
-    "last_pkmap": "persistent kmap slots (LAST_PKMAP), a power of two",
+    "last_pkmap": "persistent kmap slots (LAST_PKMAP), a power of two; x86 only (parisc maps through "
+                  "kmap_kernel's colour buckets)",
     "kmap_atomic_slots": "kmap_atomic fixmap slots per CPU (KM_TYPE_NR); recorded only: a kmap_atomic "
                          "event maps and unmaps, so slots never run out",
     "cpus": "CPU count",

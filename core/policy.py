@@ -176,6 +176,11 @@ def owns(key: str) -> bool:
     return key in PARAM_HELP
 
 
+def owner(key: str) -> str:
+    """The policy whose default a parameter shows: stock's one switch, else the paper's."""
+    return "stock" if key == "flush_dcache_page" else "unmapped"
+
+
 def get_policy(name: str, machine: Machine, overrides: dict[str, object] | None = None) -> Policy:
     """The named policy for ``machine`` with its ``--set`` parameters applied and validated."""
     if name not in POLICIES:

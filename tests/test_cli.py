@@ -35,14 +35,23 @@ def test_run_table_shows_byte_sizes_for_people(zonesim):
     assert lines["mem_map_bytes"].split(None, 1)[1] == "536870912 (512 MiB)"
 
 
-def test_bench_runs_both_engines_and_they_agree(zonesim):
+def test_bench_runs_both_engines_on_both_machines_and_they_agree(zonesim):
     out = zonesim("bench", "--json", "--events", "2000", "--policy", "stock")
     assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
-    assert report["events"] == 2000
-    [line] = report["results"]
-    assert line["policy"] == "stock" and line["mismatch"] == []
-    assert line["fast_events_per_s"] > 0 and line["reference_events_per_s"] > 0
+    reports = json.loads(out.stdout)["machines"]
+    assert [r["machine"] for r in reports] == ["x86-pae-64g", "pa8800"]
+    for report in reports:
+        assert report["events"] == 2000
+        [line] = report["results"]
+        assert line["policy"] == "stock" and line["mismatch"] == []
+        assert line["fast_events_per_s"] > 0 and line["reference_events_per_s"] > 0
+
+
+def test_bench_refuses_a_policy_the_machine_cannot_run(zonesim):
+    out = zonesim("bench", "--events", "100", "--machine", "pa8800", "--policy", "4g4g")
+    assert out.returncode == 2
+    [line] = out.stderr.splitlines()
+    assert line.startswith("zonesim: error: policy: 4g4g needs an x86 machine")
 
 
 @pytest.mark.parametrize("args, field", [
@@ -57,6 +66,15 @@ def test_bench_runs_both_engines_and_they_agree(zonesim):
     (["--set", "nosuchkey=1"], "nosuchkey"),
     (["--set", "noequals"], "--set"),
     (["--seed", "-1"], "seed"),
+    (["--machine", "pa8800", "--set", "congruence_stride=12KiB"], "congruence_stride"),  # 3 pages: not 2**n
+    (["--machine", "pa8800", "--set", "congruence_stride=2KiB"], "congruence_stride"),  # below a page
+    (["--machine", "pa8800", "--set", "cache_line=8KiB"], "cache_line"),  # larger than a page
+    (["--machine", "pa8800", "--set", "cache_line=96"], "cache_line"),
+    (["--set", "congruence_stride=4MiB"], "congruence_stride"),  # x86 caches are physically indexed
+    (["--machine", "pa8800", "--policy", "unmapped", "--set", "kernel_window=6MiB"], "kernel_window"),
+    (["--machine", "pa8800", "--set", "congruent_kmap=false"], "congruent_kmap"),  # not a stock switch
+    (["--set", "flush_dcache_page=false"], "flush_dcache_page"),  # not on x86
+    (["--machine", "pa8800", "--policy", "4g4g"], "policy"),
 ])
 def test_bad_input_is_one_line_and_exit_2(zonesim, args, field):
     out = zonesim("run", "--events", "100", *args)
