@@ -257,3 +257,28 @@ def test_broken_kernels_read_stale(policy: str, broken: dict) -> None:
         assert run_stream(events, policy, {})["stale_reads"] == 0
         stale += run_stream(events, policy, {}, broken)["stale_reads"]
     assert stale > 0
+
+
+# -- a heavy mixed stream on pa8800 (P1, P5, P6) ---------------------------------------------------
+
+HEAVY = {"processes": 64, "shm": "128MiB", "churn": "0.01", "touch_rate": "0.5", "direct_io": "0.2",
+         "events": 300_000}
+
+
+def heavy(policy: str, **policy_set: str) -> dict:
+    from workloads.config import run_config
+    return run_config({"machine": "pa8800", "policy": policy, "set": {**HEAVY, **policy_set}})
+
+
+@pytest.mark.slow
+def test_heavy_mixed_stream_on_pa8800() -> None:
+    stock, unmapped = heavy("stock"), heavy("unmapped")
+    assert stock["alias_violations"] > 0 and stock["cache_flush_all"] > 0
+    assert (unmapped["alias_violations"], unmapped["congruence_exhaustions"], unmapped["stale_reads"]) == (0, 0, 0)
+    assert stock["stale_reads"] == 0
+    # P1: what the running kernel maps beyond mem_map and its image is tens of megabytes, not 8 GiB
+    assert 1 << 20 < unmapped["kernel_mapped_dynamic_bytes_peak"] < 64 << 20
+    assert stock["kernel_mapped_bytes_peak"] == 8 << 30
+    shrunk = heavy("unmapped", kernel_window="32MiB")  # 4 slots per colour and pool
+    assert shrunk["congruence_exhaustions"] > 0
+    assert shrunk["stale_reads"] > 0  # page tables mapped inequivalently: the walker reads memory
