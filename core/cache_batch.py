@@ -63,11 +63,12 @@ class _Lookup:
     """'The last event of frame f before time t' over (pfn, time, tie, value) events."""
 
     def __init__(self, pfn: np.ndarray, time: np.ndarray, tie: np.ndarray | None, value: np.ndarray,
-                 span: int, ties: int = 1) -> None:
-        # (frame, time, tie) is unique, so one quicksort of the combined key orders the events (a
-        # stable sort or a lexsort of random keys is several times slower)
+                 span: int, ties: int = 1, presorted: bool = False) -> None:
+        # events come in a few runs already sorted by (frame, time): a stable sort of the combined
+        # key merges them in about one pass
         key = pfn * span + time
-        order = np.argsort(key if tie is None else key * ties + tie)
+        order = np.arange(pfn.size) if presorted else np.argsort(key if tie is None else key * ties + tie,
+                                                                  kind="stable")
         self.pfn, self.value, self.span = pfn[order], value[order], span
         self.key = pfn[order] * span + time[order]
 
@@ -86,18 +87,19 @@ class _Lookup:
         return self.pfn[end], self.value[end]
 
 
-def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarray | None = None,
-         ticks: int | None = None) -> None:
-    """Apply ops (in time order) to ``cache``: stale reads counted, lines and versions updated.
-    ``rel`` gives each op's time after the batch's start (version = clock + rel; default 1, 2, ...)
-    when ops that change nothing were left out; ``ticks`` is how far the clock moves in all."""
-    m = typ.size if ticks is None else ticks
-    rel = np.arange(1, typ.size + 1, dtype=np.int64) if rel is None else rel
+def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarray, fa: np.ndarray,
+         ticks: int) -> None:
+    """Apply a batch's operations to ``cache``: stale reads counted, lines and versions updated.
+
+    The operations come frame-major (by pfn, then time); ``rel`` is each one's time in the batch
+    (its version is clock + rel), ``fa`` the sorted times of the whole-cache flushes, ``ticks`` how
+    far the clock moves in all (operations that change nothing may have been left out). Every
+    sort below is then of nearly sorted keys, which a stable sort merges in about one pass."""
+    m = ticks
     if not m:
         return
     C, t0 = cache.colours, cache.clock
     span = m + 2
-    fa = rel[typ == FA]
     keys, lver, ldirty = cache.arrays()
     if fa.size:
         take = np.ones(keys.size, dtype=bool)
@@ -115,7 +117,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     ver = np.concatenate([lver[take] - t0, rel[li]])  # versions relative to t0 too (may be <= 0)
     dl = np.concatenate([ldirty[take], np.zeros(li.size, dtype=bool)])
     src = np.concatenate([np.full(nl, -1), li])
-    o = np.argsort(g * span + t)  # (line, time) is unique: LOADs at 0, ops at distinct times
+    o = np.argsort(g * span + t, kind="stable")  # frame-major input: only a frame's colours interleave
     g, t, ty, ver, dl, src = g[o], t[o], ty[o], ver[o], dl[o], src[o]
     is_inv = (ty == OP_F) | (ty == OP_P) | (ty == OP_D)
     is_set = (ty == OP_W) | (ty == OP_R) | (ty == LOAD)
@@ -146,7 +148,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
                   np.concatenate([np.zeros(d.size + int(wb_f.sum()), dtype=np.int64), g[wb_fa] % C]),
                   np.concatenate([rel[d], w_version[wb_f], ver[wb_fa]]), span, C)
     wd = np.flatnonzero((typ == OP_W) | (typ == OP_D))
-    latest = _Lookup(pfn[wd], rel[wd], None, rel[wd], span)
+    latest = _Lookup(pfn[wd], rel[wd], None, rel[wd], span, presorted=True)
     # -- what every load returns ----------------------------------------------------------------
     frame = g // C
     fill = is_set & ~present

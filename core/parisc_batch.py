@@ -14,7 +14,7 @@ import numpy as np
 
 from core import events as E
 from core import kmap_kernel as pools
-from core.cache_batch import FA, OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, play
+from core.cache_batch import OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, play
 from core.errors import StreamError
 from core.parisc import COPY_INTO_PAGE, FREE_TEARDOWN, IO_TO_DEVICE
 
@@ -170,8 +170,10 @@ class Colours:
 
 
 class Ops:
-    """The batch's cache operations in a (batch position, slot) grid, so reading the grid row by
-    row is time order: each event's operations in up to SLOTS slots, as the scalar verbs issue them."""
+    """The batch's cache operations in a (timeline event, slot) grid: each event's operations in up
+    to SLOTS slots, as the scalar verbs issue them. Read row by row it is frame-major order, which
+    is time order within each frame; ``times`` gives each operation its place in the batch's
+    global order (the cache clock)."""
 
     def __init__(self, n: int) -> None:
         self.typ = np.full((n, SLOTS), -1, dtype=np.int8)
@@ -202,7 +204,7 @@ class _View:
 
     def __init__(self, t: Timeline, c: Colours, kind: int) -> None:
         self.i = i = np.flatnonzero(t.kind == kind)
-        self.row, self.u, self.kc, self.eq, self.flag = t.pos[i], t.u[i], c.kernel[i], c.eq[i], t.flag[i]
+        self.row, self.u, self.kc, self.eq, self.flag = i, t.u[i], c.kernel[i], c.eq[i], t.flag[i]
         self.transient = c.transient[i]
         self.x = np.where(self.kc >= 0, self.kc, c.kmap[i])  # the colour the kernel touches it through
         self.tr_flush = self.transient & (self.x != self.u)  # kunmap_atomic of a non-congruent mapping
@@ -216,7 +218,7 @@ def expand(k, t: Timeline, c: Colours, n: int) -> Ops:
     _free(p, _View(t, c, E.K_FREE), t, c, ops)
     if not p.offset_maps_lowmem:
         last = np.flatnonzero(c.last & (c.kmap_before != t.u))  # kunmap of a non-congruent slot
-        ops.flush(t.pos[last], 0, c.kmap_before[last])
+        ops.flush(last, 0, c.kmap_before[last])
     v = _View(t, c, E.K_PTE_UPDATE)
     ops.put(v.row, 0, OP_W, v.x)
     ops.aliases += _aliases(v.kc, v.u, v.x)
@@ -293,27 +295,34 @@ def inert(k, cols, out) -> np.ndarray:
     return idle
 
 
-def _drop_rereads(typ: np.ndarray, pfn: np.ndarray, col: np.ndarray) -> np.ndarray:
-    """Ops worth playing: a load right after a store to the same line returns the latest version
-    and changes nothing (the PTE walker's read after the kernel's equivalent store). A load after
-    a load is kept: if the first was stale, so is the second."""
-    again = np.zeros(typ.size, dtype=bool)
-    again[1:] = ((typ[1:] == OP_R) & (typ[:-1] == OP_W)
-                 & (pfn[1:] == pfn[:-1]) & (col[1:] == col[:-1]))
-    return ~again
-
-
-def _overwritten_pte_stores(t: Timeline, c: Colours, teardown: np.ndarray, n: int) -> np.ndarray:
-    """Grid slots of PTE stores nobody can observe: the frame's next event is another PTE store
-    to the same line with no whole-cache flush between, and both go through the equivalent colour
-    (so the walker's read right after each store is a reread and left out too)."""
-    dead = np.zeros((n, SLOTS), dtype=bool)
-    pte = (t.kind == E.K_PTE_UPDATE) & (c.kernel == c.eq)
+def _unobservable(t: Timeline, c: Colours, teardown: np.ndarray) -> np.ndarray:
+    """Grid slots whose operation changes nothing anyone can see, left out of the cache pass (the
+    clock still ticks for them): the walker's read right after a PTE store to the same line (it
+    returns the latest version), and PTE stores overwritten before anyone can see them (the
+    frame's next event is another such store, with no whole-cache flush between)."""
+    dead = np.zeros((t.pfn.size, SLOTS), dtype=bool)
+    pte = (t.kind == E.K_PTE_UPDATE) & (c.kernel == c.eq)  # store and walker read on one line
+    dead[pte, 2] = True
     both = pte[:-1] & pte[1:] & (t.pfn[:-1] == t.pfn[1:])
     flushes = np.searchsorted(teardown, t.pos)  # whole-cache flushes before each event
     i = np.flatnonzero(both & (flushes[:-1] == flushes[1:]))
-    dead[t.pos[i], 0] = dead[t.pos[i], 2] = True
+    dead[i, 0] = True
     return dead
+
+
+def _times(ops: Ops, t: Timeline, teardown: np.ndarray, n: int, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The times in the batch (1, 2, ... in event then slot order) of the grid operations at flat
+    indices ``at``; the times of the whole-cache flushes; how many operations the batch issues."""
+    live = (ops.typ >= 0).ravel()
+    issued = np.concatenate([[0], np.cumsum(live)])  # live slots before each flat index
+    row_start = issued[::SLOTS]  # before each row (and, last, in all)
+    per_event = np.zeros(n, dtype=np.int64)
+    per_event[t.pos] = np.diff(row_start)
+    per_event[teardown] += 1
+    before = np.cumsum(per_event) - per_event  # operations issued by earlier events
+    row = at // SLOTS
+    times = before[t.pos[row]] + issued[at + 1] - row_start[row]
+    return times, before[teardown] + 1, int(per_event.sum())
 
 
 def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
@@ -322,17 +331,14 @@ def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
     vi, p, cnt = k.vi, k.policy, k.c
     t = Timeline(k, cols, event_pfn, out)
     c = Colours(k, t, cols)
-    ops = expand(k, t, c, cols.n)
+    ops = expand(k, t, c, t.pfn.size)
     teardown = np.flatnonzero((cols.kind == E.K_FORK) | (cols.kind == E.K_EXEC) | (cols.kind == E.K_EXIT))
     if p.flush_on_free:
         teardown = teardown[:0]
-    ops.put(teardown, 0, FA, np.full(teardown.size, -1))
-    live = np.flatnonzero(ops.typ.ravel() >= 0)  # row-major: time order
-    typ = ops.typ.ravel()[live].astype(np.int64)
-    pfn = event_pfn[live // SLOTS]
-    col = ops.col.ravel()[live]
-    keep = _drop_rereads(typ, pfn, col) & ~_overwritten_pte_stores(t, c, teardown, cols.n).ravel()[live]
-    play(vi.cache, typ[keep], pfn[keep], col[keep], np.flatnonzero(keep) + 1, typ.size)
+    play_at = np.flatnonzero(((ops.typ >= 0) & ~_unobservable(t, c, teardown)).ravel())  # frame-major
+    times, flush_times, ticks = _times(ops, t, teardown, cols.n, play_at)
+    play(vi.cache, ops.typ.ravel()[play_at].astype(np.int64), t.pfn[play_at // SLOTS], ops.col.ravel()[play_at],
+         times, flush_times, ticks)
     transients = int(np.count_nonzero(c.transient))
     cnt.alias_violations += ops.aliases
     cnt.cache_flush_page += ops.flush_page
