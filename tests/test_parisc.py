@@ -277,7 +277,8 @@ def test_heavy_mixed_stream_on_pa8800() -> None:
     assert (unmapped["alias_violations"], unmapped["congruence_exhaustions"], unmapped["stale_reads"]) == (0, 0, 0)
     assert stock["stale_reads"] == 0
     # P1: what the running kernel maps beyond mem_map and its image is tens of megabytes, not 8 GiB
-    assert 1 << 20 < unmapped["kernel_mapped_dynamic_bytes_peak"] < 64 << 20
+    dynamic = unmapped["kernel_mapped_dynamic_bytes_peak"]
+    assert dynamic > 1 << 20 and dynamic < 64 << 20
     assert stock["kernel_mapped_bytes_peak"] == 8 << 30
     shrunk = heavy("unmapped", kernel_window="32MiB")  # 4 slots per colour and pool
     assert shrunk["congruence_exhaustions"] > 0
