@@ -166,8 +166,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     names = args.machine or list(bench.DEFAULT_MACHINES)
-    for name in names:  # refuse a bad name before minutes of benching the others
-        machines.get_machine(name)
+    for name in names:  # refuse a bad machine or policy before minutes of benching the others
+        machine = machines.get_machine(name)
+        for policy in args.policy or bench.default_policies(name):
+            policies.get_policy(policy, machine)
     reports = [bench.run_bench(machine=name, policies=args.policy, events=args.events) for name in names]
     if args.json:
         print(json.dumps({"machines": [r.as_dict() for r in reports]}, indent=2))

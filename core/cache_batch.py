@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-OP_W, OP_R, OP_F, OP_P, OP_D, OP_DEV, FA, LOAD = range(8)
+# Operation codes. The line operations (W..D) come first: ``typ <= OP_D`` selects them. Whole-cache
+# flushes are not operations here but a separate array of times; LOAD is a line carried in from an
+# earlier batch.
+OP_W, OP_R, OP_F, OP_P, OP_D, OP_DEV, LOAD = range(7)
 
 
 class _Groups:
@@ -40,11 +43,6 @@ class _Groups:
         end = np.append(new[1:], True) if n else new
         self.ends = np.flatnonzero(end)
         self.end = np.minimum.accumulate(np.where(end, self.at, n)[::-1])[::-1] if n else self.at
-
-    def last(self, mark: np.ndarray) -> np.ndarray:
-        """Index of the last marked element of my run up to and including me, else -1."""
-        last = np.maximum.accumulate(np.where(mark, self.at, -1)) if self.n else self.at
-        return np.where(last >= self.start, last, -1)
 
     def prev(self, mark: np.ndarray) -> np.ndarray:
         """Index of the last marked element of my run before me, else -1."""
@@ -95,11 +93,10 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     (its version is clock + rel), ``fa`` the sorted times of the whole-cache flushes, ``ticks`` how
     far the clock moves in all (operations that change nothing may have been left out). Every
     sort below is then of nearly sorted keys, which a stable sort merges in about one pass."""
-    m = ticks
-    if not m:
+    if not ticks:
         return
     C, t0 = cache.colours, cache.clock
-    span = m + 2
+    span = ticks + 2
     keys, lver, ldirty = cache.arrays()
     if fa.size:
         take = np.ones(keys.size, dtype=bool)
@@ -169,7 +166,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     prev = {"inv": prev_inv, "set": prev_set, "w": prev_w}
     _write_back(cache, runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, (keys, lver, ldirty), take,
                 mem, latest)
-    cache.clock = t0 + m
+    cache.clock = t0 + ticks
 
 
 def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, lines, take, mem, latest):

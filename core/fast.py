@@ -11,6 +11,9 @@ other over the whole batch is the same as interleaving them event by event:
 3. counting: kernel entries, kmap_atomic, PTE edits, I/O and copies are counted with masks; the
    time series (lowmem free, kernel-mapped pages) are prefix sums of per-event deltas from
    passes 1 and 2.
+
+On a virtually indexed machine pass 2 is ``parisc_batch`` instead (kmap_kernel's colour pools,
+the flushes and the cache), after the counts of pass 3 that do not depend on the machine.
 """
 
 from __future__ import annotations
@@ -248,7 +251,7 @@ def run_batch(k: Kernel, batch: np.ndarray) -> None:
         event_pfn = np.full(cols.n, -1, dtype=np.int64)
         event_pfn[cols.use] = pfn
         event_pfn[cols.src] = np.where(out.pfn >= 0, out.pfn, out.freed)
-        event_pfn[parisc_batch.inert(k, cols, out)] = -1
+        event_pfn[parisc_batch.inert(cols, out)] = -1
         kmap_at, mapped_after = parisc_batch.run(k, cols, event_pfn, out)
         series_pass(k, cols, out, kmap_at, mapped_after, series_start)
         return

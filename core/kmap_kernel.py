@@ -1,6 +1,7 @@
 """kmap_kernel's colour buckets (the paper, s5.2): kernel mappings on a virtually indexed machine.
 
-The kernel window is ``slots_per_colour`` rows of ``colours`` page slots. A request names the
+A pool is ``slots_per_colour`` rows of ``colours`` page slots (the kernel window's rows are split
+between two pools: kmaps, and the mappings __alloc_pages makes). A request names the
 colour it wants (congruent with the page's user address, or equivalent with its physical address)
 and takes a slot of that colour if one is free. A page with no user address is served by the
 global bucket counter: take from bucket ``counter``, then move the counter past it. When the wanted

@@ -36,12 +36,13 @@ IO_TO_DEVICE = 1  # K_IO order: 0 = device -> memory (a read from disk), 1 = mem
 COPY_INTO_PAGE = 1  # K_COPY order: 0 = the kernel reads the page (copy_to_user), 1 = it writes it
 
 
-def tlb_entries(order: int, variable_pages: bool) -> int:
-    """TLB entries covering a 2**order-page block: with PA 2.0's power-of-4 page sizes the fewest
-    is one (even order) or two (odd order); with 4 KiB pages only, one per page."""
+def tlb_entries(order, variable_pages: bool):
+    """TLB entries covering a 2**order-page block (an int or an array of them): with PA 2.0's
+    power-of-4 page sizes the fewest is one (even order) or two (odd order); with 4 KiB pages only,
+    one per page."""
     if not variable_pages:
-        return 1 << order
-    return 1 if order % 2 == 0 else 2
+        return np.left_shift(1, order)
+    return 1 + np.bitwise_and(order, 1)
 
 
 class PariscState:
@@ -54,10 +55,11 @@ class PariscState:
         self.kernel_colour = np.full(frames, -1, dtype=np.int16)
         self.kmap_count = np.zeros(frames, dtype=np.int32)
         self.cache = Cache(frames, colours)
+        # the window's rows of slots, split between the pools (policy checks there are two or more)
         rows = policy.kernel_window // machine.congruence_stride if policy.map_on_alloc else 2
-        kmap_rows = max(int(rows * policy.unmapped_kmap_share), 1)
+        kmap_rows = min(max(int(rows * policy.unmapped_kmap_share), 1), rows - 1)
         self.kmaps = ColourPool(colours, kmap_rows)  # kmap and transient mappings
-        self.allocs = ColourPool(colours, max(rows - kmap_rows, 1))  # mappings made by __alloc_pages
+        self.allocs = ColourPool(colours, rows - kmap_rows)  # mappings made by __alloc_pages
 
     @property
     def exhaustions(self) -> int:
@@ -135,16 +137,16 @@ def after_alloc(k, kind: int, pfn: int, order: int, addr: int) -> None:
     elif k.mm.page_flags[pfn] & PG_mapped:
         equivalent = p.equivalent_kernel and kind in (E.K_ALLOC_STACK, E.K_ALLOC_PGTABLE)
         vi.kernel_colour[pfn] = vi.allocs.get(pfn % vi.colours if equivalent else -1, 1 << order)
-        k.c.tlb_entries_used += tlb_entries(order, p.variable_pages)
+        k.c.tlb_entries_used += int(tlb_entries(order, p.variable_pages))
 
 
-def before_free(k, pfn: int, teardown: bool) -> None:
+def before_free(k, pfn: int, handle: int, teardown: bool) -> None:
     """User pages: flush on free through tmpalias (unmapped) or munmap's flush_cache_range (stock,
     except when the whole address space went with flush_cache_mm). Kernel mappings: flushed and
     given back before the page is."""
     vi, c = k.vi, k.c
     if vi.kmap_count[pfn]:
-        raise StreamError(f"free of pfn {pfn} while it is kmapped")
+        raise StreamError(f"free of handle {handle} while it is kmapped")
     u = int(vi.user_colour[pfn])
     if u >= 0:
         if k.policy.flush_on_free:

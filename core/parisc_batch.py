@@ -1,11 +1,12 @@
 """The parisc passes of the batched engine: ``core.parisc``'s verbs over a batch at once.
 
 After the allocator pass has given every alloc and free its pfn, a batch's page events are sorted
-frame-major (pfn, then time). Per frame, the state of ``PariscState`` (user colour, allocation
-mapping, kmap count) is a forward fill of its last alloc, free or kmap, so every event learns the
-state it ran in without a loop. The requests to kmap_kernel's two colour pools are then served in
-time order (``kmap_kernel.serve``), each event's cache operations are laid out in up to four slots
-exactly as the scalar verbs issue them, and ``cache_batch`` plays them against the cache.
+frame-major (pfn, then time). Per frame, the state of ``PariscState`` is read off the frame's
+earlier events without a loop: user colour and allocation mapping as a forward fill of its last
+alloc or free, the kmap count as a prefix sum. The requests to kmap_kernel's two colour pools are
+then served in time order (``kmap_kernel.serve``), each event's cache operations are laid out in
+slots exactly as the scalar verbs issue them (at most four per event), and ``cache_batch`` plays
+them against the cache.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from core import events as E
 from core import kmap_kernel as pools
 from core.cache_batch import OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, play
 from core.errors import StreamError
-from core.parisc import COPY_INTO_PAGE, FREE_TEARDOWN, IO_TO_DEVICE
+from core.parisc import COPY_INTO_PAGE, FREE_TEARDOWN, IO_TO_DEVICE, tlb_entries
 
-SLOTS = 5  # cache operations one event issues at most
+SLOTS = 5  # slot positions per event; an event fills at most four (copy: 0/1/2/4 or 0/2/3/4)
 
 
 def _prev_in_frame(frame: np.ndarray, mark: np.ndarray) -> np.ndarray:
@@ -81,7 +82,7 @@ def _kmap_counts(k, t: Timeline, cols) -> tuple[np.ndarray, np.ndarray, np.ndarr
     if bad.size:
         i = bad[np.argmin(t.pos[bad])]
         if t.is_free[i]:
-            raise StreamError(f"free of pfn {int(t.pfn[i])} while it is kmapped")
+            raise StreamError(f"free of handle {int(cols.handle[t.pos[i]])} while it is kmapped")
         raise StreamError(f"kunmap of handle {int(cols.handle[t.pos[i]])}, which is not kmapped")
     return before, delta, counted & (delta > 0) & (before == 0), counted & (delta < 0) & (before == 1)
 
@@ -147,7 +148,7 @@ class Colours:
         self.alloc_before = alloc_before
         self.kmap_before = kmap_before
 
-    def after(self, k, t: Timeline) -> np.ndarray:
+    def after(self, t: Timeline) -> np.ndarray:
         """kernel_colour after each event (what PariscState keeps: allocation or kmap mapping)."""
         alloc_after = np.where(t.is_alloc, self.alloc, np.where(t.is_free, -1, self.alloc_before))
         kmap_after = np.where(self.first, self.kmap, self.kmap_before)
@@ -170,10 +171,9 @@ class Colours:
 
 
 class Ops:
-    """The batch's cache operations in a (timeline event, slot) grid: each event's operations in up
-    to SLOTS slots, as the scalar verbs issue them. Read row by row it is frame-major order, which
-    is time order within each frame; ``times`` gives each operation its place in the batch's
-    global order (the cache clock)."""
+    """The batch's cache operations in a (timeline event, slot) grid, as the scalar verbs issue
+    them. Read row by row it is frame-major order, which is time order within each frame;
+    ``_times`` gives each operation its place in the batch's global order (the cache clock)."""
 
     def __init__(self, n: int) -> None:
         self.typ = np.full((n, SLOTS), -1, dtype=np.int8)
@@ -282,16 +282,16 @@ def _io(p, v: _View, ops: Ops) -> None:
     ops.flush(v.row[v.tr_flush], 3, v.x[v.tr_flush], io=True)
 
 
-def inert(k, cols, out) -> np.ndarray:
+def inert(cols, out) -> np.ndarray:
     """Events that change no parisc state and issue no cache operation, left out of the timeline:
     kmap_atomic (it only counts here) and allocations that neither map the block for the kernel
     nor give it a user address (the frame was free, so its state before and after is the same)."""
     kind = cols.kind
     idle = kind == E.K_KMAP_ATOMIC
-    alloc = cols.src[E.IS_ALLOC[kind[cols.src]]]
+    is_alloc = E.IS_ALLOC[kind[cols.src]]
+    alloc = cols.src[is_alloc]
     user = (kind[alloc] == E.K_ALLOC_ANON) | ((kind[alloc] == E.K_ALLOC_PAGECACHE) & (cols.addr[alloc] != 0))
-    is_alloc_src = E.IS_ALLOC[kind[cols.src]]
-    idle[alloc] = ~user & ~out.mapped[is_alloc_src]
+    idle[alloc] = ~user & ~out.mapped[is_alloc]
     return idle
 
 
@@ -347,11 +347,7 @@ def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
     cnt.io_flushes += ops.io_flushes
     cnt.kmap_atomic_maps += transients
     cnt.tlb_flush_local += transients + int(np.count_nonzero(c.last))
-    mapped_allocs = t.is_alloc & t.mapped
-    if mapped_allocs.any():
-        order_of = t.block_order[mapped_allocs]
-        cnt.tlb_entries_used += int(np.sum(np.where(order_of % 2 == 0, 1, 2) if p.variable_pages
-                                           else np.left_shift(1, order_of)))
+    cnt.tlb_entries_used += int(np.sum(tlb_entries(t.block_order[t.is_alloc & t.mapped], p.variable_pages)))
     _store(k, t, c)
     change = c.first | c.last
     at = np.argsort(t.pos[change])
@@ -369,5 +365,5 @@ def _store(k, t: Timeline, c: Colours) -> None:
     u_after = np.where(t.is_alloc, t.u_set, np.where(t.is_free, -1, t.u))
     vi.user_colour[frames] = u_after[end]
     if not k.policy.offset_maps_lowmem:
-        vi.kernel_colour[frames] = c.after(k, t)[end]
+        vi.kernel_colour[frames] = c.after(t)[end]
         vi.kmap_count[frames] = (c.count + c.delta)[end]

@@ -118,10 +118,13 @@ PARAM_HELP = {
     "kernel_window": "unmapped on parisc: kernel virtual space for kmap_kernel slots, a multiple of "
                      "congruence_stride (shrink it to exhaust the colour buckets)",
 }
-# The policies each VI setting is meaningful on (always on a virtually indexed machine).
-_SWITCHES = {"flush_dcache_page": ("stock", "unmapped"), "congruent_kmap": ("unmapped",),
-             "equivalent_kernel": ("unmapped",), "user_coherence_index": ("unmapped",),
-             "flush_on_free": ("unmapped",), "variable_pages": ("unmapped",), "kernel_window": ("unmapped",)}
+# Where each parameter means something: (policies, arches).
+_VI = ("parisc",)
+_APPLIES = {"unmapped_kmap_share": (("unmapped",), ("x86", "parisc")), "unmap_flush_batch": (("unmapped",), ("x86",)),
+            "flush_dcache_page": (("stock", "unmapped"), _VI), "congruent_kmap": (("unmapped",), _VI),
+            "equivalent_kernel": (("unmapped",), _VI), "user_coherence_index": (("unmapped",), _VI),
+            "flush_on_free": (("unmapped",), _VI), "variable_pages": (("unmapped",), _VI),
+            "kernel_window": (("unmapped",), _VI)}
 
 STOCK = Policy(
     name="stock",
@@ -195,18 +198,19 @@ def get_policy(name: str, machine: Machine, overrides: dict[str, object] | None 
         raise ConfigError("unmap_flush_batch", "an integer >= 1", policy.unmap_flush_batch)
     if machine.virtually_indexed and policy.map_on_alloc:
         window = policy.kernel_window
-        if window < machine.congruence_stride or window % machine.congruence_stride:
+        if window < 2 * machine.congruence_stride or window % machine.congruence_stride:
             stride = format_size(machine.congruence_stride)
-            raise ConfigError("kernel_window", f"a multiple of congruence_stride ({stride}), at least one slot "
-                              "per colour", window)
+            raise ConfigError("kernel_window", f"a multiple of congruence_stride ({stride}) and at least two of "
+                              "them: a row of slots for kmaps and one for allocation mappings", window)
     return policy
 
 
 def _parse_param(key: str, value: object, policy: Policy, machine: Machine) -> object:
     if key not in PARAM_HELP:
         raise ConfigError(key, "a policy parameter: " + ", ".join(sorted(PARAM_HELP)))
-    if key in _SWITCHES and (policy.name not in _SWITCHES[key] or not machine.virtually_indexed):
-        raise ConfigError(key, f"a setting of policy {'/'.join(_SWITCHES[key])} on a virtually indexed machine "
+    names, arches = _APPLIES[key]
+    if policy.name not in names or machine.arch not in arches:
+        raise ConfigError(key, f"a setting of policy {'/'.join(names)} on {'/'.join(arches)} "
                           f"(not {policy.name} on {machine.name})", value)
     if key == "unmapped_kmap_share":
         return parse_share(key, value)

@@ -1,6 +1,7 @@
 """The scalar reference engine: one event at a time, in stream order. The tests' oracle.
 
-Every event goes through the kernel verbs of ``page_alloc`` and ``highmem`` directly, and the time
+Every event goes through the kernel verbs of ``page_alloc`` and ``highmem`` directly (on a
+virtually indexed machine, the allocator's and then ``parisc``'s), and the time
 series are folded after every event. It is deliberately simple rather than fast: it is the
 plainest statement of the semantics, and the fast engine must produce the identical record on
 any stream. The fast engine falls back to these same steps for the parts it cannot batch.
@@ -170,7 +171,7 @@ def _vi_alloc(k: Kernel, e: np.void) -> None:
 def _vi_free(k: Kernel, e: np.void) -> None:
     pfn = int(k.handle_pfn[int(e["handle"])])
     if pfn >= 0:
-        parisc.before_free(k, pfn, int(e["order"]) == parisc.FREE_TEARDOWN)
+        parisc.before_free(k, pfn, int(e["handle"]), int(e["order"]) == parisc.FREE_TEARDOWN)
     do_free(k, int(e["handle"]))
 
 

@@ -48,7 +48,7 @@ def test_bench_runs_both_engines_on_both_machines_and_they_agree(zonesim):
 
 
 def test_bench_refuses_a_policy_the_machine_cannot_run(zonesim):
-    out = zonesim("bench", "--events", "100", "--machine", "pa8800", "--policy", "4g4g")
+    out = zonesim("bench", "--events", "100", "--policy", "4g4g")  # before benching x86 with it
     assert out.returncode == 2
     [line] = out.stderr.splitlines()
     assert line.startswith("zonesim: error: policy: 4g4g needs an x86 machine")
@@ -74,6 +74,9 @@ def test_bench_refuses_a_policy_the_machine_cannot_run(zonesim):
     (["--machine", "pa8800", "--policy", "unmapped", "--set", "kernel_window=6MiB"], "kernel_window"),
     (["--machine", "pa8800", "--set", "congruent_kmap=false"], "congruent_kmap"),  # not a stock switch
     (["--set", "flush_dcache_page=false"], "flush_dcache_page"),  # not on x86
+    (["--set", "unmapped_kmap_share=0.25"], "unmapped_kmap_share"),  # not a stock setting
+    (["--machine", "pa8800", "--policy", "unmapped", "--set", "unmap_flush_batch=8"], "unmap_flush_batch"),
+    (["--machine", "pa8800", "--policy", "unmapped", "--set", "kernel_window=4MiB"], "kernel_window"),
     (["--machine", "pa8800", "--policy", "4g4g"], "policy"),
 ])
 def test_bad_input_is_one_line_and_exit_2(zonesim, args, field):

@@ -240,14 +240,14 @@ class Mixed:
         else:
             self.out.add(E.K_SYSCALL, cpu=cpu)
         if u[10] < self.p["touch_rate"]:
-            self.touch(proc, u[11])
+            self.touch(proc, u[11], u[9] < 0.5)
 
-    def touch(self, proc: dict, u: float) -> None:
+    def touch(self, proc: dict, u: float, store: bool) -> None:
         """A load or store by the process: one of its own pages or a page of the shared segment."""
         pages = proc["anon"] if u < 0.5 or not self.shm else self.shm
         if pages:
             page = pages[int((u * 2) % 1 * len(pages))]
-            self.out.add(E.K_USER, page, order=int(u * 16) % 2, cpu=proc["cpu"])
+            self.out.add(E.K_USER, page, order=int(store), cpu=proc["cpu"])
 
 
 def max_handles(p: dict[str, object]) -> int:
