@@ -29,9 +29,9 @@ import numpy as np
 OP_W, OP_R, OP_F, OP_P, OP_D, OP_DEV, LOAD = range(7)
 
 
-class _Groups:
-    """Runs of equal keys in a sorted array, and 'the previous / next / last marked element of my
-    run' over them: one running max or min each, compared against the run's bounds."""
+class Runs:
+    """Runs of equal keys in a sorted array, and 'the previous / next marked element of my run'
+    over them: one running max or min each, compared against the run's bounds."""
 
     def __init__(self, g: np.ndarray) -> None:
         n = g.size
@@ -39,10 +39,14 @@ class _Groups:
         self.at = np.arange(n)
         new = np.ones(n, dtype=bool)
         new[1:] = g[1:] != g[:-1]
-        self.start = np.maximum.accumulate(np.where(new, self.at, 0)) if n else self.at
-        end = np.append(new[1:], True) if n else new
-        self.ends = np.flatnonzero(end)
-        self.end = np.minimum.accumulate(np.where(end, self.at, n)[::-1])[::-1] if n else self.at
+        self.start = np.maximum.accumulate(np.where(new, self.at, 0)) if n else self.at  # my run's first
+        self.last = np.append(new[1:], True) if n else new  # am I my run's last element
+        self.ends = np.flatnonzero(self.last)
+
+    def exclusive_sum(self, delta: np.ndarray) -> np.ndarray:
+        """Sum of ``delta`` over the earlier elements of my run."""
+        total = np.cumsum(delta) - delta
+        return total - total[self.start] if self.n else total
 
     def prev(self, mark: np.ndarray) -> np.ndarray:
         """Index of the last marked element of my run before me, else -1."""
@@ -52,9 +56,13 @@ class _Groups:
 
     def next(self, mark: np.ndarray) -> np.ndarray:
         """Index of the first marked element of my run after me, else -1."""
-        first = np.minimum.accumulate(np.where(mark, self.at, self.n)[::-1])[::-1] if self.n else self.at
+        if not self.n:
+            return self.at
+        first = np.minimum.accumulate(np.where(mark, self.at, self.n)[::-1])[::-1]
         nxt = np.append(first[1:], self.n)
-        return np.where(nxt <= self.end, nxt, -1)
+        inside = nxt < self.n
+        inside[inside] = self.start[nxt[inside]] == self.start[inside]
+        return np.where(inside, nxt, -1)
 
 
 class _Lookup:
@@ -96,6 +104,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     if not ticks:
         return
     C, t0 = cache.colours, cache.clock
+    shift = C.bit_length() - 1  # colours is a power of two: key >> shift is the frame, key & (C-1) the colour
     span = ticks + 2
     keys, lver, ldirty = cache.arrays()
     if fa.size:
@@ -103,12 +112,12 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     else:  # the lines of the frames this batch touches, through a scratch mark per frame
         touched = pfn[pfn >= 0]
         cache.scratch[touched] = True
-        take = cache.scratch[keys // C]
+        take = cache.scratch[keys >> shift]
         cache.scratch[touched] = False
     # -- line operations, grouped by line and in time order within a line -----------------------
     li = np.flatnonzero((typ <= OP_D) & (col >= 0))
     nl = int(np.count_nonzero(take))
-    g = np.concatenate([keys[take], pfn[li] * C + col[li]])
+    g = np.concatenate([keys[take], (pfn[li] << shift) + col[li]])
     t = np.concatenate([np.zeros(nl, dtype=np.int64), rel[li]])
     ty = np.concatenate([np.full(nl, LOAD), typ[li]])
     ver = np.concatenate([lver[take] - t0, rel[li]])  # versions relative to t0 too (may be <= 0)
@@ -119,7 +128,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     is_inv = (ty == OP_F) | (ty == OP_P) | (ty == OP_D)
     is_set = (ty == OP_W) | (ty == OP_R) | (ty == LOAD)
     is_w = (ty == OP_W) | ((ty == LOAD) & dl)
-    runs = _Groups(g)
+    runs = Runs(g)
     prev_inv, prev_set, prev_w = runs.prev(is_inv), runs.prev(is_set), runs.prev(is_w)
     # whole-cache flushes by time: the last one before each time, and the first one after it
     fa_at = np.zeros(span + 1, dtype=np.int64)
@@ -140,14 +149,14 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     wb_fa = is_w & (nxt_fa < span) & (nxt_fa < np.where(nxt_inv >= 0, t[np.maximum(nxt_inv, 0)], never)) \
         & (nxt_fa < np.where(nxt_w >= 0, t[np.maximum(nxt_w, 0)], never))
     d = np.flatnonzero(typ == OP_D)
-    mem = _Lookup(np.concatenate([pfn[d], g[wb_f] // C, g[wb_fa] // C]),
+    mem = _Lookup(np.concatenate([pfn[d], g[wb_f] >> shift, g[wb_fa] >> shift]),
                   np.concatenate([rel[d], t[wb_f], nxt_fa[wb_fa]]),
-                  np.concatenate([np.zeros(d.size + int(wb_f.sum()), dtype=np.int64), g[wb_fa] % C]),
+                  np.concatenate([np.zeros(d.size + int(wb_f.sum()), dtype=np.int64), g[wb_fa] & (C - 1)]),
                   np.concatenate([rel[d], w_version[wb_f], ver[wb_fa]]), span, C)
     wd = np.flatnonzero((typ == OP_W) | (typ == OP_D))
     latest = _Lookup(pfn[wd], rel[wd], None, rel[wd], span, presorted=True)
     # -- what every load returns ----------------------------------------------------------------
-    frame = g // C
+    frame = g >> shift
     fill = is_set & ~present
     value = np.where(ty == LOAD, ver, 0)
     absent_r = (ty == OP_R) & ~present

@@ -15,30 +15,18 @@ import numpy as np
 
 from core import events as E
 from core import kmap_kernel as pools
-from core.cache_batch import OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, play
+from core.cache_batch import OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, Runs, play
 from core.errors import StreamError
 from core.parisc import COPY_INTO_PAGE, FREE_TEARDOWN, IO_TO_DEVICE, tlb_entries
 
 SLOTS = 5  # slot positions per event; an event fills at most four (copy: 0/1/2/4 or 0/2/3/4)
 
 
-def _prev_in_frame(frame: np.ndarray, mark: np.ndarray) -> np.ndarray:
-    """For each sorted event, the index of the last earlier event of the same frame with ``mark``,
-    or -1."""
-    idx = np.where(mark, np.arange(mark.size), -1)
-    last = np.maximum.accumulate(idx) if idx.size else idx
-    prev = np.concatenate([[-1], last])[:mark.size]
-    ok = prev >= 0
-    ok[ok] = frame[prev[ok]] == frame[ok]
-    return np.where(ok, prev, -1)
-
-
-def _exclusive_sum_in_frame(frame: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """Sum of ``delta`` over the earlier events of the same frame."""
-    total = np.cumsum(delta) - delta
-    start = np.flatnonzero(np.concatenate([[True], frame[1:] != frame[:-1]])) if frame.size else frame
-    seg = np.repeat(start, np.diff(np.append(start, frame.size)))
-    return total - total[seg]
+def _gather(values: np.ndarray, idx: np.ndarray, fill: object) -> np.ndarray:
+    """values[idx], with ``fill`` where idx is -1."""
+    if not values.size:
+        return np.full(idx.size, fill, dtype=values.dtype)
+    return np.where(idx >= 0, values[np.maximum(idx, 0)], fill)
 
 
 class Timeline:
@@ -59,12 +47,11 @@ class Timeline:
         self.is_free = kind == E.K_FREE
         addr = cols.addr[self.pos]
         user_mapped = (kind == E.K_ALLOC_ANON) | ((kind == E.K_ALLOC_PAGECACHE) & (addr != 0))
-        self.u_set = np.where(user_mapped, addr % colours, -1)
-        self.mapped = np.zeros(pfn.size, dtype=bool)
-        self.mapped[self.src >= 0] = out.mapped[self.src[self.src >= 0]]
-        self.block_order = np.zeros(pfn.size, dtype=np.int64)
-        self.block_order[self.src >= 0] = out.order[self.src[self.src >= 0]]
-        self.setter = _prev_in_frame(pfn, self.is_alloc | self.is_free)
+        self.u_set = np.where(user_mapped, addr & (colours - 1), -1)  # colours is a power of two
+        self.mapped = _gather(out.mapped, self.src, False)
+        self.block_order = _gather(out.order, self.src, 0)
+        self.runs = Runs(pfn)  # each frame's events
+        self.setter = self.runs.prev(self.is_alloc | self.is_free)
         had = self.setter >= 0
         prev = np.maximum(self.setter, 0)
         self.u = np.where(had, np.where(self.is_alloc[prev], self.u_set[prev], -1), vi.user_colour[pfn])
@@ -77,7 +64,7 @@ def _kmap_counts(k, t: Timeline, cols) -> tuple[np.ndarray, np.ndarray, np.ndarr
     with no other mapping."""
     counted = ~t.amapped & ((t.kind == E.K_KMAP) | (t.kind == E.K_KUNMAP))
     delta = np.where(counted, np.where(t.kind == E.K_KMAP, 1, -1), 0)
-    before = k.vi.kmap_count[t.pfn] + _exclusive_sum_in_frame(t.pfn, delta)
+    before = k.vi.kmap_count[t.pfn] + t.runs.exclusive_sum(delta)
     bad = np.flatnonzero(((delta < 0) & (before == 0)) | (t.is_free & (before > 0)))
     if bad.size:
         i = bad[np.argmin(t.pos[bad])]
@@ -120,7 +107,7 @@ class Colours:
     def __init__(self, k, t: Timeline, cols) -> None:
         p, vi, n = k.policy, k.vi, t.pfn.size
         colours = vi.colours
-        self.eq = t.pfn % colours
+        self.eq = t.pfn & (colours - 1)
         self.alloc = _full(n, -1)
         self.kmap = _full(n, -1)
         self.count, self.delta = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
@@ -136,7 +123,7 @@ class Colours:
         kernel_access = (t.kind == E.K_COPY) | (t.kind == E.K_PTE_UPDATE)
         io_transient = (t.kind == E.K_IO) & (not p.user_coherence_index)
         self.transient = no_translation & (kernel_access | io_transient)
-        first_before = _prev_in_frame(t.pfn, self.first)
+        first_before = t.runs.prev(self.first)
         ops = np.where(self.first, pools.GET, np.where(self.last, pools.PUT, pools.PEEK))
         carried = np.where(vi.kmap_count[t.pfn] > 0, vi.kernel_colour[t.pfn], -1).astype(np.int64)
         got = Requests(self.first | self.last | self.transient, ops, want_user, np.ones(n, dtype=np.int64),
@@ -360,7 +347,7 @@ def _store(k, t: Timeline, c: Colours) -> None:
     vi = k.vi
     if not t.pfn.size:
         return
-    end = np.flatnonzero(np.append(t.pfn[1:] != t.pfn[:-1], True))
+    end = t.runs.ends
     frames = t.pfn[end]
     u_after = np.where(t.is_alloc, t.u_set, np.where(t.is_free, -1, t.u))
     vi.user_colour[frames] = u_after[end]
