@@ -143,11 +143,14 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     w_version = ver[np.maximum(prev_w, 0)]
     # -- memory's history: DMA writes and write-backs ---------------------------------------------
     wb_f = (ty == OP_F) & dirty
-    nxt_inv, nxt_w = runs.next(is_inv), runs.next(is_w)
-    nxt_fa = fa_first[t]  # first FA after t, or span
-    never = span + 1
-    wb_fa = is_w & (nxt_fa < span) & (nxt_fa < np.where(nxt_inv >= 0, t[np.maximum(nxt_inv, 0)], never)) \
-        & (nxt_fa < np.where(nxt_w >= 0, t[np.maximum(nxt_w, 0)], never))
+    # a store's line is written back by the first whole-cache flush after it, unless another store
+    # or an invalidation of the line comes first
+    if fa.size:
+        nxt_fa = fa_first[t]  # first FA after t, or span
+        ends = runs.next(is_w | is_inv)
+        wb_fa = is_w & (nxt_fa < span) & (nxt_fa < np.where(ends >= 0, t[np.maximum(ends, 0)], span + 1))
+    else:
+        nxt_fa, wb_fa = t, np.zeros(t.size, dtype=bool)
     d = np.flatnonzero(typ == OP_D)
     mem = _Lookup(np.concatenate([pfn[d], g[wb_f] >> shift, g[wb_fa] >> shift]),
                   np.concatenate([rel[d], t[wb_f], nxt_fa[wb_fa]]),
@@ -164,7 +167,8 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     prev_fill = runs.prev(fill)
     hit = (ty == OP_R) & present
     value[hit] = np.where(dirty[hit], w_version[hit], value[np.maximum(prev_fill[hit], 0)])
-    value[ty == OP_W] = ver[ty == OP_W]
+    stores = ty == OP_W
+    value[stores] = ver[stores]
     r = ty == OP_R
     stale = int(np.count_nonzero(value[r] != latest.before(frame[r], t[r], cache.latest[frame[r]] - t0)))
     dev = np.flatnonzero(typ == OP_DEV)
@@ -200,6 +204,9 @@ def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, lines, take, mem
         new_keys = new_ver = np.zeros(0, dtype=np.int64)
         new_dirty = np.zeros(0, dtype=bool)
     keep = ~take
+    if not keep.any():  # every carried line took part (a batch with a whole-cache flush): g is sorted
+        cache.set_arrays(new_keys, new_ver, new_dirty)
+        return
     all_keys = np.concatenate([keys[keep], new_keys])
     order = np.argsort(all_keys, kind="stable")  # two sorted runs: a stable sort merges them in one pass
     cache.set_arrays(all_keys[order], np.concatenate([lver[keep], new_ver])[order],
