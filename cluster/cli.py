@@ -170,7 +170,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         machine = machines.get_machine(name)
         for policy in args.policy or bench.default_policies(name):
             policies.get_policy(policy, machine)
-    reports = [bench.run_bench(machine=name, policies=args.policy, events=args.events) for name in names]
+    if args.repeat < 1:
+        raise ConfigError("repeat", "an integer >= 1", args.repeat)
+    reports = [bench.run_bench(machine=name, policies=args.policy, events=args.events, repeat=args.repeat)
+               for name in names]
     if args.json:
         print(json.dumps({"machines": [r.as_dict() for r in reports]}, indent=2))
     else:
@@ -213,6 +216,8 @@ def build_parser() -> Parser:
                    help="policy to bench, repeatable (default: every policy the machine runs)")
     b.add_argument("--events", type=int, default=bench.DEFAULT_EVENTS,
                    help=f"stream length (default {bench.DEFAULT_EVENTS})")
+    b.add_argument("--repeat", type=int, default=1,
+                   help="runs per engine, alternating; the best time of each is reported (default 1)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=cmd_bench)
     return parser

@@ -47,6 +47,16 @@ def test_bench_runs_both_engines_on_both_machines_and_they_agree(zonesim):
         assert line["fast_events_per_s"] > 0 and line["reference_events_per_s"] > 0
 
 
+def test_bench_repeats_and_keeps_the_best_time(zonesim):
+    out = zonesim("bench", "--json", "--events", "500", "--machine", "pa8800", "--policy", "unmapped",
+                  "--repeat", "2")
+    assert out.returncode == 0, out.stderr
+    [report] = json.loads(out.stdout)["machines"]
+    assert report["repeat"] == 2 and report["results"][0]["mismatch"] == []
+    bad = zonesim("bench", "--events", "500", "--repeat", "0")
+    assert bad.returncode == 2 and bad.stderr.startswith("zonesim: error: repeat")
+
+
 def test_bench_refuses_a_policy_the_machine_cannot_run(zonesim):
     out = zonesim("bench", "--events", "100", "--policy", "4g4g")  # before benching x86 with it
     assert out.returncode == 2
