@@ -122,9 +122,8 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     ty = np.concatenate([np.full(nl, LOAD), typ[li]])
     ver = np.concatenate([lver[take] - t0, rel[li]])  # versions relative to t0 too (may be <= 0)
     dl = np.concatenate([ldirty[take], np.zeros(li.size, dtype=bool)])
-    src = np.concatenate([np.full(nl, -1), li])
     o = np.argsort(g * span + t, kind="stable")  # frame-major input: only a frame's colours interleave
-    g, t, ty, ver, dl, src = g[o], t[o], ty[o], ver[o], dl[o], src[o]
+    g, t, ty, ver, dl = g[o], t[o], ty[o], ver[o], dl[o]
     is_inv = (ty == OP_F) | (ty == OP_P) | (ty == OP_D)
     is_set = (ty == OP_W) | (ty == OP_R) | (ty == LOAD)
     is_w = (ty == OP_W) | ((ty == LOAD) & dl)
