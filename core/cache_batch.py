@@ -30,8 +30,8 @@ OP_W, OP_R, OP_F, OP_P, OP_D, OP_DEV, LOAD = range(7)
 
 
 class Runs:
-    """Runs of equal keys in a sorted array, and 'the previous / next marked element of my run'
-    over them: one running max or min each, compared against the run's bounds."""
+    """Runs of equal keys in a sorted array, and 'the previous marked element of my run'
+    over them: one running max each, compared against the run's start."""
 
     def __init__(self, g: np.ndarray) -> None:
         n = g.size
@@ -50,19 +50,12 @@ class Runs:
 
     def prev(self, mark: np.ndarray) -> np.ndarray:
         """Index of the last marked element of my run before me, else -1."""
-        last = np.maximum.accumulate(np.where(mark, self.at, -1)) if self.n else self.at
-        prev = np.concatenate([[-1], last[:-1]])
-        return np.where(prev >= self.start, prev, -1)
-
-    def next(self, mark: np.ndarray) -> np.ndarray:
-        """Index of the first marked element of my run after me, else -1."""
-        if not self.n:
-            return self.at
-        first = np.minimum.accumulate(np.where(mark, self.at, self.n)[::-1])[::-1]
-        nxt = np.append(first[1:], self.n)
-        inside = nxt < self.n
-        inside[inside] = self.start[nxt[inside]] == self.start[inside]
-        return np.where(inside, nxt, -1)
+        prev = np.full(self.n, -1, dtype=np.int64)
+        if self.n:  # shifted by one, then a running max: the last marked index before me
+            np.copyto(prev[1:], self.at[:-1], where=mark[:-1])
+            np.maximum.accumulate(prev, out=prev)
+            prev[prev < self.start] = -1
+        return prev
 
 
 class _Lookup:
@@ -146,8 +139,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     # or an invalidation of the line comes first
     if fa.size:
         nxt_fa = fa_first[t]  # first FA after t, or span
-        ends = runs.next(is_w | is_inv)
-        wb_fa = is_w & (nxt_fa < span) & (nxt_fa < np.where(ends >= 0, t[np.maximum(ends, 0)], span + 1))
+        wb_fa = _written_back_by_fa(runs, t, is_w, is_inv, np.maximum(prev_inv, prev_w), nxt_fa, span)
     else:
         nxt_fa, wb_fa = t, np.zeros(t.size, dtype=bool)
     d = np.flatnonzero(typ == OP_D)
@@ -179,6 +171,23 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     _write_back(cache, runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, (keys, lver, ldirty), take,
                 mem, latest)
     cache.clock = t0 + ticks
+
+
+def _written_back_by_fa(runs, t, is_w, is_inv, prev_mark, nxt_fa, span):
+    """Stores written back by a whole-cache flush: those with a flush after them and before the
+    next store or invalidation of their line. Each store or invalidation looks back at the one
+    before it (``prev_mark``), and each line's last one at the end of the batch: a running max
+    forward instead of a running min backward."""
+    marked = is_w | is_inv
+    wb = np.zeros(t.size, dtype=bool)
+    j = np.flatnonzero(marked & (prev_mark >= 0))
+    p = prev_mark[j]
+    wb[p] = is_w[p] & (nxt_fa[p] < t[j])  # flush and operation times never coincide
+    end = runs.ends
+    last = np.where(marked[end], end, prev_mark[end])
+    last = last[last >= 0]
+    wb[last] = is_w[last] & (nxt_fa[last] < span)
+    return wb
 
 
 def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, lines, take, mem, latest):

@@ -300,15 +300,16 @@ def _unobservable(t: Timeline, c: Colours, teardown: np.ndarray) -> np.ndarray:
 def _times(ops: Ops, t: Timeline, teardown: np.ndarray, n: int, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """The times in the batch (1, 2, ... in event then slot order) of the grid operations at flat
     indices ``at``; the times of the whole-cache flushes; how many operations the batch issues."""
-    live = (ops.typ >= 0).ravel()
-    issued = np.concatenate([[0], np.cumsum(live)])  # live slots before each flat index
-    row_start = issued[::SLOTS]  # before each row (and, last, in all)
+    # live slots up to and including each slot of its row: a running sum over the five columns
+    # (a cumsum over the flat grid of booleans costs several times more)
+    upto = (ops.typ >= 0).astype(np.int64)
+    for slot in range(1, SLOTS):
+        upto[:, slot] += upto[:, slot - 1]
     per_event = np.zeros(n, dtype=np.int64)
-    per_event[t.pos] = np.diff(row_start)
+    per_event[t.pos] = upto[:, -1]
     per_event[teardown] += 1
     before = np.cumsum(per_event) - per_event  # operations issued by earlier events
-    row = at // SLOTS
-    times = before[t.pos[row]] + issued[at + 1] - row_start[row]
+    times = before[t.pos[at // SLOTS]] + upto.ravel()[at]
     return times, before[teardown] + 1, int(per_event.sum())
 
 
