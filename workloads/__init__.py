@@ -2,9 +2,9 @@
 
 from core.errors import ConfigError
 from workloads.base import Param, Workload
-from workloads.mixed import MIXED
+from workloads.generators import ALL
 
-WORKLOADS: dict[str, Workload] = {w.name: w for w in (MIXED,)}
+WORKLOADS: dict[str, Workload] = {w.name: w for w in ALL}
 
 
 def get_workload(name: str) -> Workload:
