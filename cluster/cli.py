@@ -1,4 +1,5 @@
-"""The ``zonesim`` command line: run one simulation, list what can be simulated, bench the engines.
+"""The ``zonesim`` command line: run one simulation, list what can be simulated, bench the engines,
+record and inspect event traces.
 
 Bad input of any kind (unknown names, impossible ``--set`` values, malformed arguments) ends in
 one line on stderr, ``zonesim: error: <message>``, and exit code 2. The message is the
@@ -23,7 +24,8 @@ from core.errors import ConfigError, StreamError
 from core.sim import ENGINES
 from core.units import format_size
 from workloads import WORKLOADS
-from workloads.config import DEFAULTS, run_config
+from workloads.config import DEFAULTS, resolve, run_config
+from workloads.trace import trace_info, write_trace
 
 PROG = "zonesim"
 
@@ -185,13 +187,70 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+# -- trace ---------------------------------------------------------------------------------------
+
+
+def cmd_trace_record(args: argparse.Namespace) -> int:
+    """Build the workload's stream as `run` would (machine-derived params apply) and record it."""
+    overrides: dict[str, object] = dict(parse_sets(args.set))
+    if args.events is not None:
+        overrides["events"] = args.events  # wins over --set events=...
+    config: dict[str, object] = {"workload": args.workload, "set": overrides}
+    for key in ("machine", "seed"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    r = resolve(config)
+    s = write_trace(args.output, r.stream, seed=r.identity["seed"])
+    batches = f"{s['batches']} batch" + ("" if s["batches"] == 1 else "es")
+    print(f"recorded {s['events']} events in {batches}, {show_value('bytes', s['bytes'])} to {s['path']}")
+    return 0
+
+
+def cmd_trace_info(args: argparse.Namespace) -> int:
+    info = trace_info(args.file)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    rows = []
+    for key, value in info.items():
+        if isinstance(value, dict):  # params and kinds: one row per entry
+            rows += [(f"{key}.{name}", show_value(name, v)) for name, v in value.items()]
+        else:
+            rows.append((key, show_value(key, value)))
+    print("\n".join(table(rows)))
+    return 0
+
+
+def add_trace_parser(sub: argparse._SubParsersAction) -> None:
+    trace = sub.add_parser("trace", help="record event traces and inspect them (replay: --workload trace:FILE)")
+    tsub = trace.add_subparsers(dest="trace_command", required=True)
+
+    rec = tsub.add_parser("record", help="record a workload's event stream to a trace file")
+    rec.add_argument("workload", help="workload to record (see zonesim list)")
+    rec.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write")
+    rec.add_argument("--machine", help=f"machine the stream is built for: its cpus and kernel stack order "
+                     f"(default {DEFAULTS['machine']})")
+    rec.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a workload parameter or machine field (repeatable)")
+    rec.add_argument("--seed", type=int, help=f"the generator's seed (default {DEFAULTS['seed']})")
+    rec.add_argument("--events", type=int, help="stream length, the same as --set events=N")
+    rec.set_defaults(func=cmd_trace_record)
+
+    info = tsub.add_parser("info", help="check a trace file and summarise its header and events")
+    info.add_argument("file", help="trace file to read")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info.set_defaults(func=cmd_trace_info)
+
+    tsub.metavar = "{" + ",".join(tsub.choices) + "}"
+
+
 # -- the parser ----------------------------------------------------------------------------------
 
 
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Simulate the kernel memory-mapping schemes of Bottomley, "
                     "OLS 2004 (stock 3G/1G, 4G/4G, unmapped page cache).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,bench,trace}")
 
     run = sub.add_parser("run", help="run one simulation and print its record")
     run.add_argument("--machine", help=f"machine preset (default {DEFAULTS['machine']}; see zonesim list)")
@@ -220,6 +279,8 @@ def build_parser() -> Parser:
                    help="runs per engine, alternating; the best time of each is reported (default 1)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=cmd_bench)
+
+    add_trace_parser(sub)
     return parser
 
 

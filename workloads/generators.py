@@ -106,11 +106,13 @@ def _check(p: dict[str, object]) -> None:
         raise ConfigError("io_size", "at least one page (4096 bytes)", p["io_size"])
 
 
-def _build(p: dict[str, object], seed: int) -> Stream:
-    _check(p)
-    world = World(p, weights(p), seed)
-    stream = rebatch(world.chunks(), int(p["batch"]), int(p["events"]))
-    return Stream(stream, world.lay.handles, source="generated", params=dict(p))
+def _builder(name: str):
+    def build(p: dict[str, object], seed: int) -> Stream:
+        _check(p)
+        world = World(p, weights(p), seed)
+        stream = rebatch(world.chunks(), int(p["batch"]), int(p["events"]))
+        return Stream(stream, world.lay.handles, source=name, params=dict(p))
+    return build
 
 
 def workload(name: str, summary: str, **defaults: object) -> Workload:
@@ -118,7 +120,7 @@ def workload(name: str, summary: str, **defaults: object) -> Workload:
     assert not unknown, unknown
     values = {**BASE, **defaults}
     params = tuple(Param(n, values[n], text, kind) for n, text, kind in PARAM_HELP)
-    return Workload(name, summary, params, _build)
+    return Workload(name, summary, params, _builder(name))
 
 
 IO = workload("io", "file reads and writes, 1 page to 1 MiB, sequential and random, page cache and O_DIRECT",
