@@ -160,3 +160,50 @@ def format_bench(b: Bench) -> str:
     lines = [head] + ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
                                 enumerate(zip(row, widths, strict=True))) for row in rows]
     return "\n".join(lines)
+
+
+# -- generators ----------------------------------------------------------------------------------
+
+GENERATOR_EVENTS = 4_000_000  # past every generator's prologue
+GENERATOR_TARGET = 10_000_000  # events per second: generation must not be what a run waits for
+
+
+@dataclass
+class GeneratorBench:
+    workload: str
+    events: int
+    seconds: float  # best of ``repeat`` runs
+    events_per_s: float
+
+
+def bench_generators(names: Sequence[str] | None = None, events: int = GENERATOR_EVENTS,
+                     repeat: int = 1, machine: str = str(DEFAULTS["machine"])) -> list[GeneratorBench]:
+    """Each workload's stream (its default parameters on ``machine``) generated to the end and
+    thrown away; the best time of ``repeat`` runs."""
+    from workloads import WORKLOADS
+
+    if events < 1:
+        raise ConfigError("events", "an integer >= 1", events)
+    out = []
+    for name in names or list(WORKLOADS):
+        config = {"machine": machine, "workload": name, "set": {"events": events}}
+        resolve(config)  # a bad name fails before any timing
+        best, count = float("inf"), 0
+        for _ in range(repeat):
+            start = time.perf_counter()
+            count = sum(b.size for b in resolve(config).stream)
+            best = min(best, time.perf_counter() - start)
+        out.append(GeneratorBench(name, count, best, count / best))
+    return out
+
+
+def format_generators(results: Sequence[GeneratorBench], repeat: int) -> str:
+    best = f", best of {repeat} runs" if repeat > 1 else ""
+    rows = [("workload", "events", "seconds", "M events/s", f">= {GENERATOR_TARGET / 1e6:.0f} M/s")]
+    rows += [(r.workload, f"{r.events:,}", f"{r.seconds:.3f}", f"{r.events_per_s / 1e6:.1f}",
+              "yes" if r.events_per_s >= GENERATOR_TARGET else "NO") for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"generators: each workload's default stream generated and discarded{best}"]
+    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+              for row in rows]
+    return "\n".join(lines)

@@ -167,14 +167,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.repeat < 1:
+        raise ConfigError("repeat", "an integer >= 1", args.repeat)
+    if args.generators:
+        return bench_generators(args)
     names = args.machine or list(bench.DEFAULT_MACHINES)
     for name in names:  # refuse a bad machine or policy before minutes of benching the others
         machine = machines.get_machine(name)
         for policy in args.policy or bench.default_policies(name):
             policies.get_policy(policy, machine)
-    if args.repeat < 1:
-        raise ConfigError("repeat", "an integer >= 1", args.repeat)
-    reports = [bench.run_bench(machine=name, policies=args.policy, events=args.events, repeat=args.repeat)
+    events = args.events if args.events is not None else bench.DEFAULT_EVENTS
+    reports = [bench.run_bench(machine=name, policies=args.policy, events=events, repeat=args.repeat)
                for name in names]
     if args.json:
         print(json.dumps({"machines": [r.as_dict() for r in reports]}, indent=2))
@@ -244,6 +247,16 @@ def add_trace_parser(sub: argparse._SubParsersAction) -> None:
     tsub.metavar = "{" + ",".join(tsub.choices) + "}"
 
 
+def bench_generators(args: argparse.Namespace) -> int:
+    events = args.events if args.events is not None else bench.GENERATOR_EVENTS
+    results = bench.bench_generators(args.workload, events, args.repeat)
+    if args.json:
+        print(json.dumps({"generators": [dataclasses.asdict(r) for r in results]}, indent=2))
+    else:
+        print(bench.format_generators(results, args.repeat))
+    return 0
+
+
 # -- the parser ----------------------------------------------------------------------------------
 
 
@@ -273,11 +286,15 @@ def build_parser() -> Parser:
                    help="machine preset, repeatable (default: " + ", ".join(bench.DEFAULT_MACHINES) + ")")
     b.add_argument("--policy", action="append",
                    help="policy to bench, repeatable (default: every policy the machine runs)")
-    b.add_argument("--events", type=int, default=bench.DEFAULT_EVENTS,
-                   help=f"stream length (default {bench.DEFAULT_EVENTS})")
+    b.add_argument("--events", type=int,
+                   help=f"stream length (default {bench.DEFAULT_EVENTS}; with --generators {bench.GENERATOR_EVENTS})")
     b.add_argument("--repeat", type=int, default=1,
                    help="runs per engine, alternating; the best time of each is reported (default 1)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
+    b.add_argument("--generators", action="store_true",
+                   help=f"time the workload generators instead (default {bench.GENERATOR_EVENTS} events each)")
+    b.add_argument("--workload", action="append", help="with --generators: workload to time, repeatable "
+                   "(default: all)")
     b.set_defaults(func=cmd_bench)
 
     add_trace_parser(sub)

@@ -57,6 +57,16 @@ def test_bench_repeats_and_keeps_the_best_time(zonesim):
     assert bad.returncode == 2 and bad.stderr.startswith("zonesim: error: repeat")
 
 
+def test_bench_times_the_generators(zonesim):
+    out = zonesim("bench", "--generators", "--json", "--events", "30000", "--workload", "io", "--workload", "kalloc")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["generators"]
+    assert [(r["workload"], r["events"]) for r in rows] == [("io", 30000), ("kalloc", 30000)]
+    assert all(r["events_per_s"] > 0 for r in rows)
+    bad = zonesim("bench", "--generators", "--workload", "nosuch")
+    assert bad.returncode == 2 and bad.stderr.startswith("zonesim: error: workload")
+
+
 def test_bench_refuses_a_policy_the_machine_cannot_run(zonesim):
     out = zonesim("bench", "--events", "100", "--policy", "4g4g")  # before benching x86 with it
     assert out.returncode == 2
