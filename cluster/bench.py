@@ -207,3 +207,56 @@ def format_generators(results: Sequence[GeneratorBench], repeat: int) -> str:
     lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
               for row in rows]
     return "\n".join(lines)
+
+
+# -- strace import -------------------------------------------------------------------------------
+
+STRACE_LINES = 200_000
+STRACE_TARGET = 100_000  # lines per second
+
+
+def make_strace_log(directory: str, lines: int = STRACE_LINES) -> str:
+    """A log of real programs (tar over zonesim's own sources, sort, a Python script that forks),
+    traced now with `strace -f -tt`, repeated until it has ``lines`` lines."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("strace") is None:
+        raise ConfigError("strace", "the strace program on PATH (Debian package strace)")
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = os.path.join(directory, "numbers")
+    with open(data, "w") as f:
+        f.write("\n".join(str((i * 7919) % 100_003) for i in range(50_000)))
+    programs = [["tar", "-cf", os.path.join(directory, "src.tar"), "-C", src, "core", "workloads", "cluster"],
+                ["sort", "--parallel=1", "-o", os.path.join(directory, "sorted"), data],
+                [sys.executable, "-c", "import os, subprocess; subprocess.run(['cat', os.devnull]); "
+                 f"open({data!r}).read()"]]
+    one = []
+    for i, argv in enumerate(programs):
+        log = os.path.join(directory, f"{i}.log")
+        subprocess.run(["strace", "-f", "-tt", "-o", log, *argv], check=True, capture_output=True)
+        with open(log) as f:
+            one += f.read().splitlines(keepends=True)
+    path = os.path.join(directory, "bench.log")
+    with open(path, "w") as f:
+        written = 0
+        while written < lines:
+            f.writelines(one)
+            written += len(one)
+    return path
+
+
+def bench_strace(log: str | None = None, repeat: int = 1) -> dict[str, object]:
+    """`trace from-strace`'s conversion of ``log`` (or of a fresh log of real programs), best of
+    ``repeat`` runs."""
+    import tempfile
+
+    from workloads import strace
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = log or make_strace_log(tmp)
+        runs = [strace.bench_strace(path) for _ in range(repeat)]
+    best = min(runs, key=lambda r: r["seconds"])
+    return {"log": log or "generated: tar, sort, python under strace -f -tt", **best}

@@ -171,6 +171,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError("repeat", "an integer >= 1", args.repeat)
     if args.generators:
         return bench_generators(args)
+    if args.strace is not None:
+        r = bench.bench_strace(args.strace or None, args.repeat)
+        if args.json:
+            print(json.dumps({"strace": r}, indent=2))
+        else:
+            verdict = "yes" if r["lines_per_s"] >= bench.STRACE_TARGET else "NO"
+            print(f"strace import: {r['lines']:,} lines in {r['seconds']:.3f} s = {r['lines_per_s']:,.0f} lines/s "
+                  f"(>= {bench.STRACE_TARGET:,}: {verdict}), {r['events']:,} events; log: {r['log']}")
+        return 0
     names = args.machine or list(bench.DEFAULT_MACHINES)
     for name in names:  # refuse a bad machine or policy before minutes of benching the others
         machine = machines.get_machine(name)
@@ -224,6 +233,27 @@ def cmd_trace_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace_from_strace(args: argparse.Namespace) -> int:
+    """Convert an `strace -f -tt` log into a trace; malformed lines are reported, or fatal with --strict."""
+    from core.events import Stream
+    from workloads.strace import convert
+
+    order = machines.get_machine(args.machine).kernel_stack_order if args.machine else 1
+    conv = convert(args.log, strict=args.strict, stack_order=order)
+    for number, reason in conv.skipped[:5]:
+        print(f"{PROG}: warning: {args.log}:{number}: skipped: {reason}", file=sys.stderr)
+    if len(conv.skipped) > 5:
+        print(f"{PROG}: warning: {args.log}: {len(conv.skipped) - 5} more malformed lines skipped", file=sys.stderr)
+    # the cpu field keeps each task's index: a replay folds it onto the machine's CPUs
+    stream = Stream(conv.batches, conv.max_handles, source=f"strace:{args.log}", params=conv.params)
+    s = write_trace(args.output, stream)
+    unknown = sum(conv.unknown.values())
+    print(f"converted {conv.lines} lines ({sum(conv.syscalls.values())} modelled calls, {unknown} others as bare "
+          f"kernel entries, {len(conv.skipped)} malformed skipped) of {conv.processes} tasks into {s['events']} "
+          f"events, {show_value('bytes', s['bytes'])} to {s['path']}")
+    return 0
+
+
 def add_trace_parser(sub: argparse._SubParsersAction) -> None:
     trace = sub.add_parser("trace", help="record event traces and inspect them (replay: --workload trace:FILE)")
     tsub = trace.add_subparsers(dest="trace_command", required=True)
@@ -243,6 +273,13 @@ def add_trace_parser(sub: argparse._SubParsersAction) -> None:
     info.add_argument("file", help="trace file to read")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(func=cmd_trace_info)
+
+    st = tsub.add_parser("from-strace", help="convert an `strace -f -tt -o LOG` log of a real program into a trace")
+    st.add_argument("log", help="strace log (strace -f -tt -o LOG PROGRAM ...)")
+    st.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write")
+    st.add_argument("--strict", action="store_true", help="a malformed line is an error (default: skip it)")
+    st.add_argument("--machine", help="machine whose kernel stack order the stream follows (default: order 1)")
+    st.set_defaults(func=cmd_trace_from_strace)
 
     tsub.metavar = "{" + ",".join(tsub.choices) + "}"
 
@@ -293,6 +330,8 @@ def build_parser() -> Parser:
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.add_argument("--generators", action="store_true",
                    help=f"time the workload generators instead (default {bench.GENERATOR_EVENTS} events each)")
+    b.add_argument("--strace", nargs="?", const="", metavar="LOG",
+                   help="time the strace importer instead, on LOG or on a fresh log of real programs")
     b.add_argument("--workload", action="append", help="with --generators: workload to time, repeatable "
                    "(default: all)")
     b.set_defaults(func=cmd_bench)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,32 @@ def test_bad_input_is_one_line_and_exit_2(zonesim, args, field):
     assert "Traceback" not in out.stderr
     [line] = out.stderr.splitlines()
     assert line.startswith(f"zonesim: error: {field}")
+
+
+EDGE_LOG = str(Path(__file__).parent / "data" / "strace_edge.log")
+
+
+def test_trace_from_strace_writes_a_replayable_trace(zonesim, tmp_path):
+    out = zonesim("trace", "from-strace", EDGE_LOG, "-o", str(tmp_path / "edge.trace"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("converted 39 lines") and "1 malformed skipped" in out.stdout
+    [warning] = out.stderr.splitlines()
+    assert warning.startswith(f"zonesim: warning: {EDGE_LOG}:22: skipped")
+    run = zonesim("run", "--json", "--machine", "pa8800", "--workload", f"trace:{tmp_path / 'edge.trace'}")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["forks"] >= 1
+
+
+def test_trace_from_strace_strict_names_the_malformed_line(zonesim, tmp_path):
+    out = zonesim("trace", "from-strace", EDGE_LOG, "-o", str(tmp_path / "edge.trace"), "--strict")
+    assert out.returncode == 2
+    [line] = out.stderr.splitlines()
+    assert line.startswith(f"zonesim: error: {EDGE_LOG}:22: cannot parse:")
+    assert not (tmp_path / "edge.trace").exists()
+
+
+def test_bench_times_the_strace_importer_on_a_given_log(zonesim):
+    out = zonesim("bench", "--strace", EDGE_LOG, "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)["strace"]
+    assert r["lines"] == 39 and r["lines_per_s"] > 0 and r["log"] == EDGE_LOG

@@ -393,7 +393,7 @@ def test_cli_record_and_info(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, start", [
-    (("trace",), "zonesim: error: the following arguments are required: {{record,info}}"),
+    (("trace",), "zonesim: error: the following arguments are required: {{record,info,from-strace}}"),
     (("trace", "record", "mixed"), "zonesim: error: the following arguments are required: -o/--output"),
     (("trace", "record", "nosuch", "-o", "{d}/x"), "zonesim: error: workload: "),
     (("trace", "record", "mixed", "-o", "{d}/x", "--set", "bogus=1"), "zonesim: error: bogus: a setting of"),
