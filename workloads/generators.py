@@ -26,7 +26,10 @@ from core.events import Stream
 from core.units import GiB, KiB, MiB
 from workloads.base import Param, Workload
 from workloads.episodes import rebatch
-from workloads.world import MIN_CHUNK, World
+from workloads.world import MIN_CHUNK, Layout, World
+
+MAX_HANDLES = 1 << 26  # what a trace may hold, and 512 MiB of handle table in the kernel model
+MAX_SLOT_PAGES = 1 << 20
 
 # name, help, kind; defaults come per workload
 PARAM_HELP: tuple[tuple[str, str, str], ...] = (
@@ -104,6 +107,13 @@ def _check(p: dict[str, object]) -> None:
         raise ConfigError("kalloc_max_order", "an order from 0 to 10", p["kalloc_max_order"])
     if int(p["io_size"]) < 4096:
         raise ConfigError("io_size", "at least one page (4096 bytes)", p["io_size"])
+    lay = Layout(p)
+    if lay.per_slot > MAX_SLOT_PAGES:  # a fork's template holds about 5 events per page of the slot
+        raise ConfigError("anon_pages", f"a process of at most {MAX_SLOT_PAGES} pages with its page tables "
+                          f"(shm / 2 MiB + anon_pages / 512 + anon_pages + 2; got {lay.per_slot})", p["anon_pages"])
+    if lay.handles > MAX_HANDLES:
+        raise ConfigError("processes", f"structures of at most {MAX_HANDLES} pages in all (processes x their pages "
+                          f"+ shm + pagecache + pools + mapped_file; got {lay.handles})", p["processes"])
 
 
 def _builder(name: str):
