@@ -18,23 +18,16 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from cluster import bench
+from cluster.text import show_value, table
 from core import machine as machines
 from core import policy as policies
 from core.errors import ConfigError, StreamError
 from core.sim import ENGINES
-from core.units import format_size
 from workloads import WORKLOADS
 from workloads.config import DEFAULTS, resolve, run_config
 from workloads.trace import trace_info, write_trace
 
 PROG = "zonesim"
-
-# How `list` shows values: byte sizes also in binary units, addresses in hex. Field names of
-# core.machine.Machine and core.policy.Policy; a name missing here is shown as it is.
-SIZE_NAMES = {"memory", "page_size", "vmalloc_reserve", "dma_zone", "kernel_image", "congruence_stride",
-              "cache_line", "l1d_size", "kernel_window"}
-ADDRESS_NAMES = {"page_offset"}
-
 
 class UsageError(Exception):
     """A malformed command line, reported like a ConfigError: one line, exit code 2."""
@@ -71,35 +64,6 @@ def config_from(args: argparse.Namespace) -> dict[str, object]:
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     return config
-
-
-def show_value(name: str, value: object, size: bool = False) -> str:
-    """A value for people: bools as --set takes them, sizes also in binary units, addresses in hex.
-
-    ``name`` is a record key, machine field or parameter; byte counts are recognised by name
-    (``*_bytes*``, SIZE_NAMES) or by ``size=True``.
-    """
-    if isinstance(value, bool):
-        return str(value).lower()
-    if name in ADDRESS_NAMES and isinstance(value, int):
-        return f"{value:#x}"
-    if not isinstance(value, int | float) or not (size or name in SIZE_NAMES or "bytes" in name.split("_")):
-        return str(value)
-    text = str(int(value)) if float(value).is_integer() else f"{value:.1f}"  # a mean may be fractional
-    return f"{text} ({format_size(value)})"
-
-
-def table(rows: Sequence[Sequence[str]], indent: int = 0) -> list[str]:
-    """Rows as lines with every column but the last padded to its widest cell."""
-    if not rows:
-        return []
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    pad = " " * indent
-    lines = []
-    for row in rows:
-        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)] + [row[-1]]
-        lines.append((pad + "  ".join(cells)).rstrip())
-    return lines
 
 
 def format_record(record: dict[str, object]) -> str:
@@ -294,13 +258,80 @@ def bench_generators(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sweep and results -----------------------------------------------------------------------------
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a spec on Ray (embedded, joined, or the cluster of `ray job submit`) into its store."""
+    from cluster.aggregate import aggregate, format_results
+    from cluster.driver import Options
+    from cluster.executor import RayExecutor
+    from cluster.progress import Progress
+    from cluster.sweep import default_dir, load_spec, open_store, run_spec
+
+    spec = load_spec(args.spec)
+    if args.max_in_flight is not None and args.max_in_flight < 1:
+        raise ConfigError("max-in-flight", "an integer >= 1", args.max_in_flight)
+    directory = args.out or default_dir(spec)
+    open_store(spec, directory, args.resume, args.force).close()  # a refusal comes before Ray starts
+    executor = RayExecutor(address=args.address)
+    try:
+        out = run_spec(spec, directory, executor, Options(max_in_flight=args.max_in_flight),
+                       [Progress(spec.name)])
+    finally:
+        executor.close()
+    from cluster.store import Store
+
+    store = Store.read(directory)
+    print(format_results(aggregate(store.entries(), spec.baseline), "table"))
+    print(f"stored in {directory}: {out.already + out.ran - len(out.failed)} of {out.total} simulations ok"
+          f" ({out.already} from before, {out.ran} run now, {out.retried} re-run after a worker died)")
+    for entry in out.failed[:10]:
+        print(f"{PROG}: failed: {entry['config']}: {entry['error']}", file=sys.stderr)
+    if len(out.failed) > 10:
+        print(f"{PROG}: ... and {len(out.failed) - 10} more failures (zonesim results {directory})", file=sys.stderr)
+    return 1 if out.failed else 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from cluster.aggregate import aggregate, format_results
+    from cluster.store import Store
+    from cluster.sweep import stored_baseline
+
+    store = Store.read(args.directory)
+    keys = args.keys.split(",") if args.keys else None
+    print(format_results(aggregate(store.entries(), stored_baseline(store)), args.format, keys))
+    return 0
+
+
+def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
+    sw = sub.add_parser("sweep", help="run a sweep spec (TOML) on Ray and store its records")
+    sw.add_argument("spec", help="sweep spec file (TOML; see README)")
+    sw.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS if set, else an embedded "
+                    "single-node Ray)")
+    sw.add_argument("--out", metavar="DIR", help="sweep directory (default sweeps/NAME)")
+    sw.add_argument("--resume", action="store_true", help="the directory must hold this sweep already; run only "
+                    "what has no record (re-running the same spec into its directory does the same)")
+    sw.add_argument("--force", action="store_true", help="a changed spec into an existing directory: move the old "
+                    "records aside and start over")
+    sw.add_argument("--max-in-flight", type=int, metavar="N", help="tasks in flight at once (default: twice "
+                    "the cluster's CPUs)")
+    sw.set_defaults(func=cmd_sweep)
+
+    res = sub.add_parser("results", help="aggregate a sweep's records: mean, std, 95%% CI, min, max per cell")
+    res.add_argument("directory", help="sweep directory")
+    res.add_argument("--format", default="table", help="table, csv, json or markdown (default table)")
+    res.add_argument("--keys", help="comma-separated record keys, or 'all' (default: the paper's headline keys)")
+    res.set_defaults(func=cmd_results)
+
+
 # -- the parser ----------------------------------------------------------------------------------
 
 
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Simulate the kernel memory-mapping schemes of Bottomley, "
                     "OLS 2004 (stock 3G/1G, 4G/4G, unmapped page cache).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,bench,trace}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,bench,trace,sweep,results}")
 
     run = sub.add_parser("run", help="run one simulation and print its record")
     run.add_argument("--machine", help=f"machine preset (default {DEFAULTS['machine']}; see zonesim list)")
@@ -337,6 +368,7 @@ def build_parser() -> Parser:
     b.set_defaults(func=cmd_bench)
 
     add_trace_parser(sub)
+    add_sweep_parsers(sub)
     return parser
 
 

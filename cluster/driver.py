@@ -1,0 +1,142 @@
+"""The sweep driver: the one loop that hands simulations to an executor and records what returns.
+
+It reads like a kernel main loop. Each turn it (1) tops the executor up to ``max_in_flight``
+tasks, (2) waits for at least one to finish, (3) writes the finished entries to the store and lets
+go of the task, and (4) tells its listeners (the progress line, later the metrics exporter).
+Everything it needs is injected: the spec's configs, the store, the executor, the listeners, and
+a ``stop`` callable the sweep service uses to cancel a sweep.
+
+Batching: a task costs the executor milliseconds (Ray's scheduling and serialisation), a tiny
+simulation less than that, so configs go out in batches sized from the seconds per simulation
+seen so far, aiming at ``target_task_s`` per task; the first tasks are single configs so the
+estimate comes quickly, and a batch never holds more than a fair share of what is left, so the
+last tasks still spread over every slot.
+
+Retries: when a worker process dies its task's configs go back to the front of the queue one by
+one (one poisonous config cannot take others down with it), each at most ``retries`` more times,
+then they are recorded as failed. A simulation that raises is recorded as failed at once: running
+it again would raise again (a run is a pure function of its config).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cluster.executor import WorkerDied
+from cluster.store import config_key
+
+Entry = dict[str, object]
+
+
+@dataclass
+class Options:
+    max_in_flight: int | None = None  # tasks at once; default twice the executor's slots
+    retries: int = 2  # re-runs of a config whose worker died
+    target_task_s: float = 0.25
+    max_batch: int = 256
+
+
+@dataclass
+class Outcome:
+    total: int  # simulations in the spec
+    already: int  # recorded before this run (resume)
+    ran: int = 0  # recorded by this run, ok or failed
+    failed: list[Entry] = field(default_factory=list)
+    retried: int = 0  # configs re-queued after a worker died
+    seconds: float = 0.0
+    cancelled: bool = False
+
+
+class _Sizer:
+    """Batch size from the mean seconds per simulation seen so far."""
+
+    def __init__(self, o: Options) -> None:
+        self.o, self.sims, self.seconds = o, 0, 0.0
+
+    def observe(self, entries: Sequence[Entry]) -> None:
+        self.sims += len(entries)
+        self.seconds += sum(float(e.get("seconds", 0.0)) for e in entries)
+
+    def size(self, left: int, slots: int) -> int:
+        if self.sims < slots:  # no estimate yet: one per task
+            return 1
+        per_sim = max(self.seconds / self.sims, 1e-6)
+        fair = max(left // (2 * slots), 1)
+        return int(max(1, min(self.o.target_task_s / per_sim, self.o.max_batch, fair)))
+
+
+def run_sweep(configs: Iterable[dict[str, object]], store, executor, options: Options | None = None,
+              listeners: Sequence[object] = (), stop: Callable[[], bool] = lambda: False) -> Outcome:
+    """Run every config the store has no ok record of; returns what happened."""
+    o = options or Options()
+    start = time.perf_counter()
+    configs = list(configs)
+    done = store.done()
+    queue = deque(c for c in configs if config_key(c) not in done)
+    out = Outcome(total=len(configs), already=len(configs) - len(queue))
+    for listener in listeners:
+        listener.start(out.total, out.already)
+    limit = o.max_in_flight or 2 * executor.slots
+    attempts: dict[str, int] = {}
+    sizer = _Sizer(o)
+    in_flight: dict[object, list[dict[str, object]]] = {}
+    while queue or in_flight:
+        if stop():
+            _cancel(executor, in_flight)
+            out.cancelled = True
+            break
+        # -- top up: at most `limit` tasks in flight ---------------------------------------------
+        while queue and len(in_flight) < limit:
+            n = sizer.size(len(queue), executor.slots)
+            batch = [queue.popleft() for _ in range(min(n, len(queue)))]
+            in_flight[executor.submit(batch)] = batch
+        # -- wait for something to finish -----------------------------------------------------------
+        for handle in executor.wait(list(in_flight), timeout=1.0):
+            batch = in_flight.pop(handle)
+            entries = _collect(executor, handle, batch, attempts, queue, o, out)
+            # -- record, then let go of the task: nothing of it stays in the driver ---------------
+            if entries:
+                store.append(entries)
+                sizer.observe(entries)
+                out.ran += len(entries)
+                out.failed += [e for e in entries if e["status"] != "ok"]
+            for listener in listeners:
+                listener.update(entries)
+        for listener in listeners:
+            listener.tick()
+    out.seconds = time.perf_counter() - start
+    for listener in listeners:
+        listener.finish(out)
+    return out
+
+
+def _collect(executor, handle, batch, attempts, queue, o: Options, out: Outcome) -> list[Entry]:
+    """A finished task's entries; if its worker died, its configs go back in the queue or, past
+    their retries, come back as failed entries."""
+    try:
+        entries = executor.result(handle)
+    except WorkerDied as err:
+        failed = []
+        for config in reversed(batch):
+            key = config_key(config)
+            attempts[key] = attempts.get(key, 1) + 1
+            if attempts[key] <= 1 + o.retries:
+                queue.appendleft(config)
+                out.retried += 1
+            else:
+                failed.append({"key": key, "config": config, "status": "failed", "record": None,
+                               "error": f"worker died {attempts[key] - 1} times: {err}",
+                               "attempts": attempts[key] - 1, "seconds": 0.0})
+        return failed[::-1]
+    for e in entries:
+        e["attempts"] = attempts.get(str(e["key"]), 1)
+    return entries
+
+
+def _cancel(executor, in_flight: dict) -> None:
+    for handle in in_flight:
+        executor.cancel(handle)
+    in_flight.clear()

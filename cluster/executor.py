@@ -1,0 +1,94 @@
+"""Where a sweep's tasks run. The driver sees four verbs (submit, wait, result, cancel) and a slot
+count; Ray appears only in ``RayExecutor``. ``LocalExecutor`` runs tasks in the calling process,
+for fast tests of the driver and the store without a cluster.
+
+A task is a list of configs; its result is the list of their store entries (``worker.run_batch``).
+A worker process that dies mid-task (killed, out of memory, its node gone) is reported as
+``WorkerDied`` rather than retried inside Ray, so the driver decides what is retried and counts
+the attempts it records.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from cluster.worker import run_batch
+
+
+class WorkerDied(Exception):
+    """The process running a task died before returning it."""
+
+
+class LocalExecutor:
+    """Runs each task when it is submitted, in this process."""
+
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
+        self._done: dict[int, list[dict[str, object]]] = {}
+        self._next = 0
+
+    def submit(self, configs: list[dict[str, object]]) -> int:
+        self._next += 1
+        self._done[self._next] = run_batch(configs)
+        return self._next
+
+    def wait(self, handles: Sequence[int], timeout: float) -> list[int]:
+        return list(handles)
+
+    def result(self, handle: int) -> list[dict[str, object]]:
+        return self._done.pop(handle)
+
+    def cancel(self, handle: int) -> None:
+        self._done.pop(handle, None)
+
+    def close(self) -> None:
+        pass
+
+
+class RayExecutor:
+    """Tasks as Ray remote functions on an embedded single-node Ray or an existing cluster.
+
+    ``address`` None: join the cluster named by ``RAY_ADDRESS`` if set (as under ``ray job
+    submit``), else start an embedded local instance; otherwise join ``address``. If Ray is already
+    initialised in this process (the sweep service's actor), it is used as it is."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        import ray
+
+        self._ray = ray
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            options = {"log_to_driver": False, "logging_level": "ERROR"}
+            if address or os.environ.get("RAY_ADDRESS"):
+                ray.init(address=address, **options)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, **options)
+        self._task = ray.remote(max_retries=0)(run_batch)
+        self.slots = max(int(ray.cluster_resources().get("CPU", 1)), 1)
+
+    def submit(self, configs: list[dict[str, object]]):
+        return self._task.remote(configs)
+
+    def wait(self, handles: Sequence, timeout: float) -> list:
+        ready, _ = self._ray.wait(list(handles), num_returns=1, timeout=timeout)
+        if ready:  # and whatever else has finished meanwhile, without waiting again
+            more, _ = self._ray.wait([h for h in handles if h not in ready], num_returns=len(handles) - len(ready),
+                                     timeout=0)
+            ready += more
+        return ready
+
+    def result(self, handle) -> list[dict[str, object]]:
+        exceptions = self._ray.exceptions
+        try:
+            return self._ray.get(handle)
+        except (exceptions.WorkerCrashedError, exceptions.NodeDiedError, exceptions.OutOfMemoryError,
+                exceptions.RaySystemError) as err:
+            raise WorkerDied(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+
+    def cancel(self, handle) -> None:
+        self._ray.cancel(handle, force=True)
+
+    def close(self) -> None:
+        if self._owns:
+            self._ray.shutdown()

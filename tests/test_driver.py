@@ -1,0 +1,108 @@
+"""The driver loop with the in-process executor: fast, no Ray. Real Ray is in tests/test_sweep_ray.py."""
+
+from __future__ import annotations
+
+from cluster.driver import Options, run_sweep
+from cluster.executor import LocalExecutor, WorkerDied
+from cluster.store import Store, config_key
+
+TINY = {"events": 3000, "processes": 4, "anon_pages": 8, "shm": "4MiB", "pagecache": "8MiB", "files": 256}
+
+
+def configs(n: int, **extra: object) -> list[dict]:
+    return [{"machine": "pa8800", "policy": "unmapped", "workload": "mixed", "seed": s, "set": {**TINY, **extra}}
+            for s in range(n)]
+
+
+def store(tmp_path, name: str = "s") -> Store:
+    return Store.open(str(tmp_path / name), "name = 'test'\n", "digest-1")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def start(self, total: int, already: int) -> None:
+        self.events.append(("start", total, already))
+
+    def update(self, entries: list[dict]) -> None:
+        self.events.append(("update", len(entries)))
+
+    def tick(self) -> None:
+        pass
+
+    def finish(self, outcome) -> None:
+        self.events.append(("finish", outcome.ran))
+
+
+def test_every_config_is_recorded_once_and_a_rerun_runs_nothing(tmp_path) -> None:
+    s, rec = store(tmp_path), Recorder()
+    out = run_sweep(configs(6), s, LocalExecutor(slots=2), listeners=[rec])
+    assert (out.total, out.already, out.ran, out.failed) == (6, 0, 6, [])
+    assert s.done() == {config_key(c) for c in configs(6)}
+    assert rec.events[0] == ("start", 6, 0) and rec.events[-1] == ("finish", 6)
+    assert sum(n for kind, n, *_ in rec.events if kind == "update") == 6
+    s.close()
+    again = store(tmp_path)
+    out = run_sweep(configs(8), again, LocalExecutor())
+    assert (out.already, out.ran) == (6, 2)  # only the two new seeds
+
+
+def test_a_simulation_that_raises_is_a_failed_entry_and_the_sweep_goes_on(tmp_path) -> None:
+    bad = {"machine": "x86-pae-64g", "workload": "trace:/nonexistent/zonesim.trace", "seed": 0, "set": {}}
+    s = store(tmp_path)
+    out = run_sweep([bad, *configs(2)], s, LocalExecutor())
+    assert out.ran == 3 and len(out.failed) == 1
+    [failed] = out.failed
+    assert failed["status"] == "failed" and "TraceError" in failed["error"] and "/nonexistent" in failed["error"]
+    assert len(s.done()) == 2
+
+
+class Dying(LocalExecutor):
+    """Workers die on the first ``deaths`` results."""
+
+    def __init__(self, deaths: int) -> None:
+        super().__init__()
+        self.deaths = deaths
+
+    def result(self, handle: int) -> list[dict]:
+        entries = super().result(handle)
+        if self.deaths:
+            self.deaths -= 1
+            raise WorkerDied("WorkerCrashedError: killed")
+        return entries
+
+
+def test_configs_of_a_dead_worker_are_retried_and_attempts_recorded(tmp_path) -> None:
+    s = store(tmp_path)
+    out = run_sweep(configs(3), s, Dying(deaths=2), Options(retries=2))
+    assert out.failed == [] and len(s.done()) == 3 and out.retried == 2
+    attempts = sorted(e["attempts"] for e in s.entries())
+    assert attempts == [1, 1, 3] or attempts == [1, 2, 2]
+
+
+def test_past_its_retries_a_config_is_recorded_as_failed(tmp_path) -> None:
+    s = store(tmp_path)
+    out = run_sweep(configs(1), s, Dying(deaths=5), Options(retries=1))
+    [failed] = out.failed
+    assert failed["error"].startswith("worker died 2 times") and failed["attempts"] == 2
+    assert s.done() == set()
+
+
+def test_stop_cancels_what_is_in_flight(tmp_path) -> None:
+    s = store(tmp_path)
+    calls = iter([False, True])
+    out = run_sweep(configs(10), s, LocalExecutor(), Options(max_in_flight=1), stop=lambda: next(calls, True))
+    assert out.cancelled and out.ran == 1 and len(s.done()) == 1
+
+
+def test_batches_grow_for_tiny_simulations(tmp_path) -> None:
+    sizes = []
+
+    class Counting(LocalExecutor):
+        def submit(self, batch):
+            sizes.append(len(batch))
+            return super().submit(batch)
+
+    run_sweep(configs(40, events=500), store(tmp_path), Counting(slots=1), Options(target_task_s=10.0))
+    assert sizes[0] == 1 and max(sizes) > 1 and sum(sizes) == 40
