@@ -92,6 +92,8 @@ def list_machines() -> list[str]:
         rows = [(f.name, show_value(f.name, getattr(m, f.name)), machines.FIELD_HELP.get(f.name, ""))
                 for f in dataclasses.fields(m) if f.name not in ("name", "costs")]
         lines += table(rows, indent=4)
+    lines.append("  trace:PATH  replay a recorded trace (zonesim trace record / from-strace); parameter: events "
+                 "(0 = all)")
     return lines
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from core import fast, reference
-from core.errors import ConfigError
+from core.errors import ConfigError, StreamError
 from core.events import Stream, check_batch
 from core.invariants import check_all
 from core.kernel import Kernel
@@ -28,9 +28,15 @@ def simulate(machine: Machine, policy: Policy, stream: Stream, engine: str = "fa
         raise ConfigError("engine", "one of " + ", ".join(sorted(ENGINES)), engine)
     run_batch = ENGINES[engine]
     k = Kernel(machine, policy, stream.max_handles)
-    for batch in stream:
-        check_batch(batch, stream.max_handles, machine.cpus)
-        run_batch(k, batch)
+    seen = 0
+    for number, batch in enumerate(stream):
+        try:
+            check_batch(batch, stream.max_handles, machine.cpus)
+            run_batch(k, batch)
+        except StreamError as err:  # say where: a trace or a log is fixed by finding the event
+            raise StreamError(f"{stream.source}: batch {number} (events {seen}..{seen + len(batch) - 1}): "
+                              f"{err}") from None
+        seen += len(batch)
     if check:
         check_all(k)
     return k

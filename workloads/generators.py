@@ -26,10 +26,11 @@ from core.events import Stream
 from core.units import GiB, KiB, MiB
 from workloads.base import Param, Workload
 from workloads.episodes import rebatch
-from workloads.world import MIN_CHUNK, Layout, World
+from workloads.world import MAX_KMAP_HOLD, Layout, World
 
 MAX_HANDLES = 1 << 26  # what a trace may hold, and 512 MiB of handle table in the kernel model
 MAX_SLOT_PAGES = 1 << 20
+MAX_IO_SIZE = 64 << 20  # a chunk holds at least MIN_CHUNK episodes of up to io_size / 4 KiB rows each
 
 # name, help, kind; defaults come per workload
 PARAM_HELP: tuple[tuple[str, str, str], ...] = (
@@ -44,7 +45,7 @@ PARAM_HELP: tuple[tuple[str, str, str], ...] = (
     ("kalloc_blocks", "kernel blocks (kmalloc / __get_free_pages) held at once", "int"),
     ("kalloc_max_order", "largest kernel block order (each order half as likely as the one below)", "int"),
     ("pgtables", "page tables of mappings that come and go (churned by pgtable_rate)", "int"),
-    ("io_size", "largest read or write; sizes are log-uniform from one page to this", "size"),
+    ("io_size", "largest read or write (up to 64 MiB); sizes are log-uniform from one page to this", "size"),
     ("sequential", "fraction of reads and writes that are sequential (hit or miss as a whole)", "float"),
     ("miss_rate", "fraction of page-cache lookups that miss", "float"),
     ("direct_io", "fraction of file I/O that is O_DIRECT (DMA straight into the user's page)", "float"),
@@ -101,12 +102,12 @@ def _check(p: dict[str, object]) -> None:
         raise ConfigError("processes", "an integer >= 1", p["processes"])
     if int(p["batch"]) < 1:
         raise ConfigError("batch", "an integer >= 1", p["batch"])
-    if not 1 <= int(p["kmap_hold"]) <= MIN_CHUNK:
-        raise ConfigError("kmap_hold", f"an integer from 1 to {MIN_CHUNK}", p["kmap_hold"])
+    if not 1 <= int(p["kmap_hold"]) <= MAX_KMAP_HOLD:
+        raise ConfigError("kmap_hold", f"an integer from 1 to {MAX_KMAP_HOLD}", p["kmap_hold"])
     if int(p["kalloc_max_order"]) > 10:
         raise ConfigError("kalloc_max_order", "an order from 0 to 10", p["kalloc_max_order"])
-    if int(p["io_size"]) < 4096:
-        raise ConfigError("io_size", "at least one page (4096 bytes)", p["io_size"])
+    if not 4096 <= int(p["io_size"]) <= MAX_IO_SIZE:
+        raise ConfigError("io_size", f"from one page (4096 bytes) to {MAX_IO_SIZE >> 20} MiB", p["io_size"])
     lay = Layout(p)
     if lay.per_slot > MAX_SLOT_PAGES:  # a fork's template holds about 5 events per page of the slot
         raise ConfigError("anon_pages", f"a process of at most {MAX_SLOT_PAGES} pages with its page tables "

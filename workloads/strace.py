@@ -294,6 +294,29 @@ class _Task:
         self.stack = stack
 
 
+CLONES = ("clone(", "clone3(", "fork(", "vfork(")
+
+
+class _Pending(dict):
+    """Unfinished calls by pid, with the unclaimed clones among them kept apart: a new pid looks
+    for its parent's clone there, so a log with many pids parked in other calls stays linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clones: dict[str, str] = {}
+
+    def __setitem__(self, pid: str, text: str) -> None:
+        super().__setitem__(pid, text)
+        if text.startswith(CLONES) and "\0" not in text:
+            self.clones[pid] = text
+        else:
+            self.clones.pop(pid, None)
+
+    def pop(self, pid: str, default: object = None) -> object:
+        self.clones.pop(pid, None)
+        return super().pop(pid, default)
+
+
 class _Bad(Exception):
     """A line of no known shape (internal: becomes a skipped line or StraceError)."""
 
@@ -355,7 +378,7 @@ class _Converter:
         self.slabs = {name: _Slab(name, self.rows, self.hp) for name in PER_PAGE}
         self.tasks: dict[str, _Task] = {}
         self.cpus: dict[str, int] = {}  # pid -> index of first appearance
-        self.pending: dict[str, str] = {}  # pid -> call text before " <unfinished ...>"
+        self.pending = _Pending()  # pid -> call text before " <unfinished ...>"
         self.born: set[str] = set()  # children that appeared before their parent's clone returned
         self.files: dict[str, int] = {}  # path -> file id
         self.file_pages: dict[int, set[int]] = {}  # file id -> cached page indices
@@ -514,9 +537,8 @@ class _Converter:
             return t
         if not self.cpus:
             return self.existing(pid)
-        for ppid, text in reversed(self.pending.items()):  # the child of a clone not returned yet
-            name = text[:text.find("(")]
-            if name in ("clone", "clone3", "fork", "vfork") and "\0" not in text and ppid in self.tasks:
+        for ppid, text in reversed(list(self.pending.clones.items())):  # the child of a clone not returned yet
+            if ppid in self.tasks:
                 self.pending[ppid] = text + "\0"  # claimed: one child per clone
                 self.born.add(pid)  # the parent's return will name a child that exists already
                 return self.child(self.tasks[ppid], pid, text)

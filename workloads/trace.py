@@ -247,7 +247,9 @@ class _Reader:
         return batch
 
     def end(self, start: int, obj: dict, events: int, count: int) -> None:
-        if set(obj) != END_KEYS or obj["end"] is not True or obj["events"] != events or obj["batches"] != count:
+        totals_ok = all(_is_int(obj.get(k)) for k in ("events", "batches"))  # False == 0 in Python: not here
+        if (set(obj) != END_KEYS or obj["end"] is not True or not totals_ok or obj["events"] != events
+                or obj["batches"] != count):
             raise self.fail(f"corrupt end marker at byte {start}: expected end = true, events = {events}, "
                             f"batches = {count} (got {obj!r:.200})")
         after = self.unpacker.tell()

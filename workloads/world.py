@@ -44,7 +44,8 @@ EPISODES = ("read", "write", "direct", "fault", "syscall", "churn", "kalloc", "p
             "mapped_touch", "mapped_read", "mapped_write", "msync", "evict")
 CHUNK_ROWS = 1 << 15  # grid rows per chunk: episodes drawn at once = this over the mean rows per episode
 TOUCH_BURST = 4  # user accesses per mapped_touch episode
-MIN_CHUNK = 1024  # episodes; also the longest kmap hold, so a kmap is released in the next chunk at latest
+MIN_CHUNK = 64  # episodes drawn at once at least (the kmap hold queue carries across chunks of any size)
+MAX_KMAP_HOLD = 1024
 
 
 class Layout:
@@ -145,8 +146,9 @@ class World:
         self.ncpu = max(int(p.get("cpus", 1)), 1)
         self.stack_order = int(p.get("stack_order", 1))
         self.kmax = io_pages(p)
-        self.guard = check_kmap_guard(p, lay)
         self.weights = self._usable(weights)
+        reads = self.weights[EPISODES.index("read")] > 0
+        self.guard = check_kmap_guard(p, lay) if reads else 0
         self.heap = self.rng.integers(HEAP_PAGES, size=max(lay.procs, 1))
         self.misses = 0  # page-cache misses so far: the ring's next slot
         self.hold = int(p["kmap_hold"])
@@ -155,11 +157,13 @@ class World:
         self.churn_t = _fork_template(lay, self.stack_order, True)
         self.boot_t = _fork_template(lay, self.stack_order, False)
         self.churn_rows = -(-(self.churn_t[0].size + 2) // WIDTH)
-        # expected rows per episode: a read of floor(kmax ** u) pages has (kmax - 1) / ln(kmax) on average
-        io_rows = (self.kmax - 1) / np.log(self.kmax) if self.kmax > 1 else 1.0
+        # expected rows per episode (a read takes about 1.5 x 2^e pages in octave e, each octave as
+        # likely), in plain arithmetic: no libm function decides how the stream is cut into chunks
+        octaves = self.kmax.bit_length()
+        io_rows = sum(min((3 * (1 << e) - 1) / 2, self.kmax) for e in range(octaves)) / octaves
         w = self.weights
-        mean = 1.0 + w[:3].sum() * (io_rows - 1) + w[EPISODES.index("churn")] * (self.churn_rows - 1)
-        self.per_chunk = int(np.clip(CHUNK_ROWS / mean, MIN_CHUNK, CHUNK_ROWS))
+        mean = 1.0 + float(w[:3].sum()) * (io_rows - 1) + float(w[EPISODES.index("churn")]) * (self.churn_rows - 1)
+        self.per_chunk = int(min(max(CHUNK_ROWS // mean, MIN_CHUNK), CHUNK_ROWS))
 
     def _usable(self, weights: dict[str, float]) -> np.ndarray:
         """Episode probabilities, with types whose structure is empty folded away."""
@@ -173,7 +177,7 @@ class World:
         if not lay.mapped:
             for name in ("mapped_touch", "mapped_read", "mapped_write", "msync", "evict"):
                 w[name] = 0.0
-        for pool, name in (("kalloc", "kalloc"), ("pgtable", "pgtable")):
+        for pool, name in (("kalloc", "kalloc"), ("pgtable", "pgtable"), ("dentry", "open")):
             if not lay.pools[pool]:
                 w[name] = 0.0
         if lay.procs == 0:
@@ -228,7 +232,7 @@ class World:
         slot = rng.integers(lay.procs, size=n)
         cpu = slot % self.ncpu
         io = (typ == 0) | (typ == 1) | (typ == 2)
-        pages = np.where(io, np.floor(self.kmax ** rng.random(n)).astype(np.int64).clip(1, self.kmax), 1)
+        pages = np.where(io, self._sizes(n), 1)
         churn_rows = self.churn_rows
         rows = np.where(typ == EPISODES.index("churn"), churn_rows, pages)
         g = Grid(rows)
@@ -240,8 +244,18 @@ class World:
         e.touch()
         return g.events()
 
+    def _sizes(self, n: int) -> np.ndarray:
+        """Pages per read or write, log-uniform from 1 to kmax: an octave 2^e .. 2^(e+1)-1 drawn
+        uniformly, then a size within it (integer arithmetic, the same on every machine)."""
+        if self.kmax == 1:
+            return np.ones(n, dtype=np.int64)
+        u = self.rng.random((2, n))
+        e = (u[0] * self.kmax.bit_length()).astype(np.int64)
+        return np.minimum((1 << e) + (u[1] * (1 << e)).astype(np.int64), self.kmax)
+
     def _release(self, g: Grid, kmapped: np.ndarray, cpu: np.ndarray) -> None:
-        """kunmap, at the start of each episode, the kmap taken kmap_hold episodes before."""
+        """kunmap, at the start of each episode, the kmap taken kmap_hold episodes before. The
+        queue holds the last kmap_hold episodes' kmaps (-1: none), whatever the chunks' sizes."""
         if not self.hold:
             return
         handles = np.concatenate([self.held, kmapped])
