@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -137,6 +138,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError("repeat", "an integer >= 1", args.repeat)
     if args.generators:
         return bench_generators(args)
+    if args.sweep:
+        from cluster.bench_sweep import bench_sweep, format_sweep_bench
+
+        b = bench_sweep(sims=args.sims, tiny=args.tiny)
+        print(json.dumps({"sweep": b.as_dict()}, indent=2) if args.json else format_sweep_bench(b))
+        return 0
     if args.strace is not None:
         r = bench.bench_strace(args.strace or None, args.repeat)
         if args.json:
@@ -275,8 +282,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.max_in_flight is not None and args.max_in_flight < 1:
         raise ConfigError("max-in-flight", "an integer >= 1", args.max_in_flight)
     directory = args.out or default_dir(spec)
-    open_store(spec, directory, args.resume, args.force).close()  # a refusal comes before Ray starts
-    executor = RayExecutor(address=args.address)
+    if args.num_cpus is not None and (args.num_cpus < 1 or args.address):
+        raise ConfigError("num-cpus", "an integer >= 1, for an embedded Ray only (not with --address)", args.num_cpus)
+    store = open_store(spec, directory, args.resume, args.force)  # a refusal comes before Ray starts
+    if store.recovered:
+        print(f"{PROG}: {directory}: {store.recovered}", file=sys.stderr)
+    store.close()
+    executor = RayExecutor(address=args.address, num_cpus=args.num_cpus)
     try:
         out = run_spec(spec, directory, executor, Options(max_in_flight=args.max_in_flight),
                        [Progress(spec.name)])
@@ -318,6 +330,7 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
                     "records aside and start over")
     sw.add_argument("--max-in-flight", type=int, metavar="N", help="tasks in flight at once (default: twice "
                     "the cluster's CPUs)")
+    sw.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the embedded Ray (default: all)")
     sw.set_defaults(func=cmd_sweep)
 
     res = sub.add_parser("results", help="aggregate a sweep's records: mean, std, 95%% CI, min, max per cell")
@@ -327,13 +340,128 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     res.set_defaults(func=cmd_results)
 
 
+# -- the service ----------------------------------------------------------------------------------
+
+
+def _join_ray(address: str | None, embedded: bool = False) -> bool:
+    """Join ``address``, else RAY_ADDRESS, else the cluster this machine runs (``ray start`` or a
+    `zonesim serve` in the foreground); with ``embedded``, start one if there is none. Returns
+    whether an embedded instance was started."""
+    import ray
+
+    options = {"log_to_driver": False, "logging_level": "ERROR"}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, **options)
+        return False
+    try:
+        ray.init(address="auto", **options)
+        return False
+    except ConnectionError:
+        if not embedded:
+            raise UsageError("no Ray cluster found: give --address, set RAY_ADDRESS, or start one "
+                             "(`ray start --head`, or `zonesim serve` in another terminal)") from None
+    ray.init(include_dashboard=False, **options)
+    return True
+
+
+def _call(method, *args):
+    """A coordinator call; the actor's ConfigError / StreamError come back as themselves."""
+    import ray
+
+    try:
+        return ray.get(method.remote(*args))
+    except ray.exceptions.RayTaskError as err:
+        if isinstance(err.cause, ConfigError | StreamError):
+            raise err.cause from None
+        raise
+
+
+def _show_status(rows: list[dict]) -> None:
+    header = ("sweep", "state", "done", "failed", "directory")
+    print("\n".join(table([header] + [(r["name"], r["state"], f"{r.get('done', 0)}/{r.get('total', 0)}",
+                                       str(r.get("failed", 0)), r.get("directory", "")) for r in rows])))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cluster import service
+
+    embedded = _join_ray(args.address, embedded=True)
+    service.start(os.path.abspath(args.root), args.parallel)
+    print(f"zonesim service running ({service.NAMESPACE}/{service.NAME}), sweeps under {os.path.abspath(args.root)}")
+    if not embedded:
+        return 0  # the detached actor lives in the cluster
+    print("embedded Ray: serving until interrupted (zonesim submit / status / cancel from another terminal)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from cluster import service
+
+    try:
+        with open(args.spec, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError("spec", f"a readable UTF-8 TOML file ({err})", args.spec) from None
+    _join_ray(args.address)
+    _show_status([_call(service.connect().submit, text, args.spec, args.force)])
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cluster import service
+
+    _join_ray(args.address)
+    rows = _call(service.connect().status, args.sweep)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _show_status(rows)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from cluster import service
+
+    _join_ray(args.address)
+    _show_status([_call(service.connect().cancel, args.sweep)])
+    return 0
+
+
+def add_service_parsers(sub: argparse._SubParsersAction) -> None:
+    address = {"help": "Ray cluster (default: RAY_ADDRESS, else the cluster running on this machine)"}
+    sv = sub.add_parser("serve", help="run the sweep service: a named, detached Ray actor that queues sweeps")
+    sv.add_argument("--address", **address)
+    sv.add_argument("--root", default="sweeps", help="where the service keeps its sweeps (default ./sweeps)")
+    sv.add_argument("--parallel", type=int, default=1, help="sweeps run at once (default 1)")
+    sv.set_defaults(func=cmd_serve)
+    sb = sub.add_parser("submit", help="queue a sweep spec on the service")
+    sb.add_argument("spec", help="sweep spec file (TOML)")
+    sb.add_argument("--address", **address)
+    sb.add_argument("--force", action="store_true", help="a changed spec under an existing name: start over")
+    sb.set_defaults(func=cmd_submit)
+    st = sub.add_parser("status", help="the service's sweeps: state and progress")
+    st.add_argument("sweep", nargs="?", help="one sweep (default: all)")
+    st.add_argument("--address", **address)
+    st.add_argument("--json", action="store_true", help="print as JSON")
+    st.set_defaults(func=cmd_status)
+    cn = sub.add_parser("cancel", help="cancel a queued or running sweep (its records are kept)")
+    cn.add_argument("sweep", help="sweep name")
+    cn.add_argument("--address", **address)
+    cn.set_defaults(func=cmd_cancel)
+
+
 # -- the parser ----------------------------------------------------------------------------------
 
 
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Simulate the kernel memory-mapping schemes of Bottomley, "
                     "OLS 2004 (stock 3G/1G, 4G/4G, unmapped page cache).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,bench,trace,sweep,results}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{run,list,bench,trace,sweep,results,serve,submit,status,cancel}")
 
     run = sub.add_parser("run", help="run one simulation and print its record")
     run.add_argument("--machine", help=f"machine preset (default {DEFAULTS['machine']}; see zonesim list)")
@@ -363,6 +491,10 @@ def build_parser() -> Parser:
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.add_argument("--generators", action="store_true",
                    help=f"time the workload generators instead (default {bench.GENERATOR_EVENTS} events each)")
+    b.add_argument("--sweep", action="store_true", help="time the sweep driver on an embedded Ray against serial "
+                   "runs and a multiprocessing.Pool")
+    b.add_argument("--sims", type=int, default=64, help="with --sweep: simulations of about a second (default 64)")
+    b.add_argument("--tiny", type=int, default=2000, help="with --sweep: tiny simulations (default 2000)")
     b.add_argument("--strace", nargs="?", const="", metavar="LOG",
                    help="time the strace importer instead, on LOG or on a fresh log of real programs")
     b.add_argument("--workload", action="append", help="with --generators: workload to time, repeatable "
@@ -371,6 +503,7 @@ def build_parser() -> Parser:
 
     add_trace_parser(sub)
     add_sweep_parsers(sub)
+    add_service_parsers(sub)
     return parser
 
 

@@ -590,6 +590,12 @@ def load_spec(path: str) -> Spec:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise SpecError("spec", f"not UTF-8 text (byte {err.start})", source=str(path)) from None
+    return spec_from_text(text, str(path))
+
+
+def spec_from_text(text: str, source: str = "") -> Spec:
+    """Validate a spec given as TOML text (what the sweep service receives); errors name ``source``."""
+    path = source
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -1,0 +1,106 @@
+"""``zonesim bench --sweep``: the sweep service's parallel efficiency and per-task overhead.
+
+Three runs of the same list of simulations, in one invocation so the ratios come from one state
+of a shared machine: serially in this process, through the driver on an embedded Ray, and through a
+plain ``multiprocessing.Pool`` (the baseline that any distributed layer must not lose to on one
+box). Then many tiny simulations, serially and through the driver: the extra CPU time per
+simulation is what Ray, batching and the store cost.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+from cluster.driver import run_sweep
+from cluster.executor import RayExecutor
+from cluster.store import Store
+from cluster.worker import run_one
+
+# about a second each on the fast engine: the parisc passes run at about 2 M events/s
+SECOND_SIM = {"machine": "pa8800", "policy": "unmapped", "workload": "mixed",
+              "set": {"events": 2_000_000, "processes": 32, "shm": "64MiB"}}
+TINY_SIM = {"machine": "pa8800", "policy": "unmapped", "workload": "io",
+            "set": {"events": 300, "memory": "256MiB", "processes": 2, "anon_pages": 4, "pagecache": "1MiB",
+                    "kmap_fraction": 0.0}}
+
+
+@dataclass
+class SweepBench:
+    cpus: int
+    sims: int
+    serial_s: float
+    ray_s: float
+    pool_s: float
+    speedup: float  # serial / ray: >= 1.8 wanted on 2 cores
+    ray_vs_pool: float  # ray / pool: <= 1.05 wanted
+    tiny_sims: int
+    tiny_serial_s: float
+    tiny_ray_s: float
+    overhead_ms: float  # extra CPU time per tiny simulation through the driver: <= 5 wanted
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _configs(template: dict, n: int) -> list[dict]:
+    return [{**template, "seed": seed} for seed in range(n)]
+
+
+def _serial(configs: list[dict]) -> float:
+    start = time.perf_counter()
+    for c in configs:
+        assert run_one(c)["status"] == "ok"
+    return time.perf_counter() - start
+
+
+def _through_driver(configs: list[dict], executor) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(os.path.join(tmp, "bench"), "name = 'bench'\n", "bench")
+        start = time.perf_counter()
+        out = run_sweep(configs, store, executor)
+        seconds = time.perf_counter() - start
+        store.close()
+    assert not out.failed and out.ran == len(configs)
+    return seconds
+
+
+def _pool(configs: list[dict], cpus: int) -> float:
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(cpus) as pool:
+        assert all(e["status"] == "ok" for e in pool.map(run_one, configs, chunksize=1))
+    return time.perf_counter() - start
+
+
+def bench_sweep(sims: int = 64, tiny: int = 2000, cpus: int | None = None) -> SweepBench:
+    cpus = cpus or os.cpu_count() or 1
+    big, small = _configs(SECOND_SIM, sims), _configs(TINY_SIM, tiny)
+    serial = _serial(big)
+    tiny_serial = _serial(small)
+    executor = RayExecutor(num_cpus=cpus)
+    try:
+        _through_driver(_configs(TINY_SIM, 4 * cpus), executor)  # workers up and imports done: not timed
+        ray_s = _through_driver(big, executor)
+        tiny_ray = _through_driver(small, executor)
+    finally:
+        executor.close()
+    pool_s = _pool(big, cpus)
+    overhead = (tiny_ray * cpus - tiny_serial) / tiny * 1000
+    return SweepBench(cpus, sims, serial, ray_s, pool_s, serial / ray_s, ray_s / pool_s, tiny, tiny_serial,
+                      tiny_ray, overhead)
+
+
+def format_sweep_bench(b: SweepBench) -> str:
+    ok = {True: "yes", False: "NO"}
+    return "\n".join([
+        f"sweep: {b.sims} simulations of about a second each on {b.cpus} CPUs, one invocation",
+        f"  serial in-process   {b.serial_s:8.2f} s",
+        f"  driver on Ray       {b.ray_s:8.2f} s   speedup {b.speedup:.2f}x (>= 1.8: {ok[b.speedup >= 1.8]})",
+        f"  multiprocessing     {b.pool_s:8.2f} s   Ray / Pool {b.ray_vs_pool:.3f} "
+        f"(<= 1.05: {ok[b.ray_vs_pool <= 1.05]})",
+        f"tiny: {b.tiny_sims} simulations, serial {b.tiny_serial_s:.2f} s, driver on Ray {b.tiny_ray_s:.2f} s: "
+        f"{b.overhead_ms:.2f} ms extra CPU per simulation (<= 5: {ok[b.overhead_ms <= 5]})",
+    ])

@@ -1,0 +1,98 @@
+"""The sweep service's coordinator in-process, with the local executor: queueing, status, cancel,
+and a restart resuming from the stores. The real detached actor is in tests/test_cluster_ray.py."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import msgpack
+import pytest
+
+from cluster.executor import LocalExecutor
+from cluster.service import STATE, Coordinator
+from cluster.spec import SpecError
+from cluster.store import Store, StoreError
+
+SPEC = """name = "{name}"
+seeds = {seeds}
+[base]
+machine = "pa8800"
+policy = "unmapped"
+workload = "mixed"
+[base.set]
+events = 2000
+processes = 4
+anon_pages = 8
+shm = "4MiB"
+pagecache = "8MiB"
+files = 256
+"""
+
+
+def wait(c: Coordinator, name: str, states: tuple[str, ...] = ("finished", "failed", "cancelled")) -> dict:
+    end = time.monotonic() + 60
+    while (status := c.status(name)[0])["state"] not in states:
+        assert time.monotonic() < end, status
+        time.sleep(0.02)
+    return status
+
+
+def test_submitted_sweeps_run_in_order_and_report_their_counts(tmp_path) -> None:
+    c = Coordinator(str(tmp_path), executor=LocalExecutor)
+    first = c.submit(SPEC.format(name="a", seeds=3))
+    assert first["state"] == "queued" and first["total"] == 3
+    c.submit(SPEC.format(name="b", seeds=2))
+    a, b = wait(c, "a"), wait(c, "b")
+    assert (a["state"], a["done"], a["failed"]) == ("finished", 3, 0)
+    assert (b["state"], b["done"]) == ("finished", 2)
+    assert b["started"] >= a["finished"]  # one after another
+    assert [s["name"] for s in c.status()] == ["a", "b"]
+    with open(tmp_path / "a" / STATE) as f:
+        assert json.load(f)["state"] == "finished"
+
+
+def test_bad_specs_and_unknown_names_are_the_callers_errors(tmp_path) -> None:
+    c = Coordinator(str(tmp_path), executor=LocalExecutor)
+    with pytest.raises(SpecError, match=r"^x\.toml: base\.machine: "):
+        c.submit('name = "x"\nseeds = 1\n[base]\nmachine = "nosuch"\n', "x.toml")
+    with pytest.raises(StoreError, match="no sweep named y"):
+        c.status("y")
+    assert c.status() == []
+
+
+def test_a_restarted_coordinator_resumes_what_was_running(tmp_path) -> None:
+    c = Coordinator(str(tmp_path), executor=LocalExecutor)
+    c.submit(SPEC.format(name="r", seeds=4))
+    wait(c, "r")
+    # as if the actor died mid-sweep: two records never written, the state file still says running
+    keep = [{k: v for k, v in e.items() if k != "crc"} for e in list(Store.read(str(tmp_path / "r")).entries())[:2]]
+    status = json.loads((tmp_path / "r" / STATE).read_text())
+    (tmp_path / "r" / STATE).write_text(json.dumps({**status, "state": "running"}))
+    (tmp_path / "r" / "records.msgpack").write_bytes(b"")
+    digest = json.loads((tmp_path / "r" / "spec.json").read_text())["digest"]
+    with Store.open(str(tmp_path / "r"), (tmp_path / "r" / "spec.toml").read_text(), digest) as s:
+        s.append(keep)
+    restarted = Coordinator(str(tmp_path), executor=LocalExecutor)
+    done = wait(restarted, "r")
+    assert (done["state"], done["done"], done["total"]) == ("finished", 4, 4)
+    with open(tmp_path / "r" / "records.msgpack", "rb") as f:  # the two kept, then only the two missing
+        logged = [e["key"] for e in msgpack.Unpacker(f, raw=False)]
+    assert logged[:2] == [e["key"] for e in keep] and len(logged) == len(set(logged)) == 4
+
+
+def test_cancel_of_a_queued_sweep_takes_it_off_the_queue(tmp_path) -> None:
+    class Slow(LocalExecutor):
+        def submit(self, configs):
+            time.sleep(0.2)
+            return super().submit(configs)
+
+    c = Coordinator(str(tmp_path), executor=Slow)
+    c.submit(SPEC.format(name="long", seeds=20))
+    c.submit(SPEC.format(name="next", seeds=1))
+    assert c.cancel("next")["state"] == "cancelled"
+    wait(c, "long", ("running",))
+    c.cancel("long")
+    long = wait(c, "long")
+    assert long["state"] == "cancelled" and 0 < long["done"] < 20
+    assert c.status("next")[0]["state"] == "cancelled"
