@@ -120,8 +120,16 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
 
 
 def _running_workers() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "ray::run_batch"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+    """Pids of Ray workers running a task now: Ray titles such a process ``ray::run_batch``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::run_batch"):
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
 
 
 def test_a_worker_killed_mid_sweep_is_retried_and_every_simulation_recorded_once(tmp_path) -> None:
