@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
 from conftest import ROOT
 
@@ -145,3 +146,45 @@ def test_the_service_queues_reports_and_cancels(cluster, tmp_path) -> None:
     bad.write_text('name = "bad"\nseeds = 1\n[base]\nmachine = "nosuch"\n')
     refused = zonesim("submit", str(bad), "--address", cluster["address"])
     assert refused.returncode == 2 and "base.machine" in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def _actor_pids() -> list[int]:
+    """The coordinator actor's process: Ray titles it ``ray::Coordinator``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::Coordinator"):
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def test_a_killed_service_actor_restarts_and_resumes_its_sweep(cluster, tmp_path) -> None:
+    root = tmp_path / "restart"
+    assert zonesim("serve", "--address", cluster["address"], "--root", str(root)).returncode == 0
+    # a service from an earlier test may be the one running: its root is where the sweep goes
+    submitted = zonesim("submit", str(spec(tmp_path, "survivor", seeds=12, events=30000, engine="reference")),
+                        "--address", cluster["address"])
+    assert submitted.returncode == 0, submitted.stderr
+    where = Path(submitted.stdout.split()[-1])
+
+    def status() -> dict | None:
+        out = zonesim("status", "survivor", "--address", cluster["address"], "--json")
+        return json.loads(out.stdout)[0] if out.returncode == 0 else None
+
+    end = time.monotonic() + 240
+    while not ((s := status()) and s["state"] == "running" and s["done"] > 0):
+        assert time.monotonic() < end
+        time.sleep(0.5)
+    [pid] = _actor_pids()
+    os.kill(pid, 9)
+    while not ((s := status()) and s["state"] == "finished"):
+        assert time.monotonic() < end, s
+        time.sleep(1)
+    assert _actor_pids() and _actor_pids() != [pid]  # Ray restarted it
+    assert s["done"] == s["total"] == 24
+    with open(where / "records.msgpack", "rb") as f:
+        logged = [e["key"] for e in msgpack.Unpacker(f, raw=False)]
+    assert len(logged) == len(set(logged)) == 24  # nothing run twice: the store resumed the sweep
