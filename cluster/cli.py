@@ -288,12 +288,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if store.recovered:
         print(f"{PROG}: {directory}: {store.recovered}", file=sys.stderr)
     store.close()
-    executor = RayExecutor(address=args.address, num_cpus=args.num_cpus)
+    listeners: list[object] = [Progress(spec.name)]
+    exporter = _exporter(args, spec.name, listeners)
+    executor = RayExecutor(address=args.address, num_cpus=args.num_cpus, progress=exporter is not None)
     try:
-        out = run_spec(spec, directory, executor, Options(max_in_flight=args.max_in_flight),
-                       [Progress(spec.name)])
+        out = run_spec(spec, directory, executor, Options(max_in_flight=args.max_in_flight), listeners)
     finally:
         executor.close()
+    if exporter is not None:
+        _after_sweep(args, spec.name, exporter)
     from cluster.store import Store
 
     store = Store.read(directory)
@@ -305,6 +308,39 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if len(out.failed) > 10:
         print(f"{PROG}: ... and {len(out.failed) - 10} more failures (zonesim results {directory})", file=sys.stderr)
     return 1 if out.failed else 0
+
+
+def _exporter(args: argparse.Namespace, sweep: str, listeners: list[object]):
+    """The sweep's /metrics endpoint (and its listener), or None with --no-metrics. A port in use
+    is a warning, not an error: a sweep is worth more than its dashboard."""
+    from cluster.metrics import Exporter
+
+    if args.no_metrics:
+        return None
+    exporter = Exporter()
+    try:
+        port = exporter.serve(args.metrics_host, args.metrics_port)
+    except OSError as err:
+        print(f"{PROG}: warning: metrics endpoint {args.metrics_host}:{args.metrics_port}: {err.strerror}; "
+              "the sweep runs without it", file=sys.stderr)
+        return None
+    print(f"metrics: http://{args.metrics_host}:{port}/metrics", file=sys.stderr)
+    listeners.append(exporter.listener(sweep))
+    return exporter
+
+
+def _after_sweep(args: argparse.Namespace, sweep: str, exporter) -> None:
+    from cluster.metrics import wait_grace
+
+    if args.pushgateway:
+        try:
+            exporter.push(args.pushgateway, sweep)
+        except OSError as err:
+            print(f"{PROG}: warning: pushgateway {args.pushgateway}: {err}", file=sys.stderr)
+    if args.metrics_grace > 0:
+        print(f"metrics stay up {args.metrics_grace:g} s for a last scrape", file=sys.stderr)
+        wait_grace(args.metrics_grace)
+    exporter.close()
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -331,6 +367,14 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--max-in-flight", type=int, metavar="N", help="tasks in flight at once (default: twice "
                     "the cluster's CPUs)")
     sw.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the embedded Ray (default: all)")
+    sw.add_argument("--metrics-host", default="127.0.0.1", help="address of the /metrics endpoint "
+                    "(default 127.0.0.1)")
+    sw.add_argument("--metrics-port", type=int, default=9464, help="its port (default 9464; 0: any free port)")
+    sw.add_argument("--metrics-grace", type=float, default=15.0, metavar="S",
+                    help="seconds the last values stay scrapeable after the sweep (default 15)")
+    sw.add_argument("--pushgateway", metavar="URL", help="also push the final values to this Pushgateway, "
+                    "grouped by sweep")
+    sw.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
     sw.set_defaults(func=cmd_sweep)
 
     res = sub.add_parser("results", help="aggregate a sweep's records: mean, std, 95%% CI, min, max per cell")
@@ -386,7 +430,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cluster import service
 
     embedded = _join_ray(args.address, embedded=True)
-    service.start(os.path.abspath(args.root), args.parallel)
+    metrics = None if args.no_metrics else (args.metrics_host, args.metrics_port)
+    service.start(os.path.abspath(args.root), args.parallel, metrics)
+    if metrics:
+        print(f"metrics: http://{args.metrics_host}:{args.metrics_port}/metrics (on the node running the actor)")
     print(f"zonesim service running ({service.NAMESPACE}/{service.NAME}), sweeps under {os.path.abspath(args.root)}")
     if not embedded:
         return 0  # the detached actor lives in the cluster
@@ -437,6 +484,9 @@ def add_service_parsers(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--address", **address)
     sv.add_argument("--root", default="sweeps", help="where the service keeps its sweeps (default ./sweeps)")
     sv.add_argument("--parallel", type=int, default=1, help="sweeps run at once (default 1)")
+    sv.add_argument("--metrics-host", default="127.0.0.1", help="address of its /metrics endpoint (default 127.0.0.1)")
+    sv.add_argument("--metrics-port", type=int, default=9465, help="its fixed port (default 9465)")
+    sv.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
     sv.set_defaults(func=cmd_serve)
     sb = sub.add_parser("submit", help="queue a sweep spec on the service")
     sb.add_argument("spec", help="sweep spec file (TOML)")

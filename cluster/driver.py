@@ -83,6 +83,8 @@ def run_sweep(configs: Iterable[dict[str, object]], store, executor, options: Op
     attempts: dict[str, int] = {}
     sizer = _Sizer(o)
     in_flight: dict[object, list[dict[str, object]]] = {}
+    sent: dict[object, float] = {}  # when each task in flight was submitted
+    polled = 0.0
     while queue or in_flight:
         if stop():
             _cancel(executor, in_flight)
@@ -92,11 +94,17 @@ def run_sweep(configs: Iterable[dict[str, object]], store, executor, options: Op
         while queue and len(in_flight) < limit:
             n = sizer.size(len(queue), executor.slots)
             batch = [queue.popleft() for _ in range(min(n, len(queue)))]
-            in_flight[executor.submit(batch)] = batch
+            handle = executor.submit(batch)
+            in_flight[handle], sent[handle] = batch, time.perf_counter()
+        _hook(listeners, "running", len(queue), sum(len(b) for b in in_flight.values()))
         # -- wait for something to finish -----------------------------------------------------------
         for handle in executor.wait(list(in_flight), timeout=1.0):
             batch = in_flight.pop(handle)
+            _hook(listeners, "task", time.perf_counter() - sent.pop(handle))
+            retried = out.retried
             entries = _collect(executor, handle, batch, attempts, queue, o, out)
+            if out.retried > retried:
+                _hook(listeners, "retried", out.retried - retried)
             # -- record, then let go of the task: nothing of it stays in the driver ---------------
             if entries:
                 store.append(entries)
@@ -105,6 +113,9 @@ def run_sweep(configs: Iterable[dict[str, object]], store, executor, options: Op
                 out.failed += [e for e in entries if e["status"] != "ok"]
             for listener in listeners:
                 listener.update(entries)
+        if hasattr(executor, "progress") and (not (queue or in_flight) or time.perf_counter() - polled >= 0.5):
+            _hook(listeners, "events", executor.progress())  # the workers' live reports, twice a second
+            polled = time.perf_counter()
         for listener in listeners:
             listener.tick()
     out.seconds = time.perf_counter() - start
@@ -134,6 +145,14 @@ def _collect(executor, handle, batch, attempts, queue, o: Options, out: Outcome)
     for e in entries:
         e["attempts"] = attempts.get(str(e["key"]), 1)
     return entries
+
+
+def _hook(listeners: Sequence[object], name: str, *args: object) -> None:
+    """An optional listener verb (the exporter's): listeners without it are not asked."""
+    for listener in listeners:
+        verb = getattr(listener, name, None)
+        if verb is not None:
+            verb(*args)
 
 
 def _cancel(executor, in_flight: dict) -> None:

@@ -46,6 +46,31 @@ class LocalExecutor:
         pass
 
 
+class ProgressSink:
+    """Where workers report events simulated (an actor: fire-and-forget calls, summed here until
+    the driver takes them)."""
+
+    def __init__(self) -> None:
+        self.events = 0
+
+    def report(self, n: int) -> None:
+        self.events += n
+
+    def take(self) -> int:
+        n, self.events = self.events, 0
+        return n
+
+
+class _Report:
+    """``sink(n)`` for the workers: a picklable call of the sink actor's ``report``."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def __call__(self, n: int) -> None:
+        self.handle.report.remote(n)
+
+
 class RayExecutor:
     """Tasks as Ray remote functions on an embedded single-node Ray or an existing cluster.
 
@@ -53,7 +78,7 @@ class RayExecutor:
     submit``), else start an embedded local instance; otherwise join ``address``. If Ray is already
     initialised in this process (the sweep service's actor), it is used as it is."""
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, progress: bool = False) -> None:
         import ray
 
         self._ray = ray
@@ -66,9 +91,15 @@ class RayExecutor:
                 ray.init(num_cpus=num_cpus, include_dashboard=False, **options)
         self._task = ray.remote(max_retries=0)(run_batch)
         self.slots = max(int(ray.cluster_resources().get("CPU", 1)), 1)
+        self._sink = ray.remote(ProgressSink).options(num_cpus=0).remote() if progress else None
+        self._report = _Report(self._sink) if self._sink is not None else None
 
     def submit(self, configs: list[dict[str, object]]):
-        return self._task.remote(configs)
+        return self._task.remote(configs, self._report)
+
+    def progress(self) -> int:
+        """Events simulated since the last call, as the workers reported them."""
+        return self._ray.get(self._sink.take.remote()) if self._sink is not None else 0
 
     def wait(self, handles: Sequence, timeout: float) -> list:
         ready, _ = self._ray.wait(list(handles), num_returns=1, timeout=timeout)

@@ -32,10 +32,17 @@ PENDING = ("queued", "running")
 class Coordinator:
     """Sweeps by name: a queue, runner threads, and each sweep's state on disk."""
 
-    def __init__(self, root: str, parallel: int = 1, executor: Callable[[], object] | None = None) -> None:
+    def __init__(self, root: str, parallel: int = 1, executor: Callable[[], object] | None = None,
+                 metrics: tuple[str, int] | None = None) -> None:
         self.root = os.path.abspath(root)
         os.makedirs(self.root, exist_ok=True)
         self.make_executor = executor or _ray_executor
+        self.exporter = None
+        if metrics is not None:  # one endpoint for the service's whole life, every sweep in it
+            from cluster.metrics import Exporter
+
+            self.exporter = Exporter()
+            self.exporter.serve(*metrics)
         self.lock = threading.Condition()
         self.queue: deque[str] = deque()
         self.state: dict[str, dict] = {}
@@ -98,8 +105,8 @@ class Coordinator:
             with open(os.path.join(directory, "spec.toml")) as f:
                 spec = spec_from_text(f.read(), name)
             executor = self.make_executor()
-            out = run_spec(spec, directory, executor, Options(), [_Counts(self, name)],
-                           stop=lambda: name in self.cancelled)
+            listeners = [_Counts(self, name)] + ([self.exporter.listener(name)] if self.exporter else [])
+            out = run_spec(spec, directory, executor, Options(), listeners, stop=lambda: name in self.cancelled)
             state = "cancelled" if out.cancelled else ("failed" if out.failed else "finished")
             self._set(name, state=state, finished=time.time(), failed=len(out.failed), error=None)
         except Exception as err:  # noqa: BLE001 - the service outlives one sweep's trouble
@@ -160,20 +167,20 @@ class _Counts:
 def _ray_executor():
     from cluster.executor import RayExecutor
 
-    return RayExecutor()
+    return RayExecutor(progress=True)
 
 
 # -- Ray at the boundary ---------------------------------------------------------------------------
 
 
-def start(root: str, parallel: int = 1):
+def start(root: str, parallel: int = 1, metrics: tuple[str, int] | None = None):
     """The detached, named, restartable coordinator actor (in the cluster ``ray.init`` joined)."""
     import ray
 
     actor = ray.remote(Coordinator).options(name=NAME, namespace=NAMESPACE, lifetime="detached", max_restarts=-1,
                                             max_task_retries=-1, num_cpus=0, max_concurrency=16,
                                             get_if_exists=True)
-    handle = actor.remote(root, parallel)
+    handle = actor.remote(root, parallel, None, metrics)
     ray.get(handle.ping.remote())
     return handle
 

@@ -22,8 +22,9 @@ ENGINES: dict[str, Callable[[Kernel, np.ndarray], None]] = {
 
 
 def simulate(machine: Machine, policy: Policy, stream: Stream, engine: str = "fast",
-             check: bool = True) -> Kernel:
-    """Run ``stream`` on a freshly booted kernel; the kernel state is returned for inspection."""
+             check: bool = True, on_batch: Callable[[int], None] | None = None) -> Kernel:
+    """Run ``stream`` on a freshly booted kernel; the kernel state is returned for inspection.
+    ``on_batch(events so far)`` is called after each batch (live progress for the sweep's metrics)."""
     if engine not in ENGINES:
         raise ConfigError("engine", "one of " + ", ".join(sorted(ENGINES)), engine)
     run_batch = ENGINES[engine]
@@ -37,13 +38,15 @@ def simulate(machine: Machine, policy: Policy, stream: Stream, engine: str = "fa
             raise StreamError(f"{stream.source}: batch {number} (events {seen}..{seen + len(batch) - 1}): "
                               f"{err}") from None
         seen += len(batch)
+        if on_batch is not None:
+            on_batch(seen)
     if check:
         check_all(k)
     return k
 
 
 def run(machine: Machine, policy: Policy, stream: Stream, identity: dict[str, object],
-        engine: str = "fast", check: bool = True) -> dict[str, object]:
+        engine: str = "fast", check: bool = True, on_batch: Callable[[int], None] | None = None) -> dict[str, object]:
     """Simulate and return the flat record."""
-    k = simulate(machine, policy, stream, engine=engine, check=check)
+    k = simulate(machine, policy, stream, engine=engine, check=check, on_batch=on_batch)
     return build_record(k, {**identity, "engine": engine})

@@ -90,7 +90,7 @@ def cells(directory: Path) -> list[dict]:
 
 def test_a_sweep_joins_the_two_node_cluster(cluster, tmp_path) -> None:
     out = zonesim("sweep", str(spec(tmp_path, "joined")), "--address", cluster["address"], "--out",
-                  str(tmp_path / "joined"))
+                  str(tmp_path / "joined"), "--no-metrics")
     assert out.returncode == 0, out.stderr
     assert "4 of 4 simulations ok" in out.stdout
     assert [c["n"] for c in cells(tmp_path / "joined")] == [2, 2]
@@ -103,7 +103,7 @@ def test_ray_job_submit_runs_the_same_command(cluster, tmp_path) -> None:
     work.mkdir()
     spec(work, "viajob")
     out = subprocess.run(["ray", "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(work),
-                          "--", "zonesim", "sweep", "viajob.toml", "--out", str(tmp_path / "viajob")],
+                          "--", "zonesim", "sweep", "viajob.toml", "--out", str(tmp_path / "viajob"), "--no-metrics"],
                          capture_output=True, text=True, timeout=300, env=env(), check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "succeeded" in out.stdout + out.stderr

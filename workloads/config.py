@@ -72,7 +72,7 @@ def resolve(config: dict[str, object]) -> Resolved:
     return Resolved(machine, policy, stream, identity, str(cfg["engine"]))
 
 
-def run_config(config: dict[str, object], check: bool = True) -> dict[str, object]:
-    """The plain worker function: config in, flat record out."""
+def run_config(config: dict[str, object], check: bool = True, on_batch=None) -> dict[str, object]:
+    """The plain worker function: config in, flat record out (``on_batch``: see core.sim.simulate)."""
     r = resolve(config)
-    return run(r.machine, r.policy, r.stream, r.identity, engine=r.engine, check=check)
+    return run(r.machine, r.policy, r.stream, r.identity, engine=r.engine, check=check, on_batch=on_batch)

@@ -1,0 +1,166 @@
+"""The Prometheus exporter: sweep progress, throughput, durations, retries and failures, live events
+simulated, and the simulations' results per machine, policy and workload.
+
+One ``Exporter`` owns one ``CollectorRegistry`` (injectable: tests read values back from a fresh
+one) and hands out a driver listener per sweep. Names follow Prometheus conventions (base units,
+``_total`` counters, ``_seconds``, ``_bytes``); ``FAMILIES`` is the one list of them, which the
+dashboard is checked against. Labels are bounded sets: the sweep's name, machine, policy, workload
+and a small fixed ``state`` / ``status`` / ``kind``; never a seed or a config hash. The result
+gauges are means over a cell's ok simulations, merged over everything but machine, policy and
+workload (a sweep's other axes are in ``zonesim results``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, start_http_server
+
+SWEEP = ("sweep",)
+CELL = ("sweep", "machine", "policy", "workload")
+SWEEP_PORT, SERVICE_PORT = 9464, 9465
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+# name -> (type, help, labels)
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "zonesim_sweep_simulations": ("gauge", "Simulations of the sweep by state (pending, running, ok, failed)",
+                                  (*SWEEP, "state")),
+    "zonesim_simulations_completed_total": ("counter", "Simulations recorded, by status (ok, failed)",
+                                            (*SWEEP, "status")),
+    "zonesim_task_duration_seconds": ("histogram", "Round trip of one task (a batch of simulations)", SWEEP),
+    "zonesim_simulation_duration_seconds": ("histogram", "Run time of one simulation", SWEEP),
+    "zonesim_retries_total": ("counter", "Simulations queued again because their worker died", SWEEP),
+    "zonesim_events_simulated_total": ("counter", "Events simulated, reported by running workers as they go", SWEEP),
+    "zonesim_result_simulations": ("gauge", "Ok simulations behind the zonesim_result_* means", CELL),
+    "zonesim_result_flushes_per_io": ("gauge", "Mean page flushes issued for I/O per I/O request", CELL),
+    "zonesim_result_alias_violations": ("gauge", "Mean alias violations per simulation", CELL),
+    "zonesim_result_stale_reads": ("gauge", "Mean stale reads per simulation", CELL),
+    "zonesim_result_kernel_mapped_peak_bytes": ("gauge", "Mean peak of kernel-mapped memory", CELL),
+    "zonesim_result_lowmem_free_min_bytes": ("gauge", "Mean minimum of free lowmem", CELL),
+    "zonesim_result_kmap_waits": ("gauge", "Mean kmap calls that slept per simulation", CELL),
+    "zonesim_result_alloc_failures": ("gauge", "Mean failed allocations per simulation", CELL),
+    "zonesim_result_congruence_exhaustions": ("gauge", "Mean congruence exhaustions per simulation", CELL),
+    "zonesim_result_tlb_flushes": ("gauge", "Mean TLB flushes per simulation by kind (global, local, full)",
+                                   (*CELL, "kind")),
+    "zonesim_result_cache_flushes": ("gauge", "Mean cache flushes per simulation by kind (page, all, tmpalias)",
+                                     (*CELL, "kind")),
+    "zonesim_result_estimated_cycles": ("gauge", "Mean estimated cycles of the kernel work per simulation", CELL),
+}
+
+# result gauge -> (record key, extra labels)
+RESULTS: dict[str, list[tuple[str, dict[str, str]]]] = {
+    "zonesim_result_flushes_per_io": [("flushes_per_io", {})],
+    "zonesim_result_alias_violations": [("alias_violations", {})],
+    "zonesim_result_stale_reads": [("stale_reads", {})],
+    "zonesim_result_kernel_mapped_peak_bytes": [("kernel_mapped_bytes_peak", {})],
+    "zonesim_result_lowmem_free_min_bytes": [("lowmem_free_min_bytes", {})],
+    "zonesim_result_kmap_waits": [("kmap_waits", {})],
+    "zonesim_result_alloc_failures": [("alloc_failures", {})],
+    "zonesim_result_congruence_exhaustions": [("congruence_exhaustions", {})],
+    "zonesim_result_tlb_flushes": [(f"tlb_flush_{k}", {"kind": k}) for k in ("global", "local", "full")],
+    "zonesim_result_cache_flushes": [(f"cache_flush_{k}", {"kind": k}) for k in ("page", "all", "tmpalias")],
+    "zonesim_result_estimated_cycles": [("cycles_total", {})],
+}
+
+
+class Exporter:
+    """The metric families in one registry, and what the result means are computed from."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        kinds = {"counter": Counter, "gauge": Gauge}
+        self.m = {}
+        for name, (kind, text, labels) in FAMILIES.items():
+            if kind == "histogram":
+                self.m[name] = Histogram(name, text, labels, registry=self.registry, buckets=DURATION_BUCKETS)
+            else:
+                self.m[name] = kinds[kind](name, text, labels, registry=self.registry)
+        self.sums: dict[tuple, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.counts: dict[tuple, int] = defaultdict(int)
+        self.server = None
+
+    def listener(self, sweep: str) -> SweepListener:
+        return SweepListener(self, sweep)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics endpoint; returns the port (``port`` 0: one the OS picks)."""
+        self.server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return self.server.server_port
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def push(self, gateway: str, sweep: str) -> None:
+        """The current values to a Pushgateway, grouped by sweep (they replace that group's last push)."""
+        push_to_gateway(gateway, job="zonesim", grouping_key={"sweep": sweep}, registry=self.registry)
+
+    def record(self, sweep: str, record: dict) -> None:
+        """An ok simulation's record into its cell's result means."""
+        cell = (sweep, str(record["machine"]), str(record["policy"]), str(record["workload"]))
+        self.counts[cell] += 1
+        sums = self.sums[cell]
+        for name, sources in RESULTS.items():
+            for key, extra in sources:
+                sums[key] += float(record.get(key, 0))
+                self.m[name].labels(*cell, *extra.values()).set(sums[key] / self.counts[cell])
+        self.m["zonesim_result_simulations"].labels(*cell).set(self.counts[cell])
+
+
+class SweepListener:
+    """A driver listener feeding the exporter for one sweep (see cluster.driver)."""
+
+    def __init__(self, e: Exporter, sweep: str) -> None:
+        self.e, self.sweep = e, sweep
+        self.state = {"pending": 0, "running": 0, "ok": 0, "failed": 0}
+
+    def _states(self) -> None:
+        for state, n in self.state.items():
+            self.e.m["zonesim_sweep_simulations"].labels(self.sweep, state).set(n)
+
+    def start(self, total: int, already: int) -> None:
+        self.state.update(pending=total - already, running=0, ok=already, failed=0)
+        for status in ("ok", "failed"):  # present from the start, so rate() has a first sample
+            self.e.m["zonesim_simulations_completed_total"].labels(self.sweep, status)
+        self.e.m["zonesim_retries_total"].labels(self.sweep)
+        self.e.m["zonesim_events_simulated_total"].labels(self.sweep)
+        self._states()
+
+    def update(self, entries: list[dict]) -> None:
+        for entry in entries:
+            status = "ok" if entry["status"] == "ok" else "failed"
+            self.state[status] += 1
+            self.e.m["zonesim_simulations_completed_total"].labels(self.sweep, status).inc()
+            self.e.m["zonesim_simulation_duration_seconds"].labels(self.sweep).observe(float(entry["seconds"]))
+            if status == "ok":
+                self.e.record(self.sweep, entry["record"])
+        self._states()
+
+    def running(self, queued: int, in_flight: int) -> None:
+        """Simulations not handed out yet, and those in tasks in flight (from the driver's queue)."""
+        self.state.update(pending=queued, running=in_flight)
+        self._states()
+
+    def task(self, seconds: float) -> None:
+        self.e.m["zonesim_task_duration_seconds"].labels(self.sweep).observe(seconds)
+
+    def retried(self, n: int) -> None:
+        self.e.m["zonesim_retries_total"].labels(self.sweep).inc(n)
+
+    def events(self, n: int) -> None:
+        self.e.m["zonesim_events_simulated_total"].labels(self.sweep).inc(n)
+
+    def tick(self) -> None:
+        pass
+
+    def finish(self, outcome) -> None:
+        self.state["running"] = 0
+        self._states()
+
+
+def wait_grace(seconds: float) -> None:
+    """Keep the process (and so the endpoint) up for a last scrape after a sweep ends."""
+    time.sleep(max(seconds, 0.0))

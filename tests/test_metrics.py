@@ -1,0 +1,135 @@
+"""The exporter: values read back from a fresh registry, a real scrape checked by promtool, a push to
+a real Pushgateway."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from cluster.metrics import FAMILIES, Exporter
+
+RECORD = {"machine": "pa8800", "policy": "unmapped", "workload": "io", "seed": 0, "flushes_per_io": 0.5,
+          "alias_violations": 0, "stale_reads": 0, "kernel_mapped_bytes_peak": 100 << 20,
+          "lowmem_free_min_bytes": 1 << 30, "kmap_waits": 2, "alloc_failures": 0, "congruence_exhaustions": 0,
+          "tlb_flush_global": 1, "tlb_flush_local": 10, "tlb_flush_full": 0, "cache_flush_page": 40,
+          "cache_flush_all": 0, "cache_flush_tmpalias": 7, "cycles_total": 1000}
+
+
+def entry(status: str = "ok", seconds: float = 0.3, **record: object) -> dict:
+    return {"status": status, "seconds": seconds, "record": {**RECORD, **record} if status == "ok" else None}
+
+
+def fed() -> tuple[Exporter, CollectorRegistry]:
+    registry = CollectorRegistry()
+    e = Exporter(registry)
+    listener = e.listener("s1")
+    listener.start(5, 1)
+    listener.running(2, 2)
+    listener.update([entry(seed=1, alias_violations=4, cycles_total=3000), entry("failed", 0.1)])
+    listener.task(0.7)
+    listener.retried(2)
+    listener.events(12345)
+    return e, registry
+
+
+def test_progress_throughput_and_results_read_back() -> None:
+    _, r = fed()
+    value = r.get_sample_value
+    states = {s: value("zonesim_sweep_simulations", {"sweep": "s1", "state": s}) for s in
+              ("pending", "running", "ok", "failed")}
+    assert states == {"pending": 2, "running": 2, "ok": 2, "failed": 1}  # 1 from before + 1 now
+    assert value("zonesim_simulations_completed_total", {"sweep": "s1", "status": "failed"}) == 1
+    assert value("zonesim_retries_total", {"sweep": "s1"}) == 2
+    assert value("zonesim_events_simulated_total", {"sweep": "s1"}) == 12345
+    assert value("zonesim_task_duration_seconds_count", {"sweep": "s1"}) == 1
+    assert value("zonesim_simulation_duration_seconds_sum", {"sweep": "s1"}) == pytest.approx(0.4)
+    cell = {"sweep": "s1", "machine": "pa8800", "policy": "unmapped", "workload": "io"}
+    assert value("zonesim_result_alias_violations", cell) == 4
+    assert value("zonesim_result_estimated_cycles", cell) == 3000
+    assert value("zonesim_result_cache_flushes", {**cell, "kind": "tmpalias"}) == 7
+    assert value("zonesim_result_tlb_flushes", {**cell, "kind": "local"}) == 10
+
+
+def test_result_gauges_are_means_over_a_cells_simulations() -> None:
+    e, r = fed()
+    e.listener("s1").update([entry(seed=2, alias_violations=0, cycles_total=1000)])
+    cell = {"sweep": "s1", "machine": "pa8800", "policy": "unmapped", "workload": "io"}
+    assert r.get_sample_value("zonesim_result_simulations", cell) == 2
+    assert r.get_sample_value("zonesim_result_alias_violations", cell) == 2
+    assert r.get_sample_value("zonesim_result_estimated_cycles", cell) == 2000
+
+
+def test_names_and_labels_follow_the_conventions() -> None:
+    for name, (kind, text, labels) in FAMILIES.items():
+        assert name.startswith("zonesim_") and text
+        assert name.endswith("_total") == (kind == "counter"), name
+        assert not {"seed", "key", "config", "hash"} & set(labels), name
+        if "bytes" in name or "seconds" in name:
+            assert name.split("_")[-1] in ("bytes", "seconds"), name  # base unit last
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def test_a_real_scrape_passes_promtool_check_metrics() -> None:
+    e, _ = fed()
+    port = e.serve("127.0.0.1", 0)
+    try:
+        text = scrape(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        e.close()
+    assert 'zonesim_sweep_simulations{state="ok",sweep="s1"} 2.0' in text
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.strip() == "" and check.stderr.strip() == ""  # not even a lint warning
+
+
+def test_the_endpoint_binds_loopback_by_default_address() -> None:
+    e, _ = fed()
+    port = e.serve("127.0.0.1", 0)
+    try:
+        assert e.server.server_address[0] == "127.0.0.1"
+        assert "zonesim_result_simulations" in scrape(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        e.close()
+
+
+@pytest.fixture
+def pushgateway():
+    port = free_port()
+    p = subprocess.Popen(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 30
+        while True:
+            try:
+                scrape(f"http://127.0.0.1:{port}/metrics")
+                break
+            except OSError:
+                assert time.monotonic() < end and p.poll() is None
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
+def test_final_values_go_to_a_real_pushgateway_grouped_by_sweep(pushgateway) -> None:
+    e, _ = fed()
+    e.push(pushgateway, "s1")
+    text = scrape(f"http://{pushgateway}/metrics")
+    assert 'zonesim_sweep_simulations{instance="",job="zonesim",state="ok",sweep="s1"} 2' in text
+    assert 'zonesim_result_alias_violations{instance="",job="zonesim",machine="pa8800",policy="unmapped"' in text
