@@ -176,10 +176,13 @@ def _ray_executor():
 def start(root: str, parallel: int = 1, metrics: tuple[str, int] | None = None):
     """The detached, named, restartable coordinator actor (in the cluster ``ray.init`` joined)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    # on this node: its metrics endpoint (and root directory) are where `zonesim serve` was run
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     actor = ray.remote(Coordinator).options(name=NAME, namespace=NAMESPACE, lifetime="detached", max_restarts=-1,
                                             max_task_retries=-1, num_cpus=0, max_concurrency=16,
-                                            get_if_exists=True)
+                                            get_if_exists=True, scheduling_strategy=here)
     handle = actor.remote(root, parallel, None, metrics)
     ray.get(handle.ping.remote())
     return handle

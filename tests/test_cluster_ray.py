@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import msgpack
@@ -132,6 +133,9 @@ def test_the_service_queues_reports_and_cancels(cluster, tmp_path) -> None:
     assert status("quick") | {"finished": 0, "started": 0, "submitted": 0} == {
         "name": "quick", "state": "finished", "directory": str(root / "quick"), "total": 4, "done": 4, "failed": 0,
         "error": None, "finished": 0, "started": 0, "submitted": 0}
+    with urllib.request.urlopen("http://127.0.0.1:9465/metrics", timeout=10) as response:  # the service's endpoint
+        scraped = response.read().decode()
+    assert 'zonesim_sweep_simulations{state="ok",sweep="quick"} 4.0' in scraped
     cancelled = zonesim("cancel", "slow", "--address", cluster["address"])
     assert cancelled.returncode == 0, cancelled.stderr
     while status("slow")["state"] == "running":
