@@ -1,5 +1,5 @@
 """deploy/: the Grafana dashboard against the exporter's metric families (cluster.metrics.FAMILIES), the
-KubeRay manifests against KubeRay's CRDs (../shared/schemas/kuberay/), prometheus.yml through
+KubeRay manifests against KubeRay's CRDs (vendored in tests/data/kuberay/), prometheus.yml through
 ``promtool check config`` and docker-compose.yml through ``docker-compose config``.
 
 promtool (Debian package ``prometheus``) and docker-compose (Debian package ``docker-compose``) must be
@@ -35,7 +35,10 @@ PROVIDERS = DEPLOY / "grafana" / "provisioning" / "dashboards" / "zonesim.yml"
 PROMETHEUS_CONFIGS = sorted((DEPLOY / "prometheus").glob("*.yml"))
 COMPOSE = DEPLOY / "docker-compose.yml"
 KUBERAY = DEPLOY / "kuberay"
-CRDS = ROOT.parent / "shared" / "schemas" / "kuberay"
+# KubeRay's CRDs, vendored from ../shared/schemas/kuberay/ (see SOURCE.md there): CI runs on a clone
+# that may have no ../shared beside it
+CRDS = ROOT / "tests" / "data" / "kuberay"
+SHARED_CRDS = ROOT.parent / "shared" / "schemas" / "kuberay"
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 DATASOURCE_UID = "zonesim-prometheus"
 RAY_DISCOVERY_FILE = "/tmp/ray/prom_metrics_service_discovery.json"
@@ -433,3 +436,11 @@ def test_deploy_sweep_specs_load():
     assert specs
     for path in specs:
         assert load_spec(str(path)).configs()
+
+
+def test_the_vendored_crds_are_the_shared_ones_when_those_are_here() -> None:
+    names = sorted(p.name for p in CRDS.glob("*.yaml"))
+    assert names == ["ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml"]
+    if SHARED_CRDS.is_dir():  # the workplace's copy, when this clone sits beside it
+        for name in names:
+            assert (CRDS / name).read_bytes() == (SHARED_CRDS / name).read_bytes(), name
