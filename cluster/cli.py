@@ -384,6 +384,60 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     res.set_defaults(func=cmd_results)
 
 
+# -- the paper ------------------------------------------------------------------------------------
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    """Every claim's sweep, then OUT/report.md and the plots; the summary table on stdout."""
+    from cluster import paper
+    from cluster.executor import RayExecutor
+    from cluster.progress import Progress
+
+    paper.specs(args.quick)  # every spec loads and validates before Ray starts
+    os.makedirs(args.out, exist_ok=True)
+    exporter = _exporter(args, "paper", [])
+    executor = RayExecutor(address=args.address, progress=exporter is not None)
+    try:
+        results = paper.run_all(args.out, executor, args.quick, lambda name: [Progress(name)] + (
+            [exporter.listener(name)] if exporter is not None else []))
+    finally:
+        executor.close()
+    plots = _plots(results, args.out)
+    rows = paper.summary(results)
+    path = os.path.join(args.out, "report.md")
+    with open(path, "w") as f:
+        f.write(paper.report(rows, plots, args.quick))
+    print(paper.summary_table(rows))
+    print(f"\nreport: {path}; plots: {len(plots)} PNGs in {args.out}")
+    if exporter is not None:
+        _after_sweep(args, "paper", exporter)
+    return 0
+
+
+def _plots(results: dict, out: str) -> dict[str, str]:
+    try:
+        from cluster.plots import make_plots
+    except ImportError as err:  # matplotlib missing: the report stands without its pictures
+        print(f"{PROG}: warning: no plots ({err})", file=sys.stderr)
+        return {}
+    return make_plots(results, out)
+
+
+def add_paper_parser(sub: argparse._SubParsersAction) -> None:
+    pp = sub.add_parser("paper", help="reproduce the paper's claims P1-P9: sweeps, report.md and plots")
+    pp.add_argument("--quick", action="store_true", help="2 seeds and a quarter of the events (a few minutes)")
+    pp.add_argument("--out", default="paper", metavar="DIR", help="where the sweeps, report and plots go "
+                    "(default ./paper)")
+    pp.add_argument("--address", help="Ray cluster to join (default: an embedded single-node Ray)")
+    pp.add_argument("--metrics-host", default="127.0.0.1", help="address of the /metrics endpoint")
+    pp.add_argument("--metrics-port", type=int, default=9464, help="its port (default 9464)")
+    pp.add_argument("--metrics-grace", type=float, default=0.0, metavar="S",
+                    help="seconds the endpoint stays up after the run (default 0)")
+    pp.add_argument("--pushgateway", metavar="URL", help="push the final values to this Pushgateway")
+    pp.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
+    pp.set_defaults(func=cmd_paper)
+
+
 # -- the service ----------------------------------------------------------------------------------
 
 
@@ -511,7 +565,7 @@ def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Simulate the kernel memory-mapping schemes of Bottomley, "
                     "OLS 2004 (stock 3G/1G, 4G/4G, unmapped page cache).")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{run,list,bench,trace,sweep,results,serve,submit,status,cancel}")
+                                metavar="{run,list,bench,trace,sweep,results,paper,serve,submit,status,cancel}")
 
     run = sub.add_parser("run", help="run one simulation and print its record")
     run.add_argument("--machine", help=f"machine preset (default {DEFAULTS['machine']}; see zonesim list)")
@@ -554,6 +608,7 @@ def build_parser() -> Parser:
     add_trace_parser(sub)
     add_sweep_parsers(sub)
     add_service_parsers(sub)
+    add_paper_parser(sub)
     return parser
 
 

@@ -1,0 +1,430 @@
+"""PNG plots of the paper's sweeps, for `zonesim paper`: one figure per claim a reader would rather see.
+
+``make_plots(results, out_dir)`` takes aggregated cells (``cluster.aggregate.Cell``) keyed by sweep
+name and writes, for each sweep it finds, one PNG of 800 x 500 pixels (8 x 5 inches at 100 dpi):
+
+==========================  =====================  ===================================================
+file                        sweep                  what
+==========================  =====================  ===================================================
+lowmem_vs_memory.png        p7-lowmem              lowmem_free_min_bytes (MiB) and alloc_failures
+                                                   against memory (GiB), a line per policy
+forkexec_latency.png        p4-forkexec            estimated microseconds per fork+exec+exit at
+                                                   800 MHz, bars per policy along anon_pages
+flushes_per_io.png          p2-flushes-per-io      flushes_per_io against io_size, paper's 2 and 1
+io_gain.png                 p3-io-gain             gain in cycles per I/O over the baseline (%)
+                                                   against io_size, paper's band 2%..10%
+alias_violations.png        p5-alias-violations    alias_violations per policy by machine and
+                                                   touch_rate (symlog, every bar labelled)
+exhaustions_vs_window.png   p6-exhaustion          congruence_exhaustions and stale_reads against
+                                                   kernel_window (MiB)
+tlb_entries.png             p9-tlb-entries         tlb_entries_used with and without variable-size
+                                                   pages along kalloc_max_order
+==========================  =====================  ===================================================
+
+A point is a cell's mean over its seeds; its error bar is the half-width of the 95% confidence
+interval of that mean (``Stat.ci95``; none when a cell has one seed). The two derived quantities,
+fork/exec latency and I/O gain, are ratios of means and have no error bar. A cell that has no
+successful run, or lacks the key or the axis a plot needs, is left out of it; a sweep missing from
+``results`` (or left with no point) has no plot. Sizes on the x axis are parsed from the spec's
+strings with ``core.units.parse_size`` and drawn on a base-2 log scale, one tick per value.
+
+Figures are built with ``matplotlib.figure.Figure`` (the Agg canvas, no pyplot, no display, no global
+state) and saved without the Software metadata, so the same cells give the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
+
+from cluster.aggregate import Cell
+from cluster.store import canonical_json
+from core.units import GiB, KiB, MiB, format_size, parse_size
+
+WIDTH_IN, HEIGHT_IN, DPI = 8.0, 5.0, 100  # 800 x 500 pixels
+CPU_MHZ = 800  # cycles -> microseconds: the paper's rp3440 PA8800 runs at 800 MHz (P4)
+BASELINE = "stock"
+
+# The cycle keys of one fork+exec+exit: the calls themselves and the flushes and page traffic
+# that stock (cache_flush_all) and unmapped (flush on free) spend around them.
+FORKEXEC_CYCLE_KEYS = (
+    "cycles_fork", "cycles_exec", "cycles_exit", "cycles_cache_flush_all", "cycles_cache_flush_tmpalias",
+    "cycles_cache_flush_page", "cycles_page_alloc", "cycles_page_free",
+)
+# The cycle keys of one I/O request: the request, the flushes of the pages it moved, the copies.
+IO_CYCLE_KEYS = ("cycles_io", "cycles_cache_flush_page", "cycles_page_copy")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One plotted value: ``x`` (a number, or any sortable category for bars), ``y``, ``err`` (the
+    95% CI half-width, None when unknown)."""
+
+    x: object
+    y: float
+    err: float | None = None
+
+
+Series = dict[str, list[Point]]  # legend label -> points sorted by x
+
+
+# -- reading cells -------------------------------------------------------------------------------
+
+
+def setting(cell: Cell, name: str) -> object:
+    """The cell's ``set.NAME`` value as the spec wrote it, or None."""
+    sets = cell.config.get("set")
+    return sets.get(name) if isinstance(sets, dict) else None
+
+
+def size_of(cell: Cell, name: str) -> int | None:
+    """The cell's ``set.NAME`` as bytes ("16GiB" -> 17179869184), or None when it has none."""
+    value = setting(cell, name)
+    return None if value is None else parse_size(name, value)  # type: ignore[arg-type]
+
+
+def flag_of(cell: Cell, name: str) -> bool | None:
+    """The cell's ``set.NAME`` as a boolean (true/false, as TOML or --set text), or None."""
+    value = setting(cell, name)
+    if isinstance(value, str):
+        return {"true": True, "false": False, "1": True, "0": False}.get(value.strip().lower())
+    return None if value is None else bool(value)
+
+
+def mean(cell: Cell, key: str) -> float | None:
+    stat = cell.stats.get(key)
+    return None if stat is None else stat.mean
+
+
+def mean_ci(cell: Cell, key: str, scale: float = 1.0) -> tuple[float, float | None] | None:
+    """(mean, ci95) of a record key divided by ``scale``; None when the cell has no such key."""
+    stat = cell.stats.get(key)
+    if stat is None:
+        return None
+    return stat.mean / scale, None if stat.ci95 is None else stat.ci95 / scale
+
+
+def policy_of(cell: Cell) -> str:
+    return cell.policy
+
+
+def series(cells: Iterable[Cell], x: Callable[[Cell], object], y: Callable[[Cell], tuple | float | None],
+           group: Callable[[Cell], str] = policy_of) -> Series:
+    """Points by legend label, labels in the order of their first cell, points sorted by x. ``y``
+    gives a value or (value, ci95); a cell for which ``x`` or ``y`` gives None is left out."""
+    out: Series = {}
+    for cell in cells:
+        xv, yv = x(cell), y(cell)
+        if xv is None or yv is None:
+            continue
+        value, err = yv if isinstance(yv, tuple) else (yv, None)
+        out.setdefault(group(cell), []).append(Point(xv, float(value), err))
+    for points in out.values():
+        points.sort(key=lambda p: p.x)  # type: ignore[arg-type, return-value]
+    return out
+
+
+def _size_axis(name: str, unit: int) -> Callable[[Cell], float | None]:
+    def x(cell: Cell) -> float | None:
+        size = size_of(cell, name)
+        return None if size is None else size / unit
+    return x
+
+
+def _number_axis(name: str) -> Callable[[Cell], float | None]:
+    def x(cell: Cell) -> float | None:
+        value = setting(cell, name)
+        return None if value is None or isinstance(value, bool) else float(value)  # type: ignore[arg-type]
+    return x
+
+
+def _key(name: str, scale: float = 1.0) -> Callable[[Cell], tuple[float, float | None] | None]:
+    return lambda cell: mean_ci(cell, name, scale)
+
+
+# -- the series each plot draws (pure: cells in, numbers out) -------------------------------------
+
+
+def lowmem_series(cells: Iterable[Cell]) -> tuple[Series, Series]:
+    """p7: (lowmem_free_min_bytes in MiB, alloc_failures) per policy against memory in GiB."""
+    cells = list(cells)
+    x = _size_axis("memory", GiB)
+    return series(cells, x, _key("lowmem_free_min_bytes", MiB)), series(cells, x, _key("alloc_failures"))
+
+
+def forkexec_us(cell: Cell) -> float | None:
+    """Estimated microseconds per fork+exec+exit: sum of the means of FORKEXEC_CYCLE_KEYS (a key the
+    cell lacks counts 0) over the mean of forks, at CPU_MHZ. None without forks."""
+    forks = mean(cell, "forks")
+    if not forks:
+        return None
+    cycles = math.fsum(mean(cell, key) or 0.0 for key in FORKEXEC_CYCLE_KEYS)
+    return cycles / forks / CPU_MHZ
+
+
+def forkexec_series(cells: Iterable[Cell]) -> Series:
+    """p4: forkexec_us per policy along anon_pages (no error bars: a ratio of means)."""
+    return series(cells, _number_axis("anon_pages"), forkexec_us)
+
+
+def flushes_series(cells: Iterable[Cell]) -> Series:
+    """p2: flushes_per_io per policy against io_size in KiB."""
+    return series(cells, _size_axis("io_size", KiB), _key("flushes_per_io"))
+
+
+def io_cycles(cell: Cell) -> float | None:
+    """Estimated cycles per I/O request: sum of the means of IO_CYCLE_KEYS over the mean of io_requests."""
+    requests = mean(cell, "io_requests")
+    if not requests:
+        return None
+    return math.fsum(mean(cell, key) or 0.0 for key in IO_CYCLE_KEYS) / requests
+
+
+def io_gain_series(cells: Iterable[Cell], baseline: str = BASELINE) -> Series:
+    """p3: per policy but the baseline, 100 * (1 - io_cycles(cell) / io_cycles(baseline cell)) in %
+    against io_size in KiB, the baseline cell being the one with the same config but the policy."""
+    cells = list(cells)
+    base = {_config_but_policy(c): io_cycles(c) for c in cells if c.policy == baseline}
+
+    def gain(cell: Cell) -> float | None:
+        ref, own = base.get(_config_but_policy(cell)), io_cycles(cell)
+        return None if not ref or own is None else 100.0 * (1.0 - own / ref)
+
+    return series([c for c in cells if c.policy != baseline], _size_axis("io_size", KiB), gain)
+
+
+def _config_but_policy(cell: Cell) -> str:
+    return canonical_json({k: v for k, v in cell.config.items() if k != "policy"})
+
+
+def alias_series(cells: Iterable[Cell]) -> Series:
+    """p5: alias_violations per policy, x = (machine, touch_rate)."""
+    def x(cell: Cell) -> tuple[str, float] | None:
+        rate = _number_axis("touch_rate")(cell)
+        return None if rate is None else (str(cell.config.get("machine")), rate)
+    return series(cells, x, _key("alias_violations"))
+
+
+def exhaustion_series(cells: Iterable[Cell]) -> Series:
+    """p6: congruence_exhaustions and stale_reads (labelled "KEY (policy)") against kernel_window in MiB."""
+    cells = list(cells)
+    x = _size_axis("kernel_window", MiB)
+    out: Series = {}
+    for key in ("congruence_exhaustions", "stale_reads"):
+        out.update(series(cells, x, _key(key), group=lambda c, k=key: f"{k} ({c.policy})"))
+    return out
+
+
+def tlb_series(cells: Iterable[Cell]) -> Series:
+    """p9: tlb_entries_used along kalloc_max_order, one group with and one without variable pages."""
+    cells = [c for c in cells if flag_of(c, "variable_pages") is not None]
+    policies = {c.policy for c in cells}
+
+    def group(cell: Cell) -> str:
+        label = "variable-size pages" if flag_of(cell, "variable_pages") else "base pages only"
+        return label if len(policies) == 1 else f"{label} ({cell.policy})"
+
+    return series(cells, _number_axis("kalloc_max_order"), _key("tlb_entries_used"), group)
+
+
+# -- drawing -------------------------------------------------------------------------------------
+
+
+def _figure(rows: int = 1, sharex: bool = False) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 1, sharex=sharex, squeeze=False)[:, 0]
+    return fig, list(axes)
+
+
+def save(fig: Figure, path: str) -> str:
+    """Write the figure as PNG at DPI (exactly WIDTH_IN x HEIGHT_IN inches) with no Software metadata."""
+    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    return path
+
+
+def _errs(points: Sequence[Point]) -> list[float] | None:
+    return None if all(p.err is None for p in points) else [p.err or 0.0 for p in points]
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def lines(ax: Axes, data: Series) -> None:
+    """A line with 95% CI error bars per label, each with its own marker and dash so that lines
+    lying on each other stay visible."""
+    for i, (label, points) in enumerate(data.items()):
+        ax.errorbar([p.x for p in points], [p.y for p in points], yerr=_errs(points), label=label,
+                    marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+                    markersize=7 - i % 3, capsize=4)
+
+
+def symlog_y(ax: Axes, data: Series) -> None:
+    """A y axis linear up to 1 and logarithmic beyond, from 0 (so zeros show) to 3x the highest
+    point or error bar (room for bar labels)."""
+    top = max((p.y + (p.err or 0.0) for points in data.values() for p in points), default=0.0)
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(0, max(top, 1.0) * 3)
+
+
+def grouped_bars(ax: Axes, data: Series, fmt: str = "{:.4g}",
+                 category_label: Callable[[object], str] = str) -> None:
+    """Bars side by side per x category, one colour per label, each bar labelled with its value."""
+    categories = sorted({p.x for points in data.values() for p in points})  # type: ignore[type-var]
+    width = 0.8 / max(len(data), 1)
+    for i, (label, points) in enumerate(data.items()):
+        at = [categories.index(p.x) - 0.4 + width * (i + 0.5) for p in points]
+        bars = ax.bar(at, [p.y for p in points], width, yerr=_errs(points), capsize=4, label=label)
+        ax.bar_label(bars, labels=[fmt.format(p.y) for p in points], padding=2, fontsize=8)
+    ax.set_xticks(range(len(categories)), [category_label(c) for c in categories])
+    ax.margins(y=0.1)  # room for the labels above the tallest bar
+
+
+def log2_x(ax: Axes, data: Iterable[Series], unit: int) -> None:
+    """A base-2 log x axis with one tick per value, labelled as a size (e.g. "64 KiB")."""
+    xs = sorted({p.x for s in data for points in s.values() for p in points})  # type: ignore[type-var]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, [format_size(x * unit) for x in xs])  # type: ignore[operator]
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _finish(ax: Axes, title: str | None, xlabel: str | None, ylabel: str) -> None:
+    if title:
+        ax.set_title(title)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _any(*data: Series) -> bool:
+    return any(points for s in data for points in s.values())
+
+
+# -- the plots: cells -> PNG at path, or None when there is nothing to draw -----------------------
+
+
+def plot_lowmem(cells: Sequence[Cell], path: str) -> str | None:
+    free, failures = lowmem_series(cells)
+    if not _any(free, failures):
+        return None
+    fig, (top, bottom) = _figure(2, sharex=True)
+    lines(top, free)
+    lines(bottom, failures)
+    log2_x(bottom, (free, failures), GiB)
+    _finish(top, "P7: lowmem left and kernel allocation failures (x86 PAE, 3G/1G)", None,
+            "lowmem free, minimum (MiB)")
+    _finish(bottom, None, "memory size (log scale)", "allocation failures")
+    return save(fig, path)
+
+
+def plot_forkexec(cells: Sequence[Cell], path: str) -> str | None:
+    data = forkexec_series(cells)
+    if not _any(data):
+        return None
+    fig, (ax,) = _figure()
+    grouped_bars(ax, data, "{:.1f}", lambda x: f"{x:g}")
+    _finish(ax, f"P4: estimated fork+exec+exit latency at {CPU_MHZ} MHz (means; no error bars)",
+            "anonymous pages per process", "microseconds per fork+exec+exit")
+    return save(fig, path)
+
+
+def plot_flushes(cells: Sequence[Cell], path: str) -> str | None:
+    data = flushes_series(cells)
+    if not _any(data):
+        return None
+    fig, (ax,) = _figure()
+    lines(ax, data)
+    ax.axhline(2, color="grey", linestyle="--", label="paper: stock")
+    ax.axhline(1, color="black", linestyle=":", label="paper: unmapped")
+    log2_x(ax, [data], KiB)
+    ax.set_ylim(bottom=0)
+    _finish(ax, "P2: cache flushes per process I/O (O_DIRECT into user buffers)", "I/O size (log scale)",
+            "flushes per I/O request")
+    return save(fig, path)
+
+
+def plot_io_gain(cells: Sequence[Cell], path: str) -> str | None:
+    data = io_gain_series(cells)
+    if not _any(data):
+        return None
+    fig, (ax,) = _figure()
+    ax.axhspan(2, 10, color="tab:green", alpha=0.15, label="paper: around 6%")
+    lines(ax, {f"{label} vs {BASELINE}": points for label, points in data.items()})
+    ax.axhline(0, color="black", linewidth=0.8)
+    log2_x(ax, [data], KiB)
+    _finish(ax, "P3: I/O gain in estimated cycles per request (io + page flushes + copies)", "I/O size (log scale)",
+            f"gain over {BASELINE} (%)")
+    return save(fig, path)
+
+
+def plot_aliases(cells: Sequence[Cell], path: str) -> str | None:
+    data = alias_series(cells)
+    if not _any(data):
+        return None
+    fig, (ax,) = _figure()
+    grouped_bars(ax, data, "{:.0f}", lambda x: "{}\ntouch_rate {:g}".format(*x))  # type: ignore[str-format]
+    symlog_y(ax, data)
+    _finish(ax, "P5: non-congruent alias violations (symlog; zeros labelled)", "machine, touch rate",
+            "alias violations per run")
+    return save(fig, path)
+
+
+def plot_exhaustion(cells: Sequence[Cell], path: str) -> str | None:
+    data = exhaustion_series(cells)
+    if not _any(data):
+        return None
+    fig, (ax,) = _figure()
+    lines(ax, data)
+    log2_x(ax, [data], MiB)
+    symlog_y(ax, data)
+    _finish(ax, "P6: congruence exhaustions and stale reads on the stress workload (symlog)",
+            "kernel window (log scale)", "events per run")
+    return save(fig, path)
+
+
+def plot_tlb(cells: Sequence[Cell], path: str) -> str | None:
+    data = tlb_series(cells)
+    if not _any(data):
+        return None
+    fig, (ax,) = _figure()
+    grouped_bars(ax, data, "{:.0f}", lambda x: f"order {x:g}")
+    _finish(ax, "P9: kernel TLB entries used with and without variable-size pages",
+            "largest kernel allocation order (kalloc_max_order)", "TLB entries used")
+    return save(fig, path)
+
+
+# plot name -> (sweep name, draw); the file is NAME.png
+PLOTS: dict[str, tuple[str, Callable[[Sequence[Cell], str], str | None]]] = {
+    "lowmem_vs_memory": ("p7-lowmem", plot_lowmem),
+    "forkexec_latency": ("p4-forkexec", plot_forkexec),
+    "flushes_per_io": ("p2-flushes-per-io", plot_flushes),
+    "io_gain": ("p3-io-gain", plot_io_gain),
+    "alias_violations": ("p5-alias-violations", plot_aliases),
+    "exhaustions_vs_window": ("p6-exhaustion", plot_exhaustion),
+    "tlb_entries": ("p9-tlb-entries", plot_tlb),
+}
+
+
+def make_plots(results: dict[str, list[Cell]], out_dir: str) -> dict[str, str]:
+    """Write the PNG of every plot whose sweep is in ``results`` and has points; plot name -> path."""
+    written: dict[str, str] = {}
+    for name, (sweep, draw) in PLOTS.items():
+        cells = results.get(sweep)
+        if not cells:
+            continue
+        os.makedirs(out_dir, exist_ok=True)
+        path = draw(cells, os.path.join(out_dir, f"{name}.png"))
+        if path is not None:
+            written[name] = path
+    return written
+
