@@ -92,6 +92,23 @@ def ordered(values: set, name: str) -> list:
     return sorted(values, key=lambda v: parse_size(name, v) if isinstance(v, str) else v)
 
 
+def rel_ci(cell: Cell, keys: Sequence[str]) -> float | None:
+    """Relative 95% half-width of a quantity made of several means of one cell (sums, quotients):
+    the root sum of squares of their relative half-widths, the first-order propagation."""
+    parts = []
+    for k in keys:
+        c, m = cell.stats[k].ci95, cell.stats[k].mean
+        if c is None:
+            return None
+        parts.append((c / m) ** 2 if m else 0.0)
+    return sum(parts) ** 0.5
+
+
+def combine(*rels: float | None) -> float | None:
+    """Relative half-width of a product or quotient of independent quantities."""
+    return None if any(r is None for r in rels) else sum(r * r for r in rels) ** 0.5
+
+
 def one(cells: Sequence[Cell], **where: object) -> Cell:
     found = select(cells, **where)
     if len(found) != 1:
@@ -131,10 +148,16 @@ def p2(cells: Sequence[Cell]) -> Figure:
     mid = _by_io_size(cells, lambda s, u: (mean(s, "flushes_per_io"), mean(u, "flushes_per_io")))
     size, (stock, unmapped) = mid[len(mid) // 2]
     value = stock - unmapped
-    return Figure(value, None, "flushes per I/O saved",
+    cs, cu = (ci(one(cells, policy=p, io_size=size), "flushes_per_io") for p in ("stock", "unmapped"))
+    return Figure(value, None if cs is None or cu is None else (cs * cs + cu * cu) ** 0.5, "flushes per I/O saved",
                   f"O_DIRECT I/O of {size}: {stock:.3f} flushes per I/O under stock, {unmapped:.3f} under unmapped",
                   [(s, f"{v:.3f}") for s, v in saved],
                   [("stock flushes twice", abs(stock - 2) <= 0.2), ("unmapped flushes once", abs(unmapped - 1) <= 0.2)])
+
+
+IO_KEYS = ("cycles_io", "cycles_cache_flush_page", "cycles_page_copy", "io_requests")
+FORK_KEYS = ("cycles_fork", "cycles_exec", "cycles_exit", "cycles_cache_flush_all", "cycles_cache_flush_tmpalias",
+             "cycles_cache_flush_page", "cycles_page_alloc", "cycles_page_free")
 
 
 def io_cycles(cell: Cell) -> float:
@@ -146,15 +169,16 @@ def io_cycles(cell: Cell) -> float:
 def p3(cells: Sequence[Cell]) -> Figure:
     gains = _by_io_size(cells, lambda s, u: 100 * (1 - io_cycles(u) / io_cycles(s)))
     size, value = gains[len(gains) // 2]
-    return Figure(value, None, "% fewer I/O-path cycles", f"at {size}: the I/O path costs "
+    stock, unmapped = one(cells, policy="stock", io_size=size), one(cells, policy="unmapped", io_size=size)
+    rel = combine(rel_ci(stock, IO_KEYS), rel_ci(unmapped, IO_KEYS))
+    err = None if rel is None else (100 - value) * rel
+    return Figure(value, err, "% fewer I/O-path cycles", f"at {size}: the I/O path costs "
                   f"{100 - value:.1f}% of stock's under unmapped", [(s, f"{g:.1f}%") for s, g in gains])
 
 
 def forkexec_cycles(cell: Cell) -> float:
     """Estimated cycles per fork+exec+exit cycle: the base work, the cache flushes, the page work."""
-    keys = ("cycles_fork", "cycles_exec", "cycles_exit", "cycles_cache_flush_all", "cycles_cache_flush_tmpalias",
-            "cycles_cache_flush_page", "cycles_page_alloc", "cycles_page_free")
-    return sum(mean(cell, k) for k in keys) / max(mean(cell, "forks"), 1)
+    return sum(mean(cell, k) for k in FORK_KEYS) / max(mean(cell, "forks"), 1)
 
 
 def p4(cells: Sequence[Cell]) -> Figure:
@@ -163,19 +187,24 @@ def p4(cells: Sequence[Cell]) -> Figure:
                / forkexec_cycles(one(cells, policy="stock", anon_pages=p))) for p in sizes]
     pages, value = ratios[len(ratios) // 2]
     stock = forkexec_cycles(one(cells, policy="stock", anon_pages=pages)) / MHZ
-    return Figure(value, None, "x stock's latency", f"{pages} private pages: stock {stock:,.0f} us per "
+    rel = combine(*(rel_ci(one(cells, policy=p, anon_pages=pages), (*FORK_KEYS, "forks"))
+                    for p in ("stock", "unmapped")))
+    err = None if rel is None else value * rel
+    return Figure(value, err, "x stock's latency", f"{pages} private pages: stock {stock:,.0f} us per "
                   f"fork+exec+exit, unmapped {stock * value:,.0f} us", [(f"{p} pages", f"{r:.2f}") for p, r in ratios])
 
 
 def p5(cells: Sequence[Cell]) -> Figure:
     pa8800 = select(cells, machine="pa8800")
-    unmapped = max(mean(c, "alias_violations") for c in select(pa8800, policy="unmapped"))
+    worst = max(select(pa8800, policy="unmapped"), key=lambda c: mean(c, "alias_violations"))
+    unmapped = mean(worst, "alias_violations")
     stock = min(mean(c, "alias_violations") for c in select(pa8800, policy="stock"))
     rates = ordered({axis(c, "touch_rate") for c in cells}, "touch_rate")
     trend = [(f"touch_rate {r}", f"stock {mean(one(pa8800, policy='stock', touch_rate=r), 'alias_violations'):,.0f}"
               f", unmapped {mean(one(pa8800, policy='unmapped', touch_rate=r), 'alias_violations'):,.0f}")
              for r in rates]
-    return Figure(unmapped, None, "violations under unmapped", f"pa8800: stock has at least {stock:,.0f} per run",
+    return Figure(unmapped, ci(worst, "alias_violations"), "violations under unmapped",
+                  f"pa8800: stock has at least {stock:,.0f} per run",
                   trend, [("stock makes inequivalent aliases", stock > 0)])
 
 
@@ -194,7 +223,8 @@ def p7(cells: Sequence[Cell]) -> Figure:
     trend = [(m, _mib(mean(one(cells, policy="stock", memory=m), "lowmem_total_bytes"))) for m in sizes]
     big = one(cells, policy="stock", memory=sizes[-1])
     free_high = mean(big, "highmem_free_min_bytes")
-    return Figure(mean(big, "lowmem_total_bytes") / MiB, None, "MiB of lowmem under stock",
+    c = ci(big, "lowmem_total_bytes")
+    return Figure(mean(big, "lowmem_total_bytes") / MiB, None if c is None else c / MiB, "MiB of lowmem under stock",
                   f"{sizes[-1]}: {mean(big, 'alloc_failures'):,.0f} failed allocations with "
                   f"{_mib(free_high)} of highmem free", trend,
                   [("kernel allocations fail while highmem is free", mean(big, "alloc_failures") > 0
@@ -207,7 +237,10 @@ def p8(cells: Sequence[Cell]) -> Figure:
                        / mean(one(cells, policy="stock", syscall_rate=r), "cycles_total") - 1)) for r in rates]
     rate, value = slow[len(slow) // 2]
     four = one(cells, policy="4g4g", syscall_rate=rate)
-    return Figure(value, None, "% more kernel cycles under 4g4g", f"syscall_rate {rate}; 4g4g lowmem "
+    rel = combine(rel_ci(four, ("cycles_total",)), rel_ci(one(cells, policy="stock", syscall_rate=rate),
+                                                          ("cycles_total",)))
+    err = None if rel is None else (100 + value) * rel
+    return Figure(value, err, "% more kernel cycles under 4g4g", f"syscall_rate {rate}; 4g4g lowmem "
                   f"{_mib(mean(four, 'lowmem_total_bytes'))}", [(f"syscall_rate {r}", f"+{v:.0f}%") for r, v in slow],
                   [("4g4g recovers about 3 GB of lowmem", mean(four, "lowmem_total_bytes") >= 2500 * MiB)])
 
@@ -218,9 +251,12 @@ def p9(cells: Sequence[Cell]) -> Figure:
                / max(mean(one(cells, variable_pages=False, kalloc_max_order=o), "tlb_entries_used"), 1))
               for o in orders]
     top, value = ratios[-1]
-    return Figure(value, None, "x the entries of 4 KB pages", f"blocks up to order {top}",
+    rel = combine(*(rel_ci(one(cells, variable_pages=v, kalloc_max_order=top), ("tlb_entries_used",))
+                    for v in (True, False)))
+    err = None if rel is None else value * rel
+    return Figure(value, err, "x the entries of 4 KB pages", f"blocks up to order {top}",
                   [(f"order <= {o}", f"{r:.2f}") for o, r in ratios],
-                  [("order-0 blocks gain nothing", abs(ratios[0][1] - 1) < 1e-9)])
+                  [("larger blocks save more entries", ratios[-1][1] <= ratios[0][1])])
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -241,15 +277,22 @@ CLAIMS: tuple[Claim, ...] = (
           "Removing the kernel to user flush speeds I/O by 'around 6% or so' (§7, an estimate).",
           "1 - unmapped / stock of (cycles_io + cycles_cache_flush_page + cycles_page_copy) per I/O request",
           Band((2, 10), (1, 25), "'around 6% or so', an estimate: low single digits to ten percent"),
-          "the gain is the flush saved (1,240 cycles, rp3440) against the I/O path's cost, whose per-request "
-          "DMA cost is an estimate ([est] in the cost table): a cheaper DMA makes the gain larger", p3),
+          "the gain is the flush saved (1,240 cycles, rp3440) on I/O to a user's page against the I/O path's "
+          "cost, whose per-request DMA cost is an estimate ([est] in the cost table). On page-cache I/O the "
+          "model's unmapped kernel flushes a page no process maps each time it drops a kmap or transient "
+          "mapping of it at another colour (an eager flush; a kernel could defer it, as flush_dcache_page "
+          "does), which stock's permanent offset map never needs: the more page-cache copies a stream has, "
+          "the more of the saving those flushes take back", p3),
     Claim("P4", "p4-forkexec", "p4_forkexec.toml",
           "Flushing on free removes 'flush the entire cache on process death or exec'; fork/exec is about "
           "50% faster (§6.3, §7).",
           "estimated cycles per fork+exec+exit cycle, unmapped / stock, middle process size",
           Band((0.35, 0.65), (0.2, 0.85), "'about 50% faster': about half the latency"),
           "stock flushes the whole cache (2,696,560 cycles) on fork, exec and exit; unmapped flushes the freed "
-          "user pages through tmpalias instead, so its cost grows with the pages a process had", p4),
+          "user pages through tmpalias instead, so its cost grows with the pages a process had. The model's "
+          "fork, exec and exit base costs are estimates (100, 300 and 50 us) that leave out copy-on-write "
+          "faults and the new program's start-up, so whole-cache flushes weigh more in its latency than on "
+          "the real machine, and removing them gains more than the paper's half", p4),
     Claim("P5", "p5-alias-violations", "p5_aliases.toml",
           "Next-generation parisc detects non-congruent aliases (§2.2).",
           "the largest mean alias_violations of unmapped on pa8800 (stock's smallest must be above 0)",

@@ -399,7 +399,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     executor = RayExecutor(address=args.address, progress=exporter is not None)
     try:
         results = paper.run_all(args.out, executor, args.quick, lambda name: [Progress(name)] + (
-            [exporter.listener(name)] if exporter is not None else []))
+            [exporter.listener(name)] if exporter is not None else []), force=args.force)
     finally:
         executor.close()
     plots = _plots(results, args.out)
@@ -435,6 +435,8 @@ def add_paper_parser(sub: argparse._SubParsersAction) -> None:
                     help="seconds the endpoint stays up after the run (default 0)")
     pp.add_argument("--pushgateway", metavar="URL", help="push the final values to this Pushgateway")
     pp.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
+    pp.add_argument("--force", action="store_true", help="a sweep whose spec changed: move its old records "
+                    "aside and run it again")
     pp.set_defaults(func=cmd_paper)
 
 

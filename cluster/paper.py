@@ -43,18 +43,19 @@ def specs(is_quick: bool) -> list[tuple[Claim, Spec]]:
     return out
 
 
-def run_all(out: str, executor, is_quick: bool, listeners_for=lambda name: []) -> dict[str, list[Cell]]:
+def run_all(out: str, executor, is_quick: bool, listeners_for=lambda name: [],
+            force: bool = False) -> dict[str, list[Cell]]:
     """Run (or resume) every claim's sweep; the aggregated cells by sweep name (without -quick)."""
     results = {}
     for claim, spec in specs(is_quick):
         directory = os.path.join(out, "sweeps", spec.name)
-        run_spec(spec, directory, executor, Options(), listeners_for(spec.name))
+        run_spec(spec, directory, executor, Options(), listeners_for(spec.name), force=force)
         results[claim.sweep] = aggregate(Store.read(directory).entries(), spec.baseline)
     return results
 
 
 def _fmt(fig: Figure) -> str:
-    ci = f" ± {fig.ci:,.3g}" if fig.ci else ""
+    ci = " (one seed: no interval)" if fig.ci is None else f" ± {fig.ci:,.3g}"
     return f"{fig.value:,.3g}{ci} {fig.unit}"
 
 

@@ -86,3 +86,23 @@ def test_a_report_has_every_claim_with_figure_interval_and_verdict() -> None:
     assert "| P2 |" in text and "1 ± 0.05 flushes" in text and "## P2: reproduced" in text
     assert "**Band.** reproduced in [0.9, 1.1]" in text and "- check: stock flushes twice: yes" in text
     assert "![flushes_per_io](flushes_per_io.png)" in text
+
+
+@pytest.mark.ray
+def test_zonesim_paper_quick_writes_a_report_with_every_claim_and_the_plots(zonesim, tmp_path) -> None:
+    out = zonesim("paper", "--quick", "--out", str(tmp_path), "--no-metrics", timeout=600)
+    assert out.returncode == 0, out.stderr
+    table = [line for line in out.stdout.splitlines() if line.startswith("| P")]
+    assert [line.split("|")[1].strip() for line in table] == [f"P{i}" for i in range(1, 10)]
+    report = (tmp_path / "report.md").read_text()
+    for i in range(1, 10):
+        section = report.split(f"## P{i}: ")[1].split("\n## ")[0]
+        verdict = section.split("\n")[0]
+        assert verdict in ("reproduced", "partly", "not reproduced"), verdict
+        figure = section.split("**Figure.** ")[1].split("\n")[0]
+        assert " ± " in figure  # every figure has its 95% interval (two seeds)
+        assert "**Mechanism.**" in section and "| point | figure |" in section
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == sorted(["alias_violations.png", "exhaustions_vs_window.png", "flushes_per_io.png",
+                           "forkexec_latency.png", "io_gain.png", "lowmem_vs_memory.png", "tlb_entries.png"])
+    assert all(f"({name})" in report for name in pngs)
