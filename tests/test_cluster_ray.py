@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port, pids_titled
 
 pytestmark = pytest.mark.ray
 
@@ -36,12 +35,6 @@ io_size = "64KiB"
 [grid]
 policy = ["stock", "unmapped"]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env() -> dict[str, str]:
@@ -152,19 +145,6 @@ def test_the_service_queues_reports_and_cancels(cluster, tmp_path) -> None:
     assert refused.returncode == 2 and "base.machine" in refused.stderr and refused.stderr.count("\n") == 1
 
 
-def _actor_pids() -> list[int]:
-    """The coordinator actor's process: Ray titles it ``ray::Coordinator``."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if f.read().startswith(b"ray::Coordinator"):
-                    pids.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
 def test_a_killed_service_actor_restarts_and_resumes_its_sweep(cluster, tmp_path) -> None:
     root = tmp_path / "restart"
     assert zonesim("serve", "--address", cluster["address"], "--root", str(root)).returncode == 0
@@ -182,12 +162,12 @@ def test_a_killed_service_actor_restarts_and_resumes_its_sweep(cluster, tmp_path
     while not ((s := status()) and s["state"] == "running" and s["done"] > 0):
         assert time.monotonic() < end
         time.sleep(0.5)
-    [pid] = _actor_pids()
+    [pid] = pids_titled(b"ray::Coordinator")
     os.kill(pid, 9)
     while not ((s := status()) and s["state"] == "finished"):
         assert time.monotonic() < end, s
         time.sleep(1)
-    assert _actor_pids() and _actor_pids() != [pid]  # Ray restarted it
+    assert pids_titled(b"ray::Coordinator") and pids_titled(b"ray::Coordinator") != [pid]  # Ray restarted it
     assert s["done"] == s["total"] == 24
     with open(where / "records.msgpack", "rb") as f:
         logged = [e["key"] for e in msgpack.Unpacker(f, raw=False)]

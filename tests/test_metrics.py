@@ -3,12 +3,12 @@ a real Pushgateway."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
+from conftest import free_port
 from prometheus_client import CollectorRegistry
 
 from cluster.metrics import FAMILIES, Exporter
@@ -71,12 +71,6 @@ def test_names_and_labels_follow_the_conventions() -> None:
         assert not {"seed", "key", "config", "hash"} & set(labels), name
         if "bytes" in name or "seconds" in name:
             assert name.split("_")[-1] in ("bytes", "seconds"), name  # base unit last
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(url: str) -> str:

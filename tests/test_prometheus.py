@@ -6,7 +6,6 @@ and macros substituted) returns data afterwards."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port
 from test_deploy import dashboard_queries
 
 pytestmark = pytest.mark.ray
@@ -36,12 +35,6 @@ io_size = "64KiB"
 [grid]
 policy = ["stock", "unmapped"]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def query(base: str, expr: str) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, pids_titled, run_cli
 
 pytestmark = pytest.mark.ray
 
@@ -121,24 +121,11 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def _running_workers() -> list[int]:
-    """Pids of Ray workers running a task now: Ray titles such a process ``ray::run_batch``."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if f.read().startswith(b"ray::run_batch"):
-                    pids.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
 def test_a_worker_killed_mid_sweep_is_retried_and_every_simulation_recorded_once(tmp_path) -> None:
     s = spec(tmp_path, "kill", SLOW, seeds=6)
     p = sweep_process(s, tmp_path / "kill", "--num-cpus", "2")
-    _wait_for(lambda: _running_workers() or p.poll() is not None)
-    victim = _running_workers()[0]
+    _wait_for(lambda: pids_titled(b"ray::run_batch") or p.poll() is not None)
+    victim = pids_titled(b"ray::run_batch")[0]
     os.kill(victim, signal.SIGKILL)
     stdout, stderr = p.communicate(timeout=300)
     assert p.returncode == 0, stderr
