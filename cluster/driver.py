@@ -79,6 +79,9 @@ def run_sweep(configs: Iterable[dict[str, object]], store, executor, options: Op
     out = Outcome(total=len(configs), already=len(configs) - len(queue))
     for listener in listeners:
         listener.start(out.total, out.already)
+    if out.already and any(hasattr(listener, "resumed") for listener in listeners):
+        wanted = {config_key(c) for c in configs}  # what a resumed store already holds of this spec
+        _hook(listeners, "resumed", [e for e in store.entries() if e["status"] == "ok" and e["key"] in wanted])
     limit = o.max_in_flight or 2 * executor.slots
     attempts: dict[str, int] = {}
     sizer = _Sizer(o)

@@ -139,6 +139,12 @@ class SweepListener:
                 self.e.record(self.sweep, entry["record"])
         self._states()
 
+    def resumed(self, entries: list[dict]) -> None:
+        """Records a resumed sweep stored before: into the result means (they are not completions
+        of this run, so the counters do not move)."""
+        for entry in entries:
+            self.e.record(self.sweep, entry["record"])
+
     def running(self, queued: int, in_flight: int) -> None:
         """Simulations not handed out yet, and those in tasks in flight (from the driver's queue)."""
         self.state.update(pending=queued, running=in_flight)

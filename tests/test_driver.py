@@ -43,9 +43,15 @@ def test_every_config_is_recorded_once_and_a_rerun_runs_nothing(tmp_path) -> Non
     assert rec.events[0] == ("start", 6, 0) and rec.events[-1] == ("finish", 6)
     assert sum(n for kind, n, *_ in rec.events if kind == "update") == 6
     s.close()
-    again = store(tmp_path)
-    out = run_sweep(configs(8), again, LocalExecutor())
+    again, resumed = store(tmp_path), []
+
+    class Resumed(Recorder):
+        def resumed(self, entries: list[dict]) -> None:
+            resumed.extend(entries)
+
+    out = run_sweep(configs(8), again, LocalExecutor(), listeners=[Resumed()])
     assert (out.already, out.ran) == (6, 2)  # only the two new seeds
+    assert sorted(e["config"]["seed"] for e in resumed) == list(range(6))  # what was there, told once
 
 
 def test_a_simulation_that_raises_is_a_failed_entry_and_the_sweep_goes_on(tmp_path) -> None:

@@ -127,3 +127,15 @@ def test_final_values_go_to_a_real_pushgateway_grouped_by_sweep(pushgateway) -> 
     text = scrape(f"http://{pushgateway}/metrics")
     assert 'zonesim_sweep_simulations{instance="",job="zonesim",state="ok",sweep="s1"} 2' in text
     assert 'zonesim_result_alias_violations{instance="",job="zonesim",machine="pa8800",policy="unmapped"' in text
+
+
+def test_a_resumed_sweeps_stored_records_count_in_the_result_means() -> None:
+    registry = CollectorRegistry()
+    listener = Exporter(registry).listener("s2")
+    listener.start(3, 2)
+    listener.resumed([entry(alias_violations=2), entry(alias_violations=4)])
+    listener.update([entry(alias_violations=6)])
+    cell = {"sweep": "s2", "machine": "pa8800", "policy": "unmapped", "workload": "io"}
+    assert registry.get_sample_value("zonesim_result_simulations", cell) == 3
+    assert registry.get_sample_value("zonesim_result_alias_violations", cell) == 4
+    assert registry.get_sample_value("zonesim_simulations_completed_total", {"sweep": "s2", "status": "ok"}) == 1
