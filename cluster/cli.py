@@ -278,6 +278,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from cluster.progress import Progress
     from cluster.sweep import default_dir, load_spec, open_store, run_spec
 
+    _check_port(args)
     spec = load_spec(args.spec)
     if args.max_in_flight is not None and args.max_in_flight < 1:
         raise ConfigError("max-in-flight", "an integer >= 1", args.max_in_flight)
@@ -308,6 +309,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if len(out.failed) > 10:
         print(f"{PROG}: ... and {len(out.failed) - 10} more failures (zonesim results {directory})", file=sys.stderr)
     return 1 if out.failed else 0
+
+
+def _check_port(args: argparse.Namespace) -> None:
+    """Before anything is written or started."""
+    if not 0 <= args.metrics_port <= 65535:
+        raise ConfigError("metrics-port", "a port from 0 (any free one) to 65535", args.metrics_port)
 
 
 def _exporter(args: argparse.Namespace, sweep: str, listeners: list[object]):
@@ -393,12 +400,16 @@ def cmd_paper(args: argparse.Namespace) -> int:
     from cluster.executor import RayExecutor
     from cluster.progress import Progress
 
+    _check_port(args)
     paper.specs(args.quick)  # every spec loads and validates before Ray starts
-    os.makedirs(args.out, exist_ok=True)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as err:
+        raise ConfigError("out", f"a directory zonesim can create and write ({err.strerror})", args.out) from None
     exporter = _exporter(args, "paper", [])
     executor = RayExecutor(address=args.address, progress=exporter is not None)
     try:
-        results = paper.run_all(args.out, executor, args.quick, lambda name: [Progress(name)] + (
+        results, failed = paper.run_all(args.out, executor, args.quick, lambda name: [Progress(name)] + (
             [exporter.listener(name)] if exporter is not None else []), force=args.force)
     finally:
         executor.close()
@@ -411,7 +422,9 @@ def cmd_paper(args: argparse.Namespace) -> int:
     print(f"\nreport: {path}; plots: {len(plots)} PNGs in {args.out}")
     if exporter is not None:
         _after_sweep(args, "paper", exporter)
-    return 0
+    if failed:
+        print(f"{PROG}: {failed} simulations failed (zonesim results {args.out}/sweeps/NAME)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _plots(results: dict, out: str) -> dict[str, str]:
@@ -485,6 +498,9 @@ def _show_status(rows: list[dict]) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from cluster import service
 
+    if args.parallel < 1:
+        raise ConfigError("parallel", "an integer >= 1", args.parallel)
+    _check_port(args)
     embedded = _join_ray(args.address, embedded=True)
     metrics = None if args.no_metrics else (args.metrics_host, args.metrics_port)
     service.start(os.path.abspath(args.root), args.parallel, metrics)

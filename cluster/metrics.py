@@ -98,6 +98,15 @@ class Exporter:
         """The current values to a Pushgateway, grouped by sweep (they replace that group's last push)."""
         push_to_gateway(gateway, job="zonesim", grouping_key={"sweep": sweep}, registry=self.registry)
 
+    def forget(self, sweep: str) -> None:
+        """Drop a sweep's result means, sums and gauge children (the service runs sweeps again)."""
+        for cell in [c for c in self.counts if c[0] == sweep]:
+            del self.counts[cell], self.sums[cell]
+            self.m["zonesim_result_simulations"].remove(*cell)
+            for name, sources in RESULTS.items():
+                for _, extra in sources:
+                    self.m[name].remove(*cell, *extra.values())
+
     def record(self, sweep: str, record: dict) -> None:
         """An ok simulation's record into its cell's result means."""
         cell = (sweep, str(record["machine"]), str(record["policy"]), str(record["workload"]))
@@ -122,6 +131,7 @@ class SweepListener:
             self.e.m["zonesim_sweep_simulations"].labels(self.sweep, state).set(n)
 
     def start(self, total: int, already: int) -> None:
+        self.e.forget(self.sweep)  # a sweep run again (resumed, forced) is counted afresh
         self.state.update(pending=total - already, running=0, ok=already, failed=0)
         for status in ("ok", "failed"):  # present from the start, so rate() has a first sample
             self.e.m["zonesim_simulations_completed_total"].labels(self.sweep, status)

@@ -96,8 +96,11 @@ class Coordinator:
                 while not self.queue:
                     self.lock.wait()
                 name = self.queue.popleft()
+            try:
                 self._set(name, state="running", started=time.time())
-            self._run(name)
+                self._run(name)
+            except OSError:  # its directory went away or turned read-only: nowhere to record it; go on
+                continue
 
     def _run(self, name: str) -> None:
         directory = self.state[name]["directory"]

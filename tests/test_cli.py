@@ -135,3 +135,19 @@ def test_bench_times_the_strace_importer_on_a_given_log(zonesim):
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)["strace"]
     assert r["lines"] == 39 and r["lines_per_s"] > 0 and r["log"] == EDGE_LOG
+
+
+@pytest.mark.parametrize("args, field", [
+    (["sweep", "SPEC", "--metrics-port", "99999", "--out", "STORE"], "metrics-port"),
+    (["paper", "--out", "/proc/zonesim-cannot", "--no-metrics"], "out"),
+    (["serve", "--parallel", "0"], "parallel"),
+])
+def test_sweep_paper_and_serve_refuse_bad_options_before_doing_anything(zonesim, tmp_path, args, field):
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "s"\nseeds = 1\n[base]\nmachine = "pa8800"\n')
+    places = {"SPEC": str(spec), "STORE": str(tmp_path / "store")}
+    out = zonesim(*[places.get(a, a) for a in args])
+    assert out.returncode == 2, out.stdout + out.stderr
+    [line] = out.stderr.splitlines()
+    assert line.startswith(f"zonesim: error: {field}:")
+    assert not (tmp_path / "store").exists()  # nothing written

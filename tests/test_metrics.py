@@ -139,3 +139,17 @@ def test_a_resumed_sweeps_stored_records_count_in_the_result_means() -> None:
     assert registry.get_sample_value("zonesim_result_simulations", cell) == 3
     assert registry.get_sample_value("zonesim_result_alias_violations", cell) == 4
     assert registry.get_sample_value("zonesim_simulations_completed_total", {"sweep": "s2", "status": "ok"}) == 1
+
+
+def test_a_sweep_run_again_is_counted_afresh() -> None:
+    registry = CollectorRegistry()
+    e = Exporter(registry)
+    first = e.listener("s3")
+    first.start(2, 0)
+    first.update([entry(alias_violations=2), entry(alias_violations=4)])
+    again = e.listener("s3")  # the service runs it again: its two records come back through resumed
+    again.start(2, 2)
+    again.resumed([entry(alias_violations=2), entry(alias_violations=4)])
+    cell = {"sweep": "s3", "machine": "pa8800", "policy": "unmapped", "workload": "io"}
+    assert registry.get_sample_value("zonesim_result_simulations", cell) == 2
+    assert registry.get_sample_value("zonesim_result_alias_violations", cell) == 3
