@@ -503,7 +503,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_port(args)
     embedded = _join_ray(args.address, embedded=True)
     metrics = None if args.no_metrics else (args.metrics_host, args.metrics_port)
-    service.start(os.path.abspath(args.root), args.parallel, metrics)
+    handle = service.start(os.path.abspath(args.root), args.parallel, metrics)
+    running = _call(handle.ping)
+    if running != os.path.abspath(args.root):  # get_if_exists: the cluster's service is already up
+        raise ConfigError("root", f"a zonesim service already runs in this cluster, its sweeps under {running}; "
+                          "submit to it, or give that root", args.root)
     if metrics:
         print(f"metrics: http://{args.metrics_host}:{args.metrics_port}/metrics (on the node running the actor)")
     print(f"zonesim service running ({service.NAMESPACE}/{service.NAME}), sweeps under {os.path.abspath(args.root)}")
