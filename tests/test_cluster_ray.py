@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -37,9 +38,13 @@ policy = ["stock", "unmapped"]
 """
 
 
+TOKEN = secrets.token_hex(32)
+
+
 def env() -> dict[str, str]:
-    # clients of a token-authenticated cluster say so; the token is in ~/.ray/auth_token
-    return {**os.environ, "RAY_AUTH_MODE": "token"}
+    """Token authentication on, with this module's own token for the head, the worker node and every
+    client: a fresh machine has no ~/.ray/auth_token for `ray start --head` to find."""
+    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
 
 
 def ray_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
