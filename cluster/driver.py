@@ -77,8 +77,7 @@ def run_sweep(configs: Iterable[dict[str, object]], store, executor, options: Op
     done = store.done()
     queue = deque(c for c in configs if config_key(c) not in done)
     out = Outcome(total=len(configs), already=len(configs) - len(queue))
-    for listener in listeners:
-        listener.start(out.total, out.already)
+    _hook(listeners, "start", out.total, out.already)
     if out.already and any(hasattr(listener, "resumed") for listener in listeners):
         wanted = {config_key(c) for c in configs}  # what a resumed store already holds of this spec
         _hook(listeners, "resumed", [e for e in store.entries() if e["status"] == "ok" and e["key"] in wanted])
@@ -114,16 +113,13 @@ def run_sweep(configs: Iterable[dict[str, object]], store, executor, options: Op
                 sizer.observe(entries)
                 out.ran += len(entries)
                 out.failed += [e for e in entries if e["status"] != "ok"]
-            for listener in listeners:
-                listener.update(entries)
+            _hook(listeners, "update", entries)
         if hasattr(executor, "progress") and (not (queue or in_flight) or time.perf_counter() - polled >= 0.5):
             _hook(listeners, "events", executor.progress())  # the workers' live reports, twice a second
             polled = time.perf_counter()
-        for listener in listeners:
-            listener.tick()
+        _hook(listeners, "tick")
     out.seconds = time.perf_counter() - start
-    for listener in listeners:
-        listener.finish(out)
+    _hook(listeners, "finish", out)
     return out
 
 
@@ -151,7 +147,8 @@ def _collect(executor, handle, batch, attempts, queue, o: Options, out: Outcome)
 
 
 def _hook(listeners: Sequence[object], name: str, *args: object) -> None:
-    """An optional listener verb (the exporter's): listeners without it are not asked."""
+    """A listener verb (start, update, tick, finish; the exporter's running, task, retried, events,
+    resumed): listeners without it are not asked, so none has to define a verb it ignores."""
     for listener in listeners:
         verb = getattr(listener, name, None)
         if verb is not None:

@@ -169,9 +169,6 @@ class SweepListener:
     def events(self, n: int) -> None:
         self.e.m["zonesim_events_simulated_total"].labels(self.sweep).inc(n)
 
-    def tick(self) -> None:
-        pass
-
     def finish(self, outcome) -> None:
         self.state["running"] = 0
         self._states()

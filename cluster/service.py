@@ -160,12 +160,6 @@ class _Counts:
             failed = sum(1 for e in entries if e["status"] != "ok")
             self.c._set(self.name, done=status["done"] + len(entries), failed=status["failed"] + failed)
 
-    def tick(self) -> None:
-        pass
-
-    def finish(self, outcome) -> None:
-        pass
-
 
 def _ray_executor():
     from cluster.executor import RayExecutor
