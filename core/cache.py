@@ -44,7 +44,9 @@ class Cache:
         self.latest = np.zeros(frames, dtype=np.int64)
         self.clock = 0
         self.stale_reads = 0
-        self.scratch = np.zeros(frames, dtype=bool)  # cache_batch's per-frame marks, all False between batches
+        # cache_batch's per-frame marks, all False (-1) between batches
+        self.scratch = np.zeros(frames, dtype=bool)
+        self.colour_mark = np.full(frames, -1, dtype=np.int32)
 
     @property
     def lines(self) -> dict[int, list]:

@@ -50,11 +50,14 @@ class Runs:
 
     def prev(self, mark: np.ndarray) -> np.ndarray:
         """Index of the last marked element of my run before me, else -1."""
-        prev = np.full(self.n, -1, dtype=np.int64)
-        if self.n:  # shifted by one, then a running max: the last marked index before me
-            np.copyto(prev[1:], self.at[:-1], where=mark[:-1])
+        prev = np.zeros(self.n, dtype=np.int64)
+        if self.n:  # index + 1 of marked elements, shifted by one, then a running max: the last
+            # marked index before me, plus one. Arithmetic, not masked stores: marks come in no
+            # pattern a branch predictor could follow, and masked copies are several times slower.
+            np.multiply(self.at[1:], mark[:-1], out=prev[1:])
             np.maximum.accumulate(prev, out=prev)
-            prev[prev < self.start] = -1
+            prev *= prev > self.start
+        prev -= 1
         return prev
 
 
@@ -86,6 +89,95 @@ class _Lookup:
         return self.pfn[end], self.value[end]
 
 
+class _SingleLine:
+    """The frames whose batch goes through one line: every store and flush at one colour, no read
+    or DMA, and no line carried in at another colour (purges elsewhere then find nothing). Nothing
+    is read, so no read can be stale, and the line's history has a closed form (``play_single``).
+    Most frames of a batch are like this (a page zeroed and handed out, a page table written);
+    the general pass is left the rest.
+
+    ``op``: which operations belong to such frames; ``line``: which carried lines; ``colour``:
+    each operation's frame's line colour (meaningful where ``op``)."""
+
+    def __init__(self, cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, keys: np.ndarray,
+                 shift: int) -> None:
+        n, C = typ.size, cache.colours
+        self.op, self.line = np.zeros(n, dtype=bool), np.zeros(keys.size, dtype=bool)
+        self.colour = np.zeros(n, dtype=np.int64)
+        if not n:
+            return
+        new = np.append(True, pfn[1:] != pfn[:-1])
+        start = np.flatnonzero(new)
+        frame_of = np.cumsum(new, dtype=np.int32) - 1
+        # out: a read or DMA, or a store or flush at another colour than the frame's first one
+        out = (typ == OP_R) | (typ >= OP_D)
+        wf = np.flatnonzero((typ == OP_W) | (typ == OP_F))
+        wf_frame, wf_col = frame_of[wf], col[wf]
+        same = wf_frame[1:] == wf_frame[:-1]
+        out[wf[1:][same & (wf_col[1:] != wf_col[:-1])]] = True
+        first = np.append(True, ~same) if wf.size else np.zeros(0, dtype=bool)
+        lo = np.full(start.size, -1, dtype=np.int64)  # the frame's colour; -1: no store or flush
+        lo[wf_frame[first]] = wf_col[first]
+        ok = (lo >= 0) & ~np.logical_or.reduceat(out, start)
+        # carried lines: a frame with a line at any colour but its own is out
+        mark, frames = cache.colour_mark, pfn[start]
+        cand = frames[ok]
+        mark[cand] = lo[ok]
+        line_frame, line_colour = keys >> shift, keys & (C - 1)
+        m = mark[line_frame]
+        mark[line_frame[(m >= 0) & (m != line_colour)]] = -2
+        ok &= mark[frames] >= 0
+        self.line = mark[line_frame] >= 0
+        mark[cand] = -1
+        self.op = ok[frame_of]
+        self.colour = lo[frame_of]
+
+
+def play_single(cache, lane: _SingleLine, ops: tuple, lines: tuple, fa: np.ndarray, span: int,
+                shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The single-line frames (``_SingleLine``), each a sequence of stores, flushes and purges on
+    one line, after the line carried in (if any) at time 0. A dirty line (a store, or the carried
+    line if dirty) is written back iff the next thing to reach it is a flush or a whole-cache
+    flush: then memory gets its version. Memory ends with the last write-back, the latest version
+    is the last store's, and the line survives if its last store or fill has nothing after it.
+    Returns the lines these frames leave (keys, absolute versions, dirty)."""
+    typ, pfn, col, rel = ops
+    keys, lver, ldirty = lines
+    t0 = cache.clock
+    i = np.flatnonzero(lane.op & ((typ != OP_P) | (col == lane.colour)))  # purges elsewhere find no line
+    j = np.flatnonzero(lane.line)
+    # the line's history: carried lines first (time 0), then the operations, frame by frame
+    f = np.concatenate([keys[j] >> shift, pfn[i]])
+    colour = np.concatenate([keys[j] & (cache.colours - 1), col[i]])
+    t = np.concatenate([np.zeros(j.size, dtype=np.int64), rel[i]])
+    ty = np.concatenate([np.full(j.size, LOAD), typ[i]])
+    ver = np.concatenate([lver[j] - t0, rel[i]])
+    dirty = np.concatenate([ldirty[j], typ[i] == OP_W])
+    if j.size:
+        o = np.argsort(f * span + t, kind="stable")  # two sorted runs
+        f, colour, t, ty, ver, dirty = f[o], colour[o], t[o], ty[o], ver[o], dirty[o]
+    empty = np.zeros(0, dtype=np.int64)
+    if not f.size:
+        return empty, empty, np.zeros(0, dtype=bool)
+    same = f[1:] == f[:-1]
+    last = np.append(~same, True)
+    next_t = np.append(np.where(same, t[1:], span), span)
+    next_flush = np.append(same & (ty[1:] == OP_F), False)
+    fa_after = np.append(fa, span)[np.searchsorted(fa, t, side="right")]  # the first whole-cache flush after t
+    wb = np.flatnonzero(dirty & (next_flush | (fa_after < next_t)))  # flush and operation times never coincide
+    if wb.size:  # frames are runs and times rise: each run's last write-back is memory's
+        wf = f[wb]
+        end = np.append(wf[1:] != wf[:-1], True)
+        cache.mem_version[wf[end]] = ver[wb][end] + t0
+    w = np.flatnonzero(ty == OP_W)
+    if w.size:
+        wf = f[w]
+        end = np.append(wf[1:] != wf[:-1], True)
+        cache.latest[wf[end]] = t[w][end] + t0
+    stays = last & ((ty == OP_W) | (ty == LOAD)) & (fa_after == span)
+    return (f[stays] << shift) + colour[stays], ver[stays] + t0, dirty[stays]
+
+
 def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarray, fa: np.ndarray,
          ticks: int) -> None:
     """Apply a batch's operations to ``cache``: stale reads counted, lines and versions updated.
@@ -100,8 +192,13 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     shift = C.bit_length() - 1  # colours is a power of two: key >> shift is the frame, key & (C-1) the colour
     span = ticks + 2
     keys, lver, ldirty = cache.arrays()
-    if fa.size:
-        take = np.ones(keys.size, dtype=bool)
+    lane = _SingleLine(cache, typ, pfn, col, keys, shift)
+    extra = play_single(cache, lane, (typ, pfn, col, rel), (keys, lver, ldirty), fa, span, shift)
+    if lane.op.any():  # the rest go through the general pass below
+        rest = np.flatnonzero(~lane.op)
+        typ, pfn, col, rel = typ[rest], pfn[rest], col[rest], rel[rest]
+    if fa.size:  # a whole-cache flush reaches every line
+        take = ~lane.line
     else:  # the lines of the frames this batch touches, through a scratch mark per frame
         touched = pfn[pfn >= 0]
         cache.scratch[touched] = True
@@ -168,8 +265,8 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     cache.stale_reads += stale
     # -- the state after the batch --------------------------------------------------------------
     prev = {"inv": prev_inv, "set": prev_set, "w": prev_w}
-    _write_back(cache, runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, (keys, lver, ldirty), take,
-                mem, latest)
+    _write_back(cache, runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, (keys, lver, ldirty),
+                ~take & ~lane.line, mem, latest, extra)
     cache.clock = t0 + ticks
 
 
@@ -190,8 +287,10 @@ def _written_back_by_fa(runs, t, is_w, is_inv, prev_mark, nxt_fa, span):
     return wb
 
 
-def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, lines, take, mem, latest):
-    """Memory and latest versions per touched frame; the lines as they stand after the batch."""
+def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, lines, keep, mem, latest, extra):
+    """Memory and latest versions per touched frame; the lines as they stand after the batch: the
+    carried lines in ``keep``, those the general pass leaves, and ``extra``, those the single-line
+    frames leave (keys, versions, dirty; sorted)."""
     t0 = cache.clock
     keys, lver, ldirty = lines
     for lookup, target in ((mem, cache.mem_version), (latest, cache.latest)):
@@ -211,11 +310,12 @@ def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, lines, take, mem
     else:
         new_keys = new_ver = np.zeros(0, dtype=np.int64)
         new_dirty = np.zeros(0, dtype=bool)
-    keep = ~take
-    if not keep.any():  # every carried line took part (a batch with a whole-cache flush): g is sorted
-        cache.set_arrays(new_keys, new_ver, new_dirty)
+    parts = [(keys[keep], lver[keep], ldirty[keep])] if keep.any() else []  # none after a whole-cache flush
+    parts += [(new_keys, new_ver, new_dirty)] + ([extra] if extra[0].size else [])
+    if len(parts) == 1:  # g is sorted
+        cache.set_arrays(*parts[0])
         return
-    all_keys = np.concatenate([keys[keep], new_keys])
-    order = np.argsort(all_keys, kind="stable")  # two sorted runs: a stable sort merges them in one pass
-    cache.set_arrays(all_keys[order], np.concatenate([lver[keep], new_ver])[order],
-                     np.concatenate([ldirty[keep], new_dirty])[order])
+    all_keys = np.concatenate([p[0] for p in parts])
+    order = np.argsort(all_keys, kind="stable")  # sorted runs: a stable sort merges them in one pass
+    cache.set_arrays(all_keys[order], np.concatenate([p[1] for p in parts])[order],
+                     np.concatenate([p[2] for p in parts])[order])

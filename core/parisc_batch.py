@@ -290,26 +290,28 @@ def _unobservable(t: Timeline, c: Colours, teardown: np.ndarray) -> np.ndarray:
     dead = np.zeros((t.pfn.size, SLOTS), dtype=bool)
     pte = (t.kind == E.K_PTE_UPDATE) & (c.kernel == c.eq)  # store and walker read on one line
     dead[pte, 2] = True
-    both = pte[:-1] & pte[1:] & (t.pfn[:-1] == t.pfn[1:])
-    flushes = np.searchsorted(teardown, t.pos)  # whole-cache flushes before each event
-    i = np.flatnonzero(both & (flushes[:-1] == flushes[1:]))
+    i = np.flatnonzero(pte[:-1] & pte[1:] & (t.pfn[:-1] == t.pfn[1:]))
+    if teardown.size:  # the same number of whole-cache flushes before both stores: none between
+        i = i[np.searchsorted(teardown, t.pos[i]) == np.searchsorted(teardown, t.pos[i + 1])]
     dead[i, 0] = True
     return dead
 
 
-def _times(ops: Ops, t: Timeline, teardown: np.ndarray, n: int, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def _times(ops: Ops, t: Timeline, teardown: np.ndarray, n: int, at: np.ndarray,
+           row: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """The times in the batch (1, 2, ... in event then slot order) of the grid operations at flat
-    indices ``at``; the times of the whole-cache flushes; how many operations the batch issues."""
+    indices ``at`` (in rows ``row``); the times of the whole-cache flushes; how many operations
+    the batch issues."""
     # live slots up to and including each slot of its row: a running sum over the five columns
     # (a cumsum over the flat grid of booleans costs several times more)
-    upto = (ops.typ >= 0).astype(np.int64)
+    upto = (ops.typ >= 0).astype(np.int8)  # at most SLOTS: bytes, an eighth of int64's traffic
     for slot in range(1, SLOTS):
         upto[:, slot] += upto[:, slot - 1]
     per_event = np.zeros(n, dtype=np.int64)
     per_event[t.pos] = upto[:, -1]
     per_event[teardown] += 1
     before = np.cumsum(per_event) - per_event  # operations issued by earlier events
-    times = before[t.pos[at // SLOTS]] + upto.ravel()[at]
+    times = before[t.pos[row]] + upto.ravel()[at]
     return times, before[teardown] + 1, int(per_event.sum())
 
 
@@ -324,8 +326,9 @@ def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
     if p.flush_on_free:
         teardown = teardown[:0]
     play_at = np.flatnonzero(((ops.typ >= 0) & ~_unobservable(t, c, teardown)).ravel())  # frame-major
-    times, flush_times, ticks = _times(ops, t, teardown, cols.n, play_at)
-    play(vi.cache, ops.typ.ravel()[play_at].astype(np.int64), t.pfn[play_at // SLOTS], ops.col.ravel()[play_at],
+    row = play_at // SLOTS
+    times, flush_times, ticks = _times(ops, t, teardown, cols.n, play_at, row)
+    play(vi.cache, ops.typ.ravel()[play_at].astype(np.int64), t.pfn[row], ops.col.ravel()[play_at],
          times, flush_times, ticks)
     transients = int(np.count_nonzero(c.transient))
     cnt.alias_violations += ops.aliases
