@@ -39,7 +39,7 @@ class Runs:
         self.at = np.arange(n)
         new = np.ones(n, dtype=bool)
         new[1:] = g[1:] != g[:-1]
-        self.start = np.maximum.accumulate(np.where(new, self.at, 0)) if n else self.at  # my run's first
+        self.start = np.maximum.accumulate(self.at * new) if n else self.at  # my run's first
         self.last = np.append(new[1:], True) if n else new  # am I my run's last element
         self.ends = np.flatnonzero(self.last)
 

@@ -130,8 +130,7 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
                   out: AllocResult) -> tuple[np.ndarray, np.ndarray]:
     """For each event in ``cols.use``: the pfn its handle held when it ran (or H_FREE / H_FAILED)
     and whether that block had a kernel address of its own. Each use looks up the last alloc or
-    free of its handle before it: one sort of the (handle, time) keys of allocs and frees, one
-    binary search per use."""
+    free of its handle before it, in the allocs and frees sorted by (handle, time)."""
     n = cols.n
     use = cols.use
     if not cols.src.size:  # no alloc or free in the batch: every page is the one held at the start
@@ -140,16 +139,31 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
         by_key = cols.src_by_key
         keys = cols.src_key[by_key]
         use_key = cols.handle[use] * n + use
-        by_use = np.argsort(use_key)  # sorted needles keep the binary searches in cache
-        j = np.empty(use.size, dtype=np.int64)
-        j[by_use] = np.searchsorted(keys, use_key[by_use]) - 1  # the last source key below the use's
-
+        j = _last_key_below(k, keys // n, keys, use_key, cols.handle[use])
         got = by_key[np.maximum(j, 0)]
         ok = (j >= 0) & (keys[np.maximum(j, 0)] // n == cols.handle[use])
         pfn = np.where(ok, out.pfn[got], start[use])
         mapped = np.where(ok, out.mapped[got], start_mapped[use])
     has_address = (pfn >= 0) & ((pfn < k.offset_mapped_end) | mapped)
     return pfn, has_address
+
+
+def _last_key_below(k: Kernel, key_handle: np.ndarray, keys: np.ndarray, use_key: np.ndarray,
+                    use_handle: np.ndarray) -> np.ndarray:
+    """For each use, the index of the last of the sorted (handle, time) ``keys`` below its own, or
+    -1. A handle has an alloc and a free or two in a batch, so each use starts at its handle's
+    last key (found through a per-handle table, not a binary search) and steps back at most twice;
+    the few still short of their key take a binary search."""
+    last = np.flatnonzero(np.append(key_handle[1:] != key_handle[:-1], True))
+    table = k.handle_scratch
+    table[key_handle[last]] = last
+    j = table[use_handle].astype(np.int64)  # -1: the handle has no key in the batch
+    table[key_handle[last]] = -1
+    for _ in range(2):  # a key above the use's: step back (off the handle's keys is below all its keys)
+        j -= (j >= 0) & (keys[np.maximum(j, 0)] > use_key)
+    far = np.flatnonzero((j >= 0) & (keys[np.maximum(j, 0)] > use_key))
+    j[far] = np.searchsorted(keys, use_key[far]) - 1
+    return j
 
 
 def kmap_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

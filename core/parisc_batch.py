@@ -23,10 +23,8 @@ SLOTS = 5  # slot positions per event; an event fills at most four (copy: 0/1/2/
 
 
 def _gather(values: np.ndarray, idx: np.ndarray, fill: object) -> np.ndarray:
-    """values[idx], with ``fill`` where idx is -1."""
-    if not values.size:
-        return np.full(idx.size, fill, dtype=values.dtype)
-    return np.where(idx >= 0, values[np.maximum(idx, 0)], fill)
+    """values[idx], with ``fill`` where idx is -1: index -1 is the appended fill."""
+    return np.append(values, np.array(fill, dtype=values.dtype))[idx]
 
 
 class Timeline:
@@ -37,6 +35,9 @@ class Timeline:
         at = np.flatnonzero(event_pfn >= 0)
         order = np.argsort(event_pfn[at] * cols.n + at)
         self.pos = at[order]
+        # the timeline's events in time order: event i is the order[i]-th in time (at rises)
+        self.by_time = np.empty_like(order)
+        self.by_time[order] = np.arange(order.size)
         self.pfn = pfn = event_pfn[self.pos]
         self.kind = kind = cols.kind[self.pos].astype(np.int64)
         self.flag = cols.order[self.pos]
@@ -54,9 +55,11 @@ class Timeline:
         self.setter = self.runs.prev(self.is_alloc | self.is_free)
         had = self.setter >= 0
         prev = np.maximum(self.setter, 0)
-        self.u = np.where(had, np.where(self.is_alloc[prev], self.u_set[prev], -1), vi.user_colour[pfn])
+        # an alloc or free sets both (u_set is -1 for a free); else they come from before the batch
+        self.u = np.where(had, self.u_set[prev], vi.user_colour[pfn])
         carried_amapped = (vi.kernel_colour[pfn] >= 0) & (vi.kmap_count[pfn] == 0)
-        self.amapped = np.where(had, self.is_alloc[prev] & self.mapped[prev], carried_amapped)
+        alloc_mapped = self.is_alloc & self.mapped
+        self.amapped = (had & alloc_mapped[prev]) | (~had & carried_amapped)
 
 
 def _kmap_counts(k, t: Timeline, cols) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -77,10 +80,10 @@ def _kmap_counts(k, t: Timeline, cols) -> tuple[np.ndarray, np.ndarray, np.ndarr
 class Requests:
     """Requests to one colour pool, in time order."""
 
-    def __init__(self, which: np.ndarray, op: np.ndarray, want: np.ndarray, pages: np.ndarray,
+    def __init__(self, t: Timeline, which: np.ndarray, op: np.ndarray, want: np.ndarray, pages: np.ndarray,
                  link_event: np.ndarray, carried: np.ndarray, pos: np.ndarray) -> None:
-        order = np.argsort(pos[which])  # one request per event: positions are unique
-        self.event = np.flatnonzero(which)[order]  # sorted-timeline indices
+        # one request per event; the marked events read in time order, with no sort
+        self.event = t.by_time[which[t.by_time]]  # sorted-timeline indices
         self.op, self.want, self.pages = op[self.event], want[self.event], pages[self.event]
         self.pos, self.carried = pos[self.event], carried[self.event]
         self.n = which.size
@@ -126,7 +129,7 @@ class Colours:
         first_before = t.runs.prev(self.first)
         ops = np.where(self.first, pools.GET, np.where(self.last, pools.PUT, pools.PEEK))
         carried = np.where(vi.kmap_count[t.pfn] > 0, vi.kernel_colour[t.pfn], -1).astype(np.int64)
-        got = Requests(self.first | self.last | self.transient, ops, want_user, np.ones(n, dtype=np.int64),
+        got = Requests(t, self.first | self.last | self.transient, ops, want_user, np.ones(n, dtype=np.int64),
                        np.where(self.last, first_before, -1), carried, t.pos).serve(vi.kmaps)
         self.kmap = got
         kmap_before = np.where(first_before >= 0, self.kmap[np.maximum(first_before, 0)], carried)
@@ -152,7 +155,7 @@ class Colours:
         pages = np.left_shift(1, t.block_order)
         link = np.where(put & (t.setter >= 0), t.setter, -1)
         carried = vi.kernel_colour[t.pfn].astype(np.int64)
-        got = Requests(get | put, np.where(get, pools.GET, pools.PUT), want, pages, link, carried,
+        got = Requests(t, get | put, np.where(get, pools.GET, pools.PUT), want, pages, link, carried,
                        t.pos).serve(vi.allocs)
         self.alloc = got
 
