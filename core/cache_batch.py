@@ -219,14 +219,15 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     is_w = (ty == OP_W) | ((ty == LOAD) & dl)
     runs = Runs(g)
     prev_inv, prev_set, prev_w = runs.prev(is_inv), runs.prev(is_set), runs.prev(is_w)
-    # whole-cache flushes by time: the last one before each time, and the first one after it
-    fa_at = np.zeros(span + 1, dtype=np.int64)
-    fa_at[fa] = 1
-    fa_count = np.cumsum(fa_at)  # flushes at times <= i
-    fa_last = np.concatenate([[-1], fa])[fa_count]  # the last flush at a time <= i, or -1
-    fa_first = np.concatenate([fa, [span]])[fa_count]  # the first flush at a time > i, or span
-    fa_before = fa_last[np.maximum(t - 1, 0)] * (t > 0) - (t == 0)  # before t (LOADs at 0: none)
-    t_inv = np.maximum(np.where(prev_inv >= 0, t[prev_inv], -1), fa_before)
+    t_inv = np.where(prev_inv >= 0, t[prev_inv], -1)
+    if fa.size:  # whole-cache flushes by time: the last one before each time, the first one after it
+        fa_at = np.zeros(span + 1, dtype=np.int64)
+        fa_at[fa] = 1
+        fa_count = np.cumsum(fa_at)  # flushes at times <= i
+        fa_last = np.concatenate([[-1], fa])[fa_count]  # the last flush at a time <= i, or -1
+        fa_first = np.concatenate([fa, [span]])[fa_count]  # the first flush at a time > i, or span
+        fa_before = fa_last[np.maximum(t - 1, 0)] * (t > 0) - (t == 0)  # before t (LOADs at 0: none)
+        t_inv = np.maximum(t_inv, fa_before)
     present = (prev_set >= 0) & (t[np.maximum(prev_set, 0)] > t_inv)
     dirty = (prev_w >= 0) & (t[np.maximum(prev_w, 0)] > t_inv)
     w_version = ver[np.maximum(prev_w, 0)]

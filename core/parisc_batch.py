@@ -138,12 +138,13 @@ class Colours:
         self.alloc_before = alloc_before
         self.kmap_before = kmap_before
 
-    def after(self, t: Timeline) -> np.ndarray:
-        """kernel_colour after each event (what PariscState keeps: allocation or kmap mapping)."""
-        alloc_after = np.where(t.is_alloc, self.alloc, np.where(t.is_free, -1, self.alloc_before))
-        kmap_after = np.where(self.first, self.kmap, self.kmap_before)
-        count_after = self.count + self.delta
-        amapped_after = np.where(t.is_alloc, t.mapped, np.where(t.is_free, False, t.amapped))
+    def after(self, t: Timeline, i: np.ndarray) -> np.ndarray:
+        """kernel_colour after the events ``i`` (what PariscState keeps: allocation or kmap mapping)."""
+        is_alloc, is_free = t.is_alloc[i], t.is_free[i]
+        alloc_after = np.where(is_alloc, self.alloc[i], np.where(is_free, -1, self.alloc_before[i]))
+        kmap_after = np.where(self.first[i], self.kmap[i], self.kmap_before[i])
+        count_after = self.count[i] + self.delta[i]
+        amapped_after = np.where(is_alloc, t.mapped[i], ~is_free & t.amapped[i])
         return np.where(amapped_after, alloc_after, np.where(count_after > 0, kmap_after, -1))
 
     def _alloc_pool(self, k, t: Timeline) -> None:
@@ -356,8 +357,7 @@ def _store(k, t: Timeline, c: Colours) -> None:
         return
     end = t.runs.ends
     frames = t.pfn[end]
-    u_after = np.where(t.is_alloc, t.u_set, np.where(t.is_free, -1, t.u))
-    vi.user_colour[frames] = u_after[end]
+    vi.user_colour[frames] = np.where(t.is_alloc[end], t.u_set[end], np.where(t.is_free[end], -1, t.u[end]))
     if not k.policy.offset_maps_lowmem:
-        vi.kernel_colour[frames] = c.after(t)[end]
-        vi.kmap_count[frames] = (c.count + c.delta)[end]
+        vi.kernel_colour[frames] = c.after(t, end)
+        vi.kmap_count[frames] = c.count[end] + c.delta[end]
