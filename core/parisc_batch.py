@@ -57,6 +57,10 @@ class Timeline:
         prev = np.maximum(self.setter, 0)
         # an alloc or free sets both (u_set is -1 for a free); else they come from before the batch
         self.u = np.where(had, self.u_set[prev], vi.user_colour[pfn])
+        # allocation mappings: none while the offset map gives every page its kernel address
+        if k.policy.offset_maps_lowmem:
+            self.amapped = np.zeros(pfn.size, dtype=bool)
+            return
         carried_amapped = (vi.kernel_colour[pfn] >= 0) & (vi.kmap_count[pfn] == 0)
         alloc_mapped = self.is_alloc & self.mapped
         self.amapped = (had & alloc_mapped[prev]) | (~had & carried_amapped)
@@ -273,17 +277,45 @@ def _io(p, v: _View, ops: Ops) -> None:
     ops.flush(v.row[v.tr_flush], 3, v.x[v.tr_flush], io=True)
 
 
-def inert(cols, out) -> np.ndarray:
+def _user_mapped(cols, at: np.ndarray) -> np.ndarray:
+    """Which of the allocations at positions ``at`` give the block a user address."""
+    kind = cols.kind[at]
+    return (kind == E.K_ALLOC_ANON) | ((kind == E.K_ALLOC_PAGECACHE) & (cols.addr[at] != 0))
+
+
+def inert(k, cols, out) -> np.ndarray:
     """Events that change no parisc state and issue no cache operation, left out of the timeline:
     kmap_atomic (it only counts here) and allocations that neither map the block for the kernel
-    nor give it a user address (the frame was free, so its state before and after is the same)."""
+    nor give it a user address (the frame was free, so its state before and after is the same).
+    While the offset map gives every page its kernel address, kmap and kunmap are inert too, and
+    so is the free of a block with no user address (its frame stays as it was: no user colour)."""
     kind = cols.kind
     idle = kind == E.K_KMAP_ATOMIC
     is_alloc = E.IS_ALLOC[kind[cols.src]]
     alloc = cols.src[is_alloc]
-    user = (kind[alloc] == E.K_ALLOC_ANON) | ((kind[alloc] == E.K_ALLOC_PAGECACHE) & (cols.addr[alloc] != 0))
-    idle[alloc] = ~user & ~out.mapped[is_alloc]
+    idle[alloc] = ~_user_mapped(cols, alloc) & ~out.mapped[is_alloc]
+    if k.policy.offset_maps_lowmem:
+        idle |= (kind == E.K_KMAP) | (kind == E.K_KUNMAP)
+        idle[cols.src[_frees_of_kernel_blocks(k, cols, out)]] = True
     return idle
+
+
+def _frees_of_kernel_blocks(k, cols, out) -> np.ndarray:
+    """The frees (indices into ``cols.src``) of blocks with no user colour: allocated in the batch
+    without a user address, or held since before it by a frame with none."""
+    by = cols.src_by_key  # allocs and frees by (handle, time): a free's alloc is the one before it
+    handle = cols.handle[cols.src[by]]
+    same = handle[1:] == handle[:-1]
+    alloc_of = np.full(cols.src.size, -1, dtype=np.int64)
+    alloc_of[by[1:][same]] = by[:-1][same]
+    free = np.flatnonzero(cols.kind[cols.src] == E.K_FREE)
+    free = free[out.freed[free] >= 0]  # (a free of a failed allocation is no event here at all)
+    a = alloc_of[free]
+    in_batch = a >= 0
+    user = np.zeros(free.size, dtype=bool)
+    user[in_batch] = _user_mapped(cols, cols.src[a[in_batch]])
+    user[~in_batch] = k.vi.user_colour[out.freed[free[~in_batch]]] >= 0
+    return free[~user]
 
 
 def _unobservable(t: Timeline, c: Colours, teardown: np.ndarray) -> np.ndarray:
