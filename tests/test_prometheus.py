@@ -1,7 +1,7 @@
 """A real Prometheus, started from the repository's ``deploy/prometheus/prometheus.yml``, scrapes a
 real sweep as a user would run it (``zonesim sweep SPEC``, metrics on 127.0.0.1:9464): progress
 shows while the sweep runs, and every PromQL expression of the Grafana dashboard (its variables
-and macros substituted) returns data afterwards."""
+and macros substituted) returns data as of the moment the sweep is seen finished."""
 
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ policy = ["stock", "unmapped"]
 """
 
 
-def query(base: str, expr: str) -> list[dict]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+def query(base: str, expr: str, at: float | None = None) -> list[dict]:
+    """An instant query, now or at Prometheus time ``at``."""
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr, **({"time": at} if at else {})})
     with urllib.request.urlopen(url, timeout=10) as response:
         body = json.load(response)
     assert body["status"] == "success", body
@@ -74,22 +75,24 @@ def test_prometheus_sees_a_running_sweep_and_every_dashboard_query_has_data(prom
     sweep = subprocess.Popen([sys.executable, "-m", "cluster", "sweep", str(spec), "--out", str(tmp_path / "out"),
                               "--num-cpus", "2", "--max-in-flight", "2", "--metrics-grace", "12"],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # while it runs: some simulations done, some not
+    # while it runs: some simulations done, some not; then all done, during the grace period
     end = time.monotonic() + 240
-    seen_running = False
+    seen_running, done_at = False, None
     while sweep.poll() is None and time.monotonic() < end:
         ok = query(prometheus, 'zonesim_sweep_simulations{sweep="watched",state="ok"}')
-        if ok and 0 < float(ok[0]["value"][1]) < 16:
-            seen_running = True
-            break
+        if ok:
+            seen_running |= 0 < float(ok[0]["value"][1]) < 16
+            if float(ok[0]["value"][1]) == 16:
+                done_at = ok[0]["value"][0]  # the query's evaluation time, in Prometheus's clock
+                break
         time.sleep(0.5)
     assert seen_running, "Prometheus never saw the sweep part done"
+    assert done_at is not None, "Prometheus never saw the sweep finish"
     out, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, err
-    # the grace period gave Prometheus its last scrapes; now every panel's query
-    done = query(prometheus, 'zonesim_sweep_simulations{sweep="watched",state="ok"}')
-    assert float(done[0]["value"][1]) == 16
-    empty = [q for q in dashboard_queries(sweep="watched") if not query(prometheus, q)]
+    # every panel's query as of the moment the sweep was seen finished: once the exporter is gone,
+    # Prometheus's next failed scrape marks its series stale and a query at a later time is empty
+    empty = [q for q in dashboard_queries(sweep="watched") if not query(prometheus, q, at=done_at)]
     assert empty == [], f"dashboard queries without data: {empty}"
-    unmapped = query(prometheus, 'zonesim_result_alias_violations{sweep="watched",policy="unmapped"}')
+    unmapped = query(prometheus, 'zonesim_result_alias_violations{sweep="watched",policy="unmapped"}', at=done_at)
     assert float(unmapped[0]["value"][1]) == 0
