@@ -103,7 +103,22 @@ def test_single_line_frames_are_found():
     [(OP_W, 0, 1), (FLUSH_ALL, 0, 0), (OP_W, 0, 1)],  # written back by the flush, then dirty again
     [(OP_W, 0, 1), (OP_P, 0, 1), (OP_R, 0, 1)],  # a purge loses the store: the read is stale
     [(OP_W, 0, 1), (OP_P, 0, 2), (OP_F, 0, 1)],  # a purge elsewhere finds nothing; the flush writes back
+    [(OP_R, 4, 1), (OP_D, 4, 1), (OP_R, 4, 1), (OP_DEV, 4, -1)],  # reads, a DMA, reads
+    [(OP_R, 4, 1), (OP_D, 4, 2), (OP_R, 4, 1)],  # a DMA at another colour leaves the old line
 ])
 def test_edge_cases(batch, monkeypatch):
     for shortcut in (True, False):
         check([(OP_W, 0, 1), (OP_W, 2, 3)], batch, shortcut, monkeypatch)
+
+
+def test_lost_store_is_stale_until_a_dma(monkeypatch):
+    """A purged dirty line leaves memory behind the latest store: reads are stale until a DMA
+    writes memory again, then not."""
+    history = [(OP_W, 4, 1), (OP_P, 4, 1)]
+    batch = [(OP_R, 4, 1), (OP_DEV, 4, -1), (OP_D, 4, 1), (OP_R, 4, 1), (OP_DEV, 4, -1)]
+    for shortcut in (True, False):
+        check(history, batch, shortcut, monkeypatch)
+    cache = Cache(FRAMES, COLOURS)
+    scalar(cache, history)
+    batched(cache, batch)
+    assert cache.stale_reads == 2
