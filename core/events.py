@@ -106,9 +106,10 @@ def check_batch(batch: np.ndarray, max_handles: int, ncpus: int) -> None:
         raise StreamError(f"order {int(batch['order'].max())} is larger than MAX_ORDER-1 = {MAX_ORDER - 1}")
     if int(batch["cpu"].max()) >= ncpus:
         raise StreamError(f"cpu {int(batch['cpu'].max())} does not exist (machine has {ncpus})")
-    flags = batch["order"][HAS_FLAG[batch["kind"]]]
+    kind = batch["kind"].astype(np.intp)  # table lookups with an intp index are the fast ones
+    flags = np.compress(HAS_FLAG[kind], batch["order"])
     if flags.size and int(flags.max()) > 1:
         raise StreamError(f"flag {int(flags.max())} in the order field of a free, io, copy or user event (0 or 1)")
-    handles = batch["handle"][NEEDS_HANDLE[batch["kind"]]]
+    handles = np.compress(NEEDS_HANDLE[kind], batch["handle"])
     if handles.size and (int(handles.min()) < 0 or int(handles.max()) >= max_handles):
         raise StreamError(f"handle out of range 0..{max_handles - 1}")

@@ -39,7 +39,7 @@ class Columns:
 
     def __init__(self, batch: np.ndarray) -> None:
         self.n = batch.size
-        self.kind = np.ascontiguousarray(batch["kind"])
+        self.kind = batch["kind"].astype(np.intp)  # an index into the kind tables: intp indexes fastest
         self.handle = batch["handle"].astype(np.int64)
         self.order = batch["order"].astype(np.int64)
         self.addr = batch["addr"].astype(np.int64)
@@ -108,7 +108,7 @@ def alloc_pass(k: Kernel, cols: Columns) -> AllocResult:
     out = AllocResult(pos.size)
     handle, order = cols.handle[pos], cols.order[pos]
     kind = cols.kind[pos]
-    gfp = E.GFP_OF_KIND[kind]
+    gfp = E.GFP_OF_KIND[kind].astype(np.intp)  # indexes the per-GFP tables
     i, size = 0, MAX_WINDOW
     while i < pos.size:
         j = min(i + size, pos.size)

@@ -45,7 +45,7 @@ class Window:
     pos: np.ndarray  # int64 positions in the batch
     handle: np.ndarray  # int64
     order: np.ndarray  # int64: alloc order; filled in for frees
-    gfp: np.ndarray  # uint8: 0 for frees
+    gfp: np.ndarray  # intp: the GFP class, 0 for frees
     by_handle: np.ndarray  # the window's events in handle-major, time-minor order
 
 

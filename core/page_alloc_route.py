@@ -45,11 +45,13 @@ def route(k: Kernel, gfp: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, z
     request is routed the same way when it meets an empty zone; one that finds some pages but
     fewer than it needs ends the window, as does one the buddy lists cannot serve (a drain)."""
     zones = _zone_order(k)
+    no_failures = np.zeros(is_alloc.size, dtype=bool)
     if zones is None or k.policy.map_on_alloc:  # (unmapped checks its window before any zone)
-        return np.zeros(is_alloc.size, dtype=bool), cut
+        return no_failures, cut
+    asks = np.flatnonzero(is_alloc[:cut] & ~noop[:cut])
+    if all(z.free_pages >= d for z, d in zip(k.mm.zones, _demand(k, asks, order, zone_of).tolist(), strict=True)):
+        return no_failures, cut  # no zone can run out, whatever the order of events (the common case)
     r = _Routing(k, gfp, is_alloc, order, zone_of, src, noop, cut)
-    if all(z.free_pages >= d for z, d in zip(k.mm.zones, r.demand.tolist(), strict=True)):
-        return r.failed, cut  # no zone can run out, whatever the order of events
     for zi in zones:
         missed = r.misses(k.mm.zones[zi])
         if missed is not None:
@@ -69,10 +71,7 @@ class _Routing:
         zero = in_cut & (order == 0)
         self.zero_alloc, self.zero_free = zero & is_alloc, zero & ~is_alloc
         self.hi_pages = np.where(in_cut & (order > 0), np.where(is_alloc, -self.pages, self.pages), 0)
-        asks = np.flatnonzero(is_alloc & in_cut)
-        self.demand = np.bincount(zone_of[asks], minlength=len(k.mm.zones))  # pages asked of each zone
-        big = asks[order[asks] > 0]
-        np.add.at(self.demand, zone_of[big], self.pages[big] - 1)
+        self.demand = _demand(k, np.flatnonzero(is_alloc & in_cut), order, zone_of)
         self.next_zone = _next_zone_table(k)
         self.linked = np.flatnonzero(src >= 0)
         self.failed = np.zeros(is_alloc.size, dtype=bool)
@@ -112,6 +111,14 @@ class _Routing:
         self.failed[at[nxt < 0]] = True
         self.hi_pages[at[nxt < 0]] = 0  # a failed request takes nothing anywhere
         self.zone_of[self.linked] = self.zone_of[self.src[self.linked]]  # frees follow their pages
+
+
+def _demand(k: Kernel, asks: np.ndarray, order: np.ndarray, zone_of: np.ndarray) -> np.ndarray:
+    """Pages the allocations ``asks`` ask of each zone."""
+    demand = np.bincount(zone_of[asks], minlength=len(k.mm.zones))
+    big = asks[order[asks] > 0]
+    np.add.at(demand, zone_of[big], np.left_shift(1, order[big]) - 1)
+    return demand
 
 
 def _next_zone_table(k: Kernel) -> np.ndarray:

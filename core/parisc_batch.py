@@ -39,7 +39,7 @@ class Timeline:
         self.by_time = np.empty_like(order)
         self.by_time[order] = np.arange(order.size)
         self.pfn = pfn = event_pfn[self.pos]
-        self.kind = kind = cols.kind[self.pos].astype(np.int64)
+        self.kind = kind = cols.kind[self.pos]
         self.flag = cols.order[self.pos]
         src_index = np.full(cols.n, -1, dtype=np.int64)
         src_index[cols.src] = np.arange(cols.src.size)
