@@ -15,11 +15,12 @@ import numpy as np
 
 from core import events as E
 from core import kmap_kernel as pools
-from core.cache_batch import OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, Runs, play
+from core.cache_batch import LOAD, OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, Runs, play
 from core.errors import StreamError
 from core.parisc import COPY_INTO_PAGE, FREE_TEARDOWN, IO_TO_DEVICE, tlb_entries
 
 SLOTS = 5  # slot positions per event; an event fills at most four (copy: 0/1/2/4 or 0/2/3/4)
+UNSEEN = LOAD + 1  # a grid operation the clock counts but the cache pass need not see
 
 
 def _gather(values: np.ndarray, idx: np.ndarray, fill: object) -> np.ndarray:
@@ -318,19 +319,17 @@ def _frees_of_kernel_blocks(k, cols, out) -> np.ndarray:
     return free[~user]
 
 
-def _unobservable(t: Timeline, c: Colours, teardown: np.ndarray) -> np.ndarray:
-    """Grid slots whose operation changes nothing anyone can see, left out of the cache pass (the
-    clock still ticks for them): the walker's read right after a PTE store to the same line (it
-    returns the latest version), and PTE stores overwritten before anyone can see them (the
-    frame's next event is another such store, with no whole-cache flush between)."""
-    dead = np.zeros((t.pfn.size, SLOTS), dtype=bool)
+def _hide_unobservable(ops: Ops, t: Timeline, c: Colours, teardown: np.ndarray) -> None:
+    """Mark UNSEEN the grid operations that change nothing anyone can see, which the cache pass
+    leaves out (the clock still ticks for them): the walker's read right after a PTE store to the
+    same line (it returns the latest version), and PTE stores overwritten before anyone can see
+    them (the frame's next event is another such store, with no whole-cache flush between)."""
     pte = (t.kind == E.K_PTE_UPDATE) & (c.kernel == c.eq)  # store and walker read on one line
-    dead[pte, 2] = True
+    ops.typ[pte, 2] = UNSEEN
     i = np.flatnonzero(pte[:-1] & pte[1:] & (t.pfn[:-1] == t.pfn[1:]))
     if teardown.size:  # the same number of whole-cache flushes before both stores: none between
         i = i[np.searchsorted(teardown, t.pos[i]) == np.searchsorted(teardown, t.pos[i + 1])]
-    dead[i, 0] = True
-    return dead
+    ops.typ[i, 0] = UNSEEN
 
 
 def _times(ops: Ops, t: Timeline, teardown: np.ndarray, n: int, at: np.ndarray,
@@ -361,7 +360,9 @@ def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
     teardown = np.flatnonzero((cols.kind == E.K_FORK) | (cols.kind == E.K_EXEC) | (cols.kind == E.K_EXIT))
     if p.flush_on_free:
         teardown = teardown[:0]
-    play_at = np.flatnonzero(((ops.typ >= 0) & ~_unobservable(t, c, teardown)).ravel())  # frame-major
+    _hide_unobservable(ops, t, c, teardown)
+    # the operations the cache pass sees, frame-major: as bytes, empty slots (-1) are 255
+    play_at = np.flatnonzero(ops.typ.ravel().view(np.uint8) <= OP_DEV)
     row = play_at // SLOTS
     times, flush_times, ticks = _times(ops, t, teardown, cols.n, play_at, row)
     play(vi.cache, ops.typ.ravel()[play_at].astype(np.int64), t.pfn[row], ops.col.ravel()[play_at],
