@@ -89,53 +89,78 @@ class _Lookup:
         return self.pfn[end], self.value[end]
 
 
-class _SingleLine:
-    """The frames whose batch goes through one line: every store and flush at one colour, no read
-    or DMA, and no line carried in at another colour (purges elsewhere then find nothing). Nothing
-    is read, so no read can be stale, and the line's history has a closed form (``play_single``).
-    Most frames of a batch are like this (a page zeroed and handed out, a page table written);
-    the general pass is left the rest.
+def _first_colour(kind: np.ndarray, frame_of: np.ndarray, col: np.ndarray, frames: int,
+                  out: np.ndarray, bit: int) -> np.ndarray:
+    """The colour of each frame's first operation of ``kind`` (-1: none); ``bit`` is set in
+    ``out`` at any later one of the frame at another colour."""
+    at = np.flatnonzero(kind)
+    at_frame, at_col = frame_of[at], col[at]
+    same = at_frame[1:] == at_frame[:-1]
+    out[at[1:][same & (at_col[1:] != at_col[:-1])]] |= bit
+    first = np.append(True, ~same) if at.size else np.zeros(0, dtype=bool)
+    colour = np.full(frames, -1, dtype=np.int64)
+    colour[at_frame[first]] = at_col[first]
+    return colour
 
-    ``op``: which operations belong to such frames; ``line``: which carried lines; ``colour``:
-    each operation's frame's line colour (meaningful where ``op``)."""
+
+class _ClosedForms:
+    """The frames of a batch whose line history has a closed form, found in one pass.
+
+    - single-line frames: every store and flush at one colour, no read or DMA, and no line carried
+      in at another colour (purges elsewhere then find nothing). Nothing is read, so nothing can
+      be stale (``play_single``). Most frames are like this: a page zeroed and handed out, a page
+      table written.
+    - store-free frames: reads and DMA writes through one colour (the DMA's coherence index),
+      flushes and purges anywhere, device reads, and no line carried in. No line is ever dirty, so
+      memory and the latest version move only at DMA writes, together (``play_read_only``): a page
+      read by the kernel, an I/O into the page cache.
+
+    The general pass is left the rest. ``single`` and ``reads``: which operations belong to each
+    kind; ``line``: which carried lines the single-line frames take; ``colour``: each operation's
+    frame's line colour (-1: a store-free frame that reads nothing)."""
+
+    SINGLE_OUT, READS_OUT = 1, 2  # bits of "this operation rules its frame out of that kind"
 
     def __init__(self, cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, keys: np.ndarray,
                  shift: int) -> None:
         n, C = typ.size, cache.colours
-        self.op, self.line = np.zeros(n, dtype=bool), np.zeros(keys.size, dtype=bool)
-        self.colour = np.zeros(n, dtype=np.int64)
+        self.single, self.reads = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        self.line, self.colour = np.zeros(keys.size, dtype=bool), np.zeros(n, dtype=np.int64)
         if not n:
             return
         new = np.append(True, pfn[1:] != pfn[:-1])
         start = np.flatnonzero(new)
-        frame_of = np.cumsum(new, dtype=np.int32) - 1
-        # out: a read or DMA, or a store or flush at another colour than the frame's first one
-        out = (typ == OP_R) | (typ >= OP_D)
-        wf = np.flatnonzero((typ == OP_W) | (typ == OP_F))
-        wf_frame, wf_col = frame_of[wf], col[wf]
-        same = wf_frame[1:] == wf_frame[:-1]
-        out[wf[1:][same & (wf_col[1:] != wf_col[:-1])]] = True
-        first = np.append(True, ~same) if wf.size else np.zeros(0, dtype=bool)
-        lo = np.full(start.size, -1, dtype=np.int64)  # the frame's colour; -1: no store or flush
-        lo[wf_frame[first]] = wf_col[first]
-        ok = (lo >= 0) & ~np.logical_or.reduceat(out, start)
-        # carried lines: a frame with a line at any colour but its own is out
+        frame_of = np.cumsum(new) - 1
+        is_r, is_d = typ == OP_R, typ == OP_D
+        # single-line: out at a read or DMA, or a store or flush at another colour than the first;
+        # store-free: out at a store, a read or DMA with no colour, or one at another colour
+        out = np.where(is_r | (typ >= OP_D), self.SINGLE_OUT, 0).astype(np.uint8)
+        out |= np.where((typ == OP_W) | ((is_r | is_d) & (col < 0)), self.READS_OUT, 0).astype(np.uint8)
+        single_colour = _first_colour((typ == OP_W) | (typ == OP_F), frame_of, col, start.size, out, self.SINGLE_OUT)
+        read_colour = _first_colour(is_r | is_d, frame_of, col, start.size, out, self.READS_OUT)
+        frame_out = np.bitwise_or.reduceat(out, start)
+        single = (single_colour >= 0) & (frame_out & self.SINGLE_OUT == 0)
+        reads = ~single & (frame_out & self.READS_OUT == 0)
+        # carried lines: a single-line frame may have one at its own colour, a store-free one none
+        # (its mark, C, is no line's colour)
         mark, frames = cache.colour_mark, pfn[start]
-        cand = frames[ok]
-        mark[cand] = lo[ok]
+        cand = frames[single | reads]
+        mark[cand] = np.where(single, single_colour, C)[single | reads]
         line_frame, line_colour = keys >> shift, keys & (C - 1)
         m = mark[line_frame]
         mark[line_frame[(m >= 0) & (m != line_colour)]] = -2
-        ok &= mark[frames] >= 0
+        kept = mark[frames] >= 0
         self.line = mark[line_frame] >= 0
         mark[cand] = -1
-        self.op = ok[frame_of]
-        self.colour = lo[frame_of]
+        single &= kept
+        reads &= kept
+        self.single, self.reads = single[frame_of], reads[frame_of]
+        self.colour = np.where(single, single_colour, read_colour)[frame_of]
 
 
-def play_single(cache, lane: _SingleLine, ops: tuple, lines: tuple, fa: np.ndarray, span: int,
+def play_single(cache, lane: _ClosedForms, ops: tuple, lines: tuple, fa: np.ndarray, span: int,
                 shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The single-line frames (``_SingleLine``), each a sequence of stores, flushes and purges on
+    """The single-line frames (``_ClosedForms``), each a sequence of stores, flushes and purges on
     one line, after the line carried in (if any) at time 0. A dirty line (a store, or the carried
     line if dirty) is written back iff the next thing to reach it is a flush or a whole-cache
     flush: then memory gets its version. Memory ends with the last write-back, the latest version
@@ -144,7 +169,7 @@ def play_single(cache, lane: _SingleLine, ops: tuple, lines: tuple, fa: np.ndarr
     typ, pfn, col, rel = ops
     keys, lver, ldirty = lines
     t0 = cache.clock
-    i = np.flatnonzero(lane.op & ((typ != OP_P) | (col == lane.colour)))  # purges elsewhere find no line
+    i = np.flatnonzero(lane.single & ((typ != OP_P) | (col == lane.colour)))  # purges elsewhere find no line
     j = np.flatnonzero(lane.line)
     # the line's history: carried lines first (time 0), then the operations, frame by frame
     f = np.concatenate([keys[j] >> shift, pfn[i]])
@@ -178,6 +203,47 @@ def play_single(cache, lane: _SingleLine, ops: tuple, lines: tuple, fa: np.ndarr
     return (f[stays] << shift) + colour[stays], ver[stays] + t0, dirty[stays]
 
 
+def play_read_only(cache, lane: _ClosedForms, ops: tuple, fa: np.ndarray, span: int,
+                   shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The store-free frames (``_ClosedForms``). A read or device read before the frame's first
+    DMA is stale iff memory and the latest version differed at the start of the batch (after it
+    they are equal); the last DMA sets both; the read colour's line survives, clean, holding
+    memory as it then stands, if its last fill has nothing after it. Returns the lines left."""
+    typ, pfn, col, rel = ops
+    t0 = cache.clock
+    i = np.flatnonzero(lane.reads)
+    empty = np.zeros(0, dtype=np.int64)
+    if not i.size:
+        return empty, empty, np.zeros(0, dtype=bool)
+    ty, f, c, t = typ[i], pfn[i], lane.colour[i], rel[i]
+    new = np.append(True, f[1:] != f[:-1])
+    start = np.flatnonzero(new)
+    frame_of = np.cumsum(new) - 1
+    frames = f[start]
+    is_d = ty == OP_D
+    d_before = np.cumsum(is_d) - is_d  # DMAs before each operation, in the batch so far
+    d_seen = d_before > d_before[start][frame_of]  # ... and in its own frame
+    reads = (ty == OP_R) | (ty == OP_DEV)
+    mem0 = cache.mem_version[frames]
+    differ = (mem0 != cache.latest[frames])[frame_of]
+    cache.stale_reads += int(np.count_nonzero(reads & ~d_seen & differ))
+    memory = mem0.copy()  # memory (and the latest version) at the end of the batch
+    d = np.flatnonzero(is_d)
+    if d.size:
+        end = np.append(f[d][1:] != f[d][:-1], True)
+        dma = frame_of[d][end]  # the frames with a DMA, and their last one
+        memory[dma] = t[d][end] + t0
+        cache.mem_version[frames[dma]] = cache.latest[frames[dma]] = memory[dma]
+    # the read colour's line: the frame's last operation on it is a read with no flush after it
+    on_line = np.flatnonzero((ty == OP_R) | is_d | (((ty == OP_F) | (ty == OP_P)) & (col[i] == c)))
+    if not on_line.size:
+        return empty, empty, np.zeros(0, dtype=bool)
+    last = on_line[np.append(f[on_line][1:] != f[on_line][:-1], True)]
+    fa_after = np.append(fa, span)[np.searchsorted(fa, t[last], side="right")]
+    stays = last[(ty[last] == OP_R) & (fa_after == span)]
+    return (f[stays] << shift) + c[stays], memory[frame_of[stays]], np.zeros(stays.size, dtype=bool)
+
+
 def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarray, fa: np.ndarray,
          ticks: int) -> None:
     """Apply a batch's operations to ``cache``: stale reads counted, lines and versions updated.
@@ -192,10 +258,13 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     shift = C.bit_length() - 1  # colours is a power of two: key >> shift is the frame, key & (C-1) the colour
     span = ticks + 2
     keys, lver, ldirty = cache.arrays()
-    lane = _SingleLine(cache, typ, pfn, col, keys, shift)
-    extra = play_single(cache, lane, (typ, pfn, col, rel), (keys, lver, ldirty), fa, span, shift)
-    if lane.op.any():  # the rest go through the general pass below
-        rest = np.flatnonzero(~lane.op)
+    # frames with a closed form first; the general pass below takes the rest
+    lane = _ClosedForms(cache, typ, pfn, col, keys, shift)
+    ops = (typ, pfn, col, rel)
+    extra = [play_single(cache, lane, ops, (keys, lver, ldirty), fa, span, shift),
+             play_read_only(cache, lane, ops, fa, span, shift)]
+    rest = np.flatnonzero(~lane.single & ~lane.reads)
+    if rest.size < typ.size:
         typ, pfn, col, rel = typ[rest], pfn[rest], col[rest], rel[rest]
     if fa.size:  # a whole-cache flush reaches every line
         take = ~lane.line
@@ -290,8 +359,8 @@ def _written_back_by_fa(runs, t, is_w, is_inv, prev_mark, nxt_fa, span):
 
 def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, lines, keep, mem, latest, extra):
     """Memory and latest versions per touched frame; the lines as they stand after the batch: the
-    carried lines in ``keep``, those the general pass leaves, and ``extra``, those the single-line
-    frames leave (keys, versions, dirty; sorted)."""
+    carried lines in ``keep``, those the general pass leaves, and ``extra``, those the frames with
+    a closed form leave (each keys, versions, dirty; sorted)."""
     t0 = cache.clock
     keys, lver, ldirty = lines
     for lookup, target in ((mem, cache.mem_version), (latest, cache.latest)):
@@ -312,7 +381,7 @@ def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, lines, keep, mem
         new_keys = new_ver = np.zeros(0, dtype=np.int64)
         new_dirty = np.zeros(0, dtype=bool)
     parts = [(keys[keep], lver[keep], ldirty[keep])] if keep.any() else []  # none after a whole-cache flush
-    parts += [(new_keys, new_ver, new_dirty)] + ([extra] if extra[0].size else [])
+    parts += [(new_keys, new_ver, new_dirty)] + [e for e in extra if e[0].size]
     if len(parts) == 1:  # g is sorted
         cache.set_arrays(*parts[0])
         return

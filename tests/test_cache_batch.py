@@ -3,11 +3,11 @@
 A random history is applied to a ``Cache`` one verb at a time; then a random batch of operations
 goes through the scalar verbs on one copy and through ``play`` on another, and everything the two
 leave (lines, versions, memory and latest versions, the clock, stale reads) must be equal. The
-batches are small and dense, a few frames and colours, so that the single-line frames ``play``
-closes in one step (stores and flushes through one colour, nothing read) meet carried lines,
-whole-cache flushes and purges at other colours far more often than whole streams make them. The
-same batches also run with that shortcut switched off, so the general pass is held to the same
-oracle on its own.
+batches are small and dense, a few frames and colours, so that the frames ``play`` closes in one
+step (single-line frames: stores and flushes through one colour, nothing read; store-free frames:
+reads and DMA through one colour) meet carried lines, whole-cache flushes and purges at other
+colours far more often than whole streams make them. The same batches also run with those
+shortcuts switched off, so the general pass is held to the same oracle on its own.
 """
 
 from __future__ import annotations
@@ -62,12 +62,12 @@ def state(cache: Cache) -> dict[str, object]:
             "clock": cache.clock, "stale_reads": cache.stale_reads}
 
 
-class _NoShortcut(cache_batch._SingleLine):
-    """No frame is a single-line frame: everything goes through the general pass."""
+class _NoClosedForms(cache_batch._ClosedForms):
+    """No frame has a closed form: everything goes through the general pass."""
 
     def __init__(self, cache, typ, pfn, col, keys, shift) -> None:
-        self.op, self.line = np.zeros(typ.size, dtype=bool), np.zeros(keys.size, dtype=bool)
-        self.colour = np.zeros(typ.size, dtype=np.int64)
+        self.single, self.reads = np.zeros(typ.size, dtype=bool), np.zeros(typ.size, dtype=bool)
+        self.line, self.colour = np.zeros(keys.size, dtype=bool), np.zeros(typ.size, dtype=np.int64)
 
 
 def check(history: list, batch: list, shortcut: bool, monkeypatch) -> None:
@@ -76,12 +76,12 @@ def check(history: list, batch: list, shortcut: bool, monkeypatch) -> None:
     expected = copy.deepcopy(cache)
     scalar(expected, batch)
     if not shortcut:
-        monkeypatch.setattr(cache_batch, "_SingleLine", _NoShortcut)
+        monkeypatch.setattr(cache_batch, "_ClosedForms", _NoClosedForms)
     batched(cache, batch)
     assert state(cache) == state(expected)
 
 
-@pytest.mark.parametrize("shortcut", [True, False], ids=["single-line shortcut", "general pass only"])
+@pytest.mark.parametrize("shortcut", [True, False], ids=["closed forms", "general pass only"])
 @settings(max_examples=400, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=st.lists(operation, max_size=30), batch=st.lists(operation, min_size=1, max_size=40))
@@ -89,14 +89,21 @@ def test_play_matches_the_scalar_verbs(history, batch, shortcut, monkeypatch):
     check(history, batch, shortcut, monkeypatch)
 
 
-def test_single_line_frames_are_found():
-    """The shortcut is not vacuous: a store-only frame with a carried line is closed by it."""
+def test_closed_forms_are_found():
+    """The shortcuts are not vacuous: a store-only frame with a line carried in at its colour is
+    single-line, a frame read, written by DMA and flushed with none carried in is store-free, and
+    a frame read at two colours is neither."""
     cache = Cache(FRAMES, COLOURS)
     scalar(cache, [(OP_W, 1, 2)])  # a dirty line carried in at colour 2
     keys, _, _ = cache.arrays()
-    typ, pfn, col = np.array([OP_W, OP_F, OP_W, OP_R]), np.array([1, 1, 1, 3]), np.array([2, 2, 2, 0])
-    lane = cache_batch._SingleLine(cache, typ, pfn, col, keys, 2)
-    assert lane.op.tolist() == [True, True, True, False] and lane.line.tolist() == [True]
+    typ = np.array([OP_F, OP_D, OP_R, OP_W, OP_F, OP_W, OP_R, OP_R])
+    pfn = np.array([0, 0, 0, 1, 1, 1, 3, 3])
+    col = np.array([3, 3, 3, 2, 2, 2, 0, 1])
+    lane = cache_batch._ClosedForms(cache, typ, pfn, col, keys, 2)
+    assert lane.reads.tolist() == [True] * 3 + [False] * 5
+    assert lane.single.tolist() == [False] * 3 + [True] * 3 + [False] * 2
+    assert lane.line.tolist() == [True]
+    assert (cache.colour_mark == -1).all()
 
 
 @pytest.mark.parametrize("batch", [
