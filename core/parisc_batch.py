@@ -292,7 +292,7 @@ def inert(k, cols, out) -> np.ndarray:
     so is the free of a block with no user address (its frame stays as it was: no user colour)."""
     kind = cols.kind
     idle = kind == E.K_KMAP_ATOMIC
-    is_alloc = E.IS_ALLOC[kind[cols.src]]
+    is_alloc = np.flatnonzero(E.IS_ALLOC[kind[cols.src]])  # (index arrays: masks here follow no pattern)
     alloc = cols.src[is_alloc]
     idle[alloc] = ~_user_mapped(cols, alloc) & ~out.mapped[is_alloc]
     if k.policy.offset_maps_lowmem:
@@ -306,9 +306,9 @@ def _frees_of_kernel_blocks(k, cols, out) -> np.ndarray:
     without a user address, or held since before it by a frame with none."""
     by = cols.src_by_key  # allocs and frees by (handle, time): a free's alloc is the one before it
     handle = cols.handle[cols.src[by]]
-    same = handle[1:] == handle[:-1]
+    same = np.flatnonzero(handle[1:] == handle[:-1])
     alloc_of = np.full(cols.src.size, -1, dtype=np.int64)
-    alloc_of[by[1:][same]] = by[:-1][same]
+    alloc_of[by[same + 1]] = by[same]
     free = np.flatnonzero(cols.kind[cols.src] == E.K_FREE)
     free = free[out.freed[free] >= 0]  # (a free of a failed allocation is no event here at all)
     a = alloc_of[free]
