@@ -317,18 +317,22 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     wd = np.flatnonzero((typ == OP_W) | (typ == OP_D))
     latest = _Lookup(pfn[wd], rel[wd], None, rel[wd], span, presorted=True)
     # -- what every load returns ----------------------------------------------------------------
+    # (index arrays, not masks: these masks follow no pattern and applying one costs several times more)
     frame = g >> shift
     fill = is_set & ~present
     value = np.where(ty == LOAD, ver, 0)
-    absent_r = (ty == OP_R) & ~present
-    value[absent_r] = mem.before(frame[absent_r], t[absent_r], cache.mem_version[frame[absent_r]] - t0)
+    is_r = ty == OP_R
+    absent_r = np.flatnonzero(is_r & ~present)
+    f_absent = frame[absent_r]
+    value[absent_r] = mem.before(f_absent, t[absent_r], cache.mem_version[f_absent] - t0)
     prev_fill = runs.prev(fill)
-    hit = (ty == OP_R) & present
+    hit = np.flatnonzero(is_r & present)
     value[hit] = np.where(dirty[hit], w_version[hit], value[np.maximum(prev_fill[hit], 0)])
-    stores = ty == OP_W
+    stores = np.flatnonzero(ty == OP_W)
     value[stores] = ver[stores]
-    r = ty == OP_R
-    stale = int(np.count_nonzero(value[r] != latest.before(frame[r], t[r], cache.latest[frame[r]] - t0)))
+    r = np.flatnonzero(is_r)
+    f_r = frame[r]
+    stale = int(np.count_nonzero(value[r] != latest.before(f_r, t[r], cache.latest[f_r] - t0)))
     dev = np.flatnonzero(typ == OP_DEV)
     seen = mem.before(pfn[dev], rel[dev], cache.mem_version[pfn[dev]] - t0)
     stale += int(np.count_nonzero(seen != latest.before(pfn[dev], rel[dev], cache.latest[pfn[dev]] - t0)))
