@@ -175,7 +175,7 @@ def play_single(cache, lane: _ClosedForms, ops: tuple, lines: tuple, fa: np.ndar
     f = np.concatenate([keys[j] >> shift, pfn[i]])
     colour = np.concatenate([keys[j] & (cache.colours - 1), col[i]])
     t = np.concatenate([np.zeros(j.size, dtype=np.int64), rel[i]])
-    ty = np.concatenate([np.full(j.size, LOAD), typ[i]])
+    ty = np.concatenate([np.full(j.size, LOAD, dtype=typ.dtype), typ[i]])
     ver = np.concatenate([lver[j] - t0, rel[i]])
     dirty = np.concatenate([ldirty[j], typ[i] == OP_W])
     if j.size:
@@ -278,7 +278,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     nl = int(np.count_nonzero(take))
     g = np.concatenate([keys[take], (pfn[li] << shift) + col[li]])
     t = np.concatenate([np.zeros(nl, dtype=np.int64), rel[li]])
-    ty = np.concatenate([np.full(nl, LOAD), typ[li]])
+    ty = np.concatenate([np.full(nl, LOAD, dtype=typ.dtype), typ[li]])
     ver = np.concatenate([lver[take] - t0, rel[li]])  # versions relative to t0 too (may be <= 0)
     dl = np.concatenate([ldirty[take], np.zeros(li.size, dtype=bool)])
     o = np.argsort(g * span + t, kind="stable")  # frame-major input: only a frame's colours interleave

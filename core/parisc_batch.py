@@ -11,6 +11,8 @@ them against the cache.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from core import events as E
@@ -36,9 +38,7 @@ class Timeline:
         at = np.flatnonzero(event_pfn >= 0)
         order = np.argsort(event_pfn[at] * cols.n + at)
         self.pos = at[order]
-        # the timeline's events in time order: event i is the order[i]-th in time (at rises)
-        self.by_time = np.empty_like(order)
-        self.by_time[order] = np.arange(order.size)
+        self._order = order
         self.pfn = pfn = event_pfn[self.pos]
         self.kind = kind = cols.kind[self.pos]
         self.flag = cols.order[self.pos]
@@ -57,7 +57,9 @@ class Timeline:
         had = self.setter >= 0
         prev = np.maximum(self.setter, 0)
         # an alloc or free sets both (u_set is -1 for a free); else they come from before the batch
-        self.u = np.where(had, self.u_set[prev], vi.user_colour[pfn])
+        self.u = self.u_set[prev]
+        carried = np.flatnonzero(~had)
+        self.u[carried] = vi.user_colour[pfn[carried]]
         # allocation mappings: none while the offset map gives every page its kernel address
         if k.policy.offset_maps_lowmem:
             self.amapped = np.zeros(pfn.size, dtype=bool)
@@ -65,6 +67,14 @@ class Timeline:
         carried_amapped = (vi.kernel_colour[pfn] >= 0) & (vi.kmap_count[pfn] == 0)
         alloc_mapped = self.is_alloc & self.mapped
         self.amapped = (had & alloc_mapped[prev]) | (~had & carried_amapped)
+
+    @cached_property
+    def by_time(self) -> np.ndarray:
+        """The timeline's events in time order: event i is the order[i]-th in time (at rises).
+        Only the colour pools ask, so the offset-mapped policies never build it."""
+        by_time = np.empty_like(self._order)
+        by_time[self._order] = np.arange(self._order.size)
+        return by_time
 
 
 def _kmap_counts(k, t: Timeline, cols) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -365,7 +375,7 @@ def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
     play_at = np.flatnonzero(ops.typ.ravel().view(np.uint8) <= OP_DEV)
     row = play_at // SLOTS
     times, flush_times, ticks = _times(ops, t, teardown, cols.n, play_at, row)
-    play(vi.cache, ops.typ.ravel()[play_at].astype(np.int64), t.pfn[row], ops.col.ravel()[play_at],
+    play(vi.cache, ops.typ.ravel()[play_at], t.pfn[row], ops.col.ravel()[play_at],
          times, flush_times, ticks)
     transients = int(np.count_nonzero(c.transient))
     cnt.alias_violations += ops.aliases

@@ -50,7 +50,7 @@ def batched(cache: Cache, ops: list[tuple[int, int, int]]) -> None:
     rows = [(typ, pfn, colour if typ in (OP_D, OP_DEV) else max(colour, 0), time)
             for time, (typ, pfn, colour) in enumerate(ops, start=1) if typ != FLUSH_ALL]
     rows.sort(key=lambda r: (r[1], r[3]))
-    typ, pfn, col, rel = (np.array([r[i] for r in rows], dtype=np.int64) for i in range(4))
+    typ, pfn, col, rel = (np.array([r[i] for r in rows], dtype=np.int8 if i == 0 else np.int64) for i in range(4))
     fa = np.array([time for time, (t, _, _) in enumerate(ops, start=1) if t == FLUSH_ALL], dtype=np.int64)
     cache_batch.play(cache, typ, pfn, col, rel, fa, len(ops))
 
