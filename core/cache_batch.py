@@ -312,7 +312,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     d = np.flatnonzero(typ == OP_D)
     mem = _Lookup(np.concatenate([pfn[d], g[wb_f] >> shift, g[wb_fa] >> shift]),
                   np.concatenate([rel[d], t[wb_f], nxt_fa[wb_fa]]),
-                  np.concatenate([np.zeros(d.size + int(wb_f.sum()), dtype=np.int64), g[wb_fa] & (C - 1)]),
+                  np.concatenate([np.zeros(d.size + int(np.count_nonzero(wb_f)), dtype=np.int64), g[wb_fa] & (C - 1)]),
                   np.concatenate([rel[d], w_version[wb_f], ver[wb_fa]]), span, C)
     wd = np.flatnonzero((typ == OP_W) | (typ == OP_D))
     latest = _Lookup(pfn[wd], rel[wd], None, rel[wd], span, presorted=True)

@@ -138,10 +138,11 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
     else:
         by_key = cols.src_by_key
         keys = cols.src_key[by_key]
-        use_key = cols.handle[use] * n + use
-        j = _last_key_below(k, keys // n, keys, use_key, cols.handle[use])
+        key_handle = cols.handle[cols.src[by_key]]
+        use_handle = cols.handle[use]
+        j = _last_key_below(k, key_handle, keys, use_handle * n + use, use_handle)
         got = by_key[np.maximum(j, 0)]
-        ok = (j >= 0) & (keys[np.maximum(j, 0)] // n == cols.handle[use])
+        ok = (j >= 0) & (key_handle[np.maximum(j, 0)] == use_handle)
         pfn = np.where(ok, out.pfn[got], start[use])
         mapped = np.where(ok, out.mapped[got], start_mapped[use])
     has_address = (pfn >= 0) & ((pfn < k.offset_mapped_end) | mapped)
