@@ -89,6 +89,25 @@ class _Lookup:
         return self.pfn[end], self.value[end]
 
 
+class _Flushes:
+    """The batch's whole-cache flushes by time: ``first_after[t]`` is the time of the first one
+    after t (``span`` if none), ``last_upto[t]`` that of the last one at or before t (-1 if none).
+    One running count over the batch's times; lookups are then gathers, where binary searches
+    from operations in frame order would cost several times more."""
+
+    def __init__(self, fa: np.ndarray, span: int) -> None:
+        self.any, self.span = bool(fa.size), span
+        if self.any:
+            at = np.zeros(span + 1, dtype=np.int64)
+            at[fa] = 1
+            count = np.cumsum(at)  # flushes at times <= t
+            self.first_after = np.append(fa, span)[count]
+            self.last_upto = np.append(-1, fa)[count]
+
+    def after(self, t: np.ndarray) -> np.ndarray:
+        return self.first_after[t] if self.any else np.full(t.size, self.span, dtype=np.int64)
+
+
 def _first_colour(kind: np.ndarray, frame_of: np.ndarray, col: np.ndarray, frames: int,
                   out: np.ndarray, bit: int) -> np.ndarray:
     """The colour of each frame's first operation of ``kind`` (-1: none); ``bit`` is set in
@@ -158,52 +177,53 @@ class _ClosedForms:
         self.colour = np.where(single, single_colour, read_colour)[frame_of]
 
 
-def play_single(cache, lane: _ClosedForms, ops: tuple, lines: tuple, fa: np.ndarray, span: int,
+def play_single(cache, lane: _ClosedForms, ops: tuple, lines: tuple, flushes: _Flushes,
                 shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The single-line frames (``_ClosedForms``), each a sequence of stores, flushes and purges on
-    one line, after the line carried in (if any) at time 0. A dirty line (a store, or the carried
-    line if dirty) is written back iff the next thing to reach it is a flush or a whole-cache
-    flush: then memory gets its version. Memory ends with the last write-back, the latest version
-    is the last store's, and the line survives if its last store or fill has nothing after it.
-    Returns the lines these frames leave (keys, absolute versions, dirty)."""
+    """The single-line frames (``_ClosedForms``): each a sequence of stores, flushes and purges on
+    one line, after the line carried in (if any). A dirty line is written back iff the next thing
+    to reach it is a flush or a whole-cache flush: then memory gets its version. Memory ends with
+    the last write-back, the latest version is the last store's, and the line survives, dirty, if
+    the frame's last operation is a store with no whole-cache flush after it (a carried line never
+    survives as it was: a store or flush always follows it). Returns the lines left (keys,
+    absolute versions, dirty)."""
     typ, pfn, col, rel = ops
     keys, lver, ldirty = lines
-    t0 = cache.clock
+    t0, span = cache.clock, flushes.span
     i = np.flatnonzero(lane.single & ((typ != OP_P) | (col == lane.colour)))  # purges elsewhere find no line
-    j = np.flatnonzero(lane.line)
-    # the line's history: carried lines first (time 0), then the operations, frame by frame
-    f = np.concatenate([keys[j] >> shift, pfn[i]])
-    colour = np.concatenate([keys[j] & (cache.colours - 1), col[i]])
-    t = np.concatenate([np.zeros(j.size, dtype=np.int64), rel[i]])
-    ty = np.concatenate([np.full(j.size, LOAD, dtype=typ.dtype), typ[i]])
-    ver = np.concatenate([lver[j] - t0, rel[i]])
-    dirty = np.concatenate([ldirty[j], typ[i] == OP_W])
-    if j.size:
-        o = np.argsort(f * span + t, kind="stable")  # two sorted runs
-        f, colour, t, ty, ver, dirty = f[o], colour[o], t[o], ty[o], ver[o], dirty[o]
-    empty = np.zeros(0, dtype=np.int64)
-    if not f.size:
+    if not i.size:
+        empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=bool)
+    f, ty, t = pfn[i], typ[i], rel[i]
     same = f[1:] == f[:-1]
-    last = np.append(~same, True)
     next_t = np.append(np.where(same, t[1:], span), span)
     next_flush = np.append(same & (ty[1:] == OP_F), False)
-    fa_after = np.append(fa, span)[np.searchsorted(fa, t, side="right")]  # the first whole-cache flush after t
-    wb = np.flatnonzero(dirty & (next_flush | (fa_after < next_t)))  # flush and operation times never coincide
+    fa_after = flushes.after(t)
+    is_w = ty == OP_W
+    # the carried lines first: a dirty one is written back if the frame's first operation is a
+    # flush or a whole-cache flush comes before it (write-backs of the stores come later, and win)
+    j = np.flatnonzero(lane.line)
+    if j.size:
+        start = np.flatnonzero(np.append(True, ~same))
+        line_frame = keys[j] >> shift
+        first = start[np.searchsorted(f[start], line_frame)]  # (both in frame order)
+        before_any = flushes.after(np.zeros(1, dtype=np.int64))[0]  # the first whole-cache flush
+        wb = np.flatnonzero(ldirty[j] & ((ty[first] == OP_F) | (before_any < t[first])))
+        cache.mem_version[line_frame[wb]] = lver[j[wb]]
+    wb = np.flatnonzero(is_w & (next_flush | (fa_after < next_t)))  # flush and operation times never coincide
     if wb.size:  # frames are runs and times rise: each run's last write-back is memory's
         wf = f[wb]
         end = np.append(wf[1:] != wf[:-1], True)
-        cache.mem_version[wf[end]] = ver[wb][end] + t0
-    w = np.flatnonzero(ty == OP_W)
+        cache.mem_version[wf[end]] = t[wb][end] + t0
+    w = np.flatnonzero(is_w)
     if w.size:
         wf = f[w]
         end = np.append(wf[1:] != wf[:-1], True)
         cache.latest[wf[end]] = t[w][end] + t0
-    stays = last & ((ty == OP_W) | (ty == LOAD)) & (fa_after == span)
-    return (f[stays] << shift) + colour[stays], ver[stays] + t0, dirty[stays]
+    stays = np.flatnonzero(np.append(~same, True) & is_w & (fa_after == span))
+    return (f[stays] << shift) + col[i[stays]], t[stays] + t0, np.ones(stays.size, dtype=bool)
 
 
-def play_read_only(cache, lane: _ClosedForms, ops: tuple, fa: np.ndarray, span: int,
+def play_read_only(cache, lane: _ClosedForms, ops: tuple, flushes: _Flushes,
                    shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The store-free frames (``_ClosedForms``). A read or device read before the frame's first
     DMA is stale iff memory and the latest version differed at the start of the batch (after it
@@ -239,8 +259,7 @@ def play_read_only(cache, lane: _ClosedForms, ops: tuple, fa: np.ndarray, span: 
     if not on_line.size:
         return empty, empty, np.zeros(0, dtype=bool)
     last = on_line[np.append(f[on_line][1:] != f[on_line][:-1], True)]
-    fa_after = np.append(fa, span)[np.searchsorted(fa, t[last], side="right")]
-    stays = last[(ty[last] == OP_R) & (fa_after == span)]
+    stays = last[(ty[last] == OP_R) & (flushes.after(t[last]) == flushes.span)]
     return (f[stays] << shift) + c[stays], memory[frame_of[stays]], np.zeros(stays.size, dtype=bool)
 
 
@@ -260,9 +279,9 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     keys, lver, ldirty = cache.arrays()
     # frames with a closed form first; the general pass below takes the rest
     lane = _ClosedForms(cache, typ, pfn, col, keys, shift)
-    ops = (typ, pfn, col, rel)
-    extra = [play_single(cache, lane, ops, (keys, lver, ldirty), fa, span, shift),
-             play_read_only(cache, lane, ops, fa, span, shift)]
+    ops, flushes = (typ, pfn, col, rel), _Flushes(fa, span)
+    extra = [play_single(cache, lane, ops, (keys, lver, ldirty), flushes, shift),
+             play_read_only(cache, lane, ops, flushes, shift)]
     rest = np.flatnonzero(~lane.single & ~lane.reads)
     if rest.size < typ.size:
         typ, pfn, col, rel = typ[rest], pfn[rest], col[rest], rel[rest]
@@ -290,12 +309,8 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     prev_inv, prev_set, prev_w = runs.prev(is_inv), runs.prev(is_set), runs.prev(is_w)
     t_inv = np.where(prev_inv >= 0, t[prev_inv], -1)
     if fa.size:  # whole-cache flushes by time: the last one before each time, the first one after it
-        fa_at = np.zeros(span + 1, dtype=np.int64)
-        fa_at[fa] = 1
-        fa_count = np.cumsum(fa_at)  # flushes at times <= i
-        fa_last = np.concatenate([[-1], fa])[fa_count]  # the last flush at a time <= i, or -1
-        fa_first = np.concatenate([fa, [span]])[fa_count]  # the first flush at a time > i, or span
-        fa_before = fa_last[np.maximum(t - 1, 0)] * (t > 0) - (t == 0)  # before t (LOADs at 0: none)
+        fa_first = flushes.first_after
+        fa_before = flushes.last_upto[np.maximum(t - 1, 0)] * (t > 0) - (t == 0)  # before t (LOADs at 0: none)
         t_inv = np.maximum(t_inv, fa_before)
     present = (prev_set >= 0) & (t[np.maximum(prev_set, 0)] > t_inv)
     dirty = (prev_w >= 0) & (t[np.maximum(prev_w, 0)] > t_inv)
