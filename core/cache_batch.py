@@ -116,7 +116,7 @@ def _first_colour(kind: np.ndarray, frame_of: np.ndarray, col: np.ndarray, frame
     at_frame, at_col = frame_of[at], col[at]
     same = at_frame[1:] == at_frame[:-1]
     out[at[1:][same & (at_col[1:] != at_col[:-1])]] |= bit
-    first = np.append(True, ~same) if at.size else np.zeros(0, dtype=bool)
+    first = np.flatnonzero(np.append(True, ~same)) if at.size else at
     colour = np.full(frames, -1, dtype=np.int64)
     colour[at_frame[first]] = at_col[first]
     return colour
@@ -163,8 +163,9 @@ class _ClosedForms:
         # carried lines: a single-line frame may have one at its own colour, a store-free one none
         # (its mark, C, is no line's colour)
         mark, frames = cache.colour_mark, pfn[start]
-        cand = frames[single | reads]
-        mark[cand] = np.where(single, single_colour, C)[single | reads]
+        either = np.flatnonzero(single | reads)
+        cand = frames[either]
+        mark[cand] = np.where(single[either], single_colour[either], C)
         line_frame, line_colour = keys >> shift, keys & (C - 1)
         m = mark[line_frame]
         mark[line_frame[(m >= 0) & (m != line_colour)]] = -2
