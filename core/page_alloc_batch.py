@@ -63,8 +63,9 @@ class Outcome:
 def _prev_same_handle(handle: np.ndarray, by_handle: np.ndarray) -> np.ndarray:
     """For each event, the index of the previous event on the same handle, or -1."""
     prev = np.full(handle.size, -1, dtype=np.int64)
-    same = handle[by_handle[1:]] == handle[by_handle[:-1]]
-    prev[by_handle[1:][same]] = by_handle[:-1][same]
+    h = handle[by_handle]
+    same = np.flatnonzero(h[1:] == h[:-1])
+    prev[by_handle[same + 1]] = by_handle[same]
     return prev
 
 
@@ -107,8 +108,8 @@ class _Zone:
         self.ops_idx = ops_idx  # window indices of this zone's pops and pushes, in time order
         self.is_pop = is_pop
         self.level = _walk(is_pop, self.s0)
-        self.pop_idx = ops_idx[is_pop]
-        pop_levels = self.level[is_pop]
+        self.pop_idx = np.compress(is_pop, ops_idx)
+        pop_levels = np.compress(is_pop, self.level)
         self.neg_runmin = -np.minimum.accumulate(pop_levels) if pop_levels.size else pop_levels
         self.supplied = 0  # pages the refills so far put on the list (levels 0, -1, ... -(supplied-1))
         self.blocks: list[tuple[int, int]] = []
@@ -184,7 +185,7 @@ def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> n
     Returns how many pages at the bottom of the hot list the window left where they were, and the
     rest of the final list bottom to top: the window index of the push for pages pushed in the
     window, -(pfn + 2) for pages that did not move."""
-    keep = z.ops_idx < cut
+    keep = slice(0, int(np.searchsorted(z.ops_idx, cut)))  # ops_idx rises: the ones before the cut
     ops, level, is_pop = z.ops_idx[keep], z.level[keep], z.is_pop[keep]
     supply = z.supply()
     stack = k.mm.pcp_stack[z.zone.start: z.zone.start + z.s0]
@@ -261,22 +262,22 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     is_alloc = w.gfp > 0
     src, table, again = _link(k, w)
     linked = src >= 0
-    pfn = np.full(n, -1, dtype=np.int64)
     from_table = ~is_alloc & ~linked
     noop = from_table & (table == H_FAILED)
-    tf = from_table & ~noop
-    pfn[from_table] = table[from_table]
+    # index arrays, not masks: the masks follow no pattern, and applying one costs several times more
+    lk = np.flatnonzero(linked)
+    tf = np.flatnonzero(from_table & ~noop)  # frees of blocks held from before the window
+    held = table[tf]
+    pfn = np.where(from_table, table, -1)
     order = w.order.astype(np.int64)
-    order[tf] = mm.page_order[table[tf]]
-    order[linked] = order[src[linked]]
-    mapped = np.zeros(n, dtype=bool)
-    mapped[is_alloc] = k.maps_on_alloc[w.gfp[is_alloc]]
-    mapped[tf] = (mm.page_flags[table[tf]] & PG_mapped) != 0
-    mapped[linked] = mapped[src[linked]]
-    zone_of = np.full(n, -1, dtype=np.int64)
-    zone_of[is_alloc] = k.preferred_zone[w.gfp[is_alloc]]
-    zone_of[tf] = mm.zone_index(table[tf])
-    zone_of[linked] = zone_of[src[linked]]
+    order[tf] = mm.page_order[held]
+    order[lk] = order[src[lk]]
+    mapped = k.maps_on_alloc[w.gfp] & is_alloc
+    mapped[tf] = (mm.page_flags[held] & PG_mapped) != 0
+    mapped[lk] = mapped[src[lk]]
+    zone_of = np.where(is_alloc, k.preferred_zone[w.gfp], -1)
+    zone_of[tf] = mm.zone_index(held)
+    zone_of[lk] = zone_of[src[lk]]
     failed, cut = route(k, w.gfp, is_alloc, order, zone_of, src, noop, again)
     if failed.any():
         noop |= linked & failed[np.maximum(src, 0)]  # frees of handles whose allocation failed
@@ -294,7 +295,7 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
              if (ops := np.flatnonzero(zero & (zone_of == zi))).size}
     cut = min(cut, _buddy_pass(k, w, zones, np.flatnonzero(live & (order > 0)), order, zone_of, src, pfn, mapped))
     ptr = np.full(n, -1, dtype=np.int64)
-    push_linked = zero & (idx < cut) & linked
+    push_linked = np.flatnonzero(zero[:cut] & linked[:cut])
     ptr[push_linked] = src[push_linked]
     finals = {zi: _match(k, z, cut, ptr, pfn) for zi, z in zones.items()}
     _resolve(ptr, pfn)
