@@ -68,6 +68,10 @@ class Timeline:
         alloc_mapped = self.is_alloc & self.mapped
         self.amapped = (had & alloc_mapped[prev]) | (~had & carried_amapped)
 
+    def in_time(self, mark: np.ndarray) -> np.ndarray:
+        """The indices of the marked events, in time order (no sort: a pass in time order)."""
+        return np.compress(mark[self.by_time], self.by_time)
+
     @cached_property
     def by_time(self) -> np.ndarray:
         """The timeline's events in time order: event i is the order[i]-th in time (at rises).
@@ -93,19 +97,16 @@ def _kmap_counts(k, t: Timeline, cols) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 class Requests:
-    """Requests to one colour pool, in time order."""
+    """Requests to one colour pool, one per event of ``event`` (timeline indices in time order),
+    each field given for those events only."""
 
-    def __init__(self, t: Timeline, which: np.ndarray, op: np.ndarray, want: np.ndarray, pages: np.ndarray,
+    def __init__(self, n: int, event: np.ndarray, op: np.ndarray, want: np.ndarray, pages: np.ndarray,
                  link_event: np.ndarray, carried: np.ndarray, pos: np.ndarray) -> None:
-        # one request per event; the marked events read in time order, with no sort
-        self.event = t.by_time[which[t.by_time]]  # sorted-timeline indices
-        self.op, self.want, self.pages = op[self.event], want[self.event], pages[self.event]
-        self.pos, self.carried = pos[self.event], carried[self.event]
-        self.n = which.size
-        req_of = np.full(which.size, -1, dtype=np.int64)
-        req_of[self.event] = np.arange(self.event.size)
-        le = link_event[self.event]
-        self.link = np.where(le >= 0, req_of[np.maximum(le, 0)], -1)
+        self.n, self.event = n, event
+        self.op, self.want, self.pages, self.carried, self.pos = op, want, pages, carried, pos
+        req_of = np.full(n, -1, dtype=np.int64)
+        req_of[event] = np.arange(event.size)
+        self.link = np.where(link_event >= 0, req_of[np.maximum(link_event, 0)], -1)
 
     def serve(self, pool) -> np.ndarray:
         """The colour of every timeline event's request (-1 where it made none)."""
@@ -135,18 +136,19 @@ class Colours:
             self.transient = np.zeros(n, dtype=bool)
             return
         self.count, self.delta, self.first, self.last = _kmap_counts(k, t, cols)
-        want_user = np.where(p.congruent_kmap & (t.u >= 0), t.u, -1)
+        want_user = t.u if p.congruent_kmap else np.full(n, -1, dtype=np.int64)  # (u is -1 for none)
         self._alloc_pool(k, t)
         no_translation = ~t.amapped & (self.count == 0)
         kernel_access = (t.kind == E.K_COPY) | (t.kind == E.K_PTE_UPDATE)
         io_transient = (t.kind == E.K_IO) & (not p.user_coherence_index)
         self.transient = no_translation & (kernel_access | io_transient)
         first_before = t.runs.prev(self.first)
-        ops = np.where(self.first, pools.GET, np.where(self.last, pools.PUT, pools.PEEK))
         carried = np.where(vi.kmap_count[t.pfn] > 0, vi.kernel_colour[t.pfn], -1).astype(np.int64)
-        got = Requests(t, self.first | self.last | self.transient, ops, want_user, np.ones(n, dtype=np.int64),
-                       np.where(self.last, first_before, -1), carried, t.pos).serve(vi.kmaps)
-        self.kmap = got
+        ev = t.in_time(self.first | self.last | self.transient)
+        first, last = self.first[ev], self.last[ev]
+        self.kmap = Requests(n, ev, np.where(first, pools.GET, np.where(last, pools.PUT, pools.PEEK)), want_user[ev],
+                             np.ones(ev.size, dtype=np.int64), np.where(last, first_before[ev], -1), carried[ev],
+                             t.pos[ev]).serve(vi.kmaps)
         kmap_before = np.where(first_before >= 0, self.kmap[np.maximum(first_before, 0)], carried)
         alloc_before = np.where(t.setter >= 0, self.alloc[np.maximum(t.setter, 0)], vi.kernel_colour[t.pfn])
         self.kernel = np.where(t.amapped, alloc_before, np.where(self.count > 0, kmap_before, -1))
@@ -163,17 +165,17 @@ class Colours:
         return np.where(amapped_after, alloc_after, np.where(count_after > 0, kmap_after, -1))
 
     def _alloc_pool(self, k, t: Timeline) -> None:
+        """Allocations mapped by __alloc_pages get a colour; frees of mapped blocks give it back."""
         vi, p = k.vi, k.policy
         get = t.is_alloc & t.mapped
-        put = t.is_free & t.amapped
-        equivalent = p.equivalent_kernel & ((t.kind == E.K_ALLOC_STACK) | (t.kind == E.K_ALLOC_PGTABLE))
-        want = np.where(equivalent, self.eq, -1)
-        pages = np.left_shift(1, t.block_order)
-        link = np.where(put & (t.setter >= 0), t.setter, -1)
-        carried = vi.kernel_colour[t.pfn].astype(np.int64)
-        got = Requests(t, get | put, np.where(get, pools.GET, pools.PUT), want, pages, link, carried,
-                       t.pos).serve(vi.allocs)
-        self.alloc = got
+        ev = t.in_time(get | (t.is_free & t.amapped))
+        get, kind = get[ev], t.kind[ev]
+        equivalent = p.equivalent_kernel & ((kind == E.K_ALLOC_STACK) | (kind == E.K_ALLOC_PGTABLE))
+        setter = t.setter[ev]
+        want = np.where(equivalent, self.eq[ev], -1)
+        self.alloc = Requests(t.pfn.size, ev, np.where(get, pools.GET, pools.PUT), want,
+                              np.left_shift(1, t.block_order[ev]), np.where(~get & (setter >= 0), setter, -1),
+                              vi.kernel_colour[t.pfn[ev]].astype(np.int64), t.pos[ev]).serve(vi.allocs)
 
 
 class Ops:
