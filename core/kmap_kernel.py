@@ -103,13 +103,15 @@ def _assume_room(pool: ColourPool, op: np.ndarray, want: np.ndarray, link: np.nd
     colourless = (op != PUT) & (want < 0)
     rank = np.cumsum(colourless) - 1
     colour = np.where(colourless, (pool.counter + rank) % pool.colours, want)
-    put = op == PUT
+    put = np.flatnonzero(op == PUT)
     colour[put] = np.where(link[put] >= 0, colour[np.maximum(link[put], 0)], carried[put])
     return colour
 
 
 def _spread(colour: np.ndarray, pages: np.ndarray, colours: int) -> np.ndarray:
     """Every page's bucket: a block takes consecutive colours from its head's."""
+    if not pages.size or int(pages.max()) == 1:  # single pages (kmaps always): each its own head
+        return colour % colours
     start = np.repeat(colour, pages)
     offset = np.arange(start.size) - np.repeat(np.cumsum(pages) - pages, pages)
     return (start + offset) % colours
