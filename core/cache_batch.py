@@ -151,8 +151,9 @@ class _ClosedForms:
         start = np.flatnonzero(new)
         frame_of = np.cumsum(new) - 1
         is_r, is_d = typ == OP_R, typ == OP_D
-        # single-line: out at a read or DMA, or a store or flush at another colour than the first;
-        # store-free: out at a store, a read or DMA with no colour, or one at another colour
+        # single-line: out at a read, a DMA or a device read, or a store or flush at another colour
+        # than the first; store-free: out at a store, a read or DMA with no colour, or one at
+        # another colour than the first
         out = np.where(is_r | (typ >= OP_D), self.SINGLE_OUT, 0).astype(np.uint8)
         out |= np.where((typ == OP_W) | ((is_r | is_d) & (col < 0)), self.READS_OUT, 0).astype(np.uint8)
         single_colour = _first_colour((typ == OP_W) | (typ == OP_F), frame_of, col, start.size, out, self.SINGLE_OUT)
