@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.vec import run_first, run_last
+
 # Operation codes. The line operations (W..D) come first: ``typ <= OP_D`` selects them. Whole-cache
 # flushes are not operations here but a separate array of times; LOAD is a line carried in from an
 # earlier batch.
@@ -85,8 +87,22 @@ class _Lookup:
     def last_per_frame(self) -> tuple[np.ndarray, np.ndarray]:
         if not self.pfn.size:
             return self.pfn, self.value
-        end = np.flatnonzero(np.append(self.pfn[1:] != self.pfn[:-1], True))
+        end = run_last(self.pfn)
         return self.pfn[end], self.value[end]
+
+
+def _run_index(start: np.ndarray, n: int) -> np.ndarray:
+    """Which run each of ``n`` elements is in, given the runs' first indices."""
+    first = np.zeros(n, dtype=np.int64)
+    first[start] = 1
+    return np.cumsum(first) - 1
+
+
+def _store_last(target: np.ndarray, frame: np.ndarray, value: np.ndarray) -> None:
+    """``target[f]`` = the value of each frame's last element (``frame`` grouped into runs, in
+    time order within each)."""
+    last = run_last(frame)
+    target[frame[last]] = value[last]
 
 
 class _Flushes:
@@ -97,6 +113,7 @@ class _Flushes:
 
     def __init__(self, fa: np.ndarray, span: int) -> None:
         self.any, self.span = bool(fa.size), span
+        self.first = int(fa[0]) if fa.size else span  # the batch's first whole-cache flush
         if self.any:
             at = np.zeros(span + 1, dtype=np.int64)
             at[fa] = 1
@@ -147,9 +164,8 @@ class _ClosedForms:
         self.line, self.colour = np.zeros(keys.size, dtype=bool), np.zeros(n, dtype=np.int64)
         if not n:
             return
-        new = np.append(True, pfn[1:] != pfn[:-1])
-        start = np.flatnonzero(new)
-        frame_of = np.cumsum(new) - 1
+        start = run_first(pfn)
+        frame_of = _run_index(start, n)
         is_r, is_d = typ == OP_R, typ == OP_D
         # single-line: out at a read, a DMA or a device read, or a store or flush at another colour
         # than the first; store-free: out at a store, a read or DMA with no colour, or one at
@@ -205,22 +221,15 @@ def play_single(cache, lane: _ClosedForms, ops: tuple, lines: tuple, flushes: _F
     # flush or a whole-cache flush comes before it (write-backs of the stores come later, and win)
     j = np.flatnonzero(lane.line)
     if j.size:
-        start = np.flatnonzero(np.append(True, ~same))
+        start = run_first(f)
         line_frame = keys[j] >> shift
         first = start[np.searchsorted(f[start], line_frame)]  # (both in frame order)
-        before_any = flushes.after(np.zeros(1, dtype=np.int64))[0]  # the first whole-cache flush
-        wb = np.flatnonzero(ldirty[j] & ((ty[first] == OP_F) | (before_any < t[first])))
+        wb = np.flatnonzero(ldirty[j] & ((ty[first] == OP_F) | (flushes.first < t[first])))
         cache.mem_version[line_frame[wb]] = lver[j[wb]]
     wb = np.flatnonzero(is_w & (next_flush | (fa_after < next_t)))  # flush and operation times never coincide
-    if wb.size:  # frames are runs and times rise: each run's last write-back is memory's
-        wf = f[wb]
-        end = np.append(wf[1:] != wf[:-1], True)
-        cache.mem_version[wf[end]] = t[wb][end] + t0
+    _store_last(cache.mem_version, f[wb], t[wb] + t0)  # each frame's last write-back is memory's
     w = np.flatnonzero(is_w)
-    if w.size:
-        wf = f[w]
-        end = np.append(wf[1:] != wf[:-1], True)
-        cache.latest[wf[end]] = t[w][end] + t0
+    _store_last(cache.latest, f[w], t[w] + t0)
     stays = np.flatnonzero(np.append(~same, True) & is_w & (fa_after == span))
     return (f[stays] << shift) + col[i[stays]], t[stays] + t0, np.ones(stays.size, dtype=bool)
 
@@ -238,9 +247,8 @@ def play_read_only(cache, lane: _ClosedForms, ops: tuple, flushes: _Flushes,
     if not i.size:
         return empty, empty, np.zeros(0, dtype=bool)
     ty, f, c, t = typ[i], pfn[i], lane.colour[i], rel[i]
-    new = np.append(True, f[1:] != f[:-1])
-    start = np.flatnonzero(new)
-    frame_of = np.cumsum(new) - 1
+    start = run_first(f)
+    frame_of = _run_index(start, f.size)
     frames = f[start]
     is_d = ty == OP_D
     d_before = np.cumsum(is_d) - is_d  # DMAs before each operation, in the batch so far
@@ -252,15 +260,15 @@ def play_read_only(cache, lane: _ClosedForms, ops: tuple, flushes: _Flushes,
     memory = mem0.copy()  # memory (and the latest version) at the end of the batch
     d = np.flatnonzero(is_d)
     if d.size:
-        end = np.append(f[d][1:] != f[d][:-1], True)
-        dma = frame_of[d][end]  # the frames with a DMA, and their last one
-        memory[dma] = t[d][end] + t0
+        end = d[run_last(f[d])]  # each frame's last DMA
+        dma = frame_of[end]
+        memory[dma] = t[end] + t0
         cache.mem_version[frames[dma]] = cache.latest[frames[dma]] = memory[dma]
     # the read colour's line: the frame's last operation on it is a read with no flush after it
     on_line = np.flatnonzero((ty == OP_R) | is_d | (((ty == OP_F) | (ty == OP_P)) & (col[i] == c)))
     if not on_line.size:
         return empty, empty, np.zeros(0, dtype=bool)
-    last = on_line[np.append(f[on_line][1:] != f[on_line][:-1], True)]
+    last = on_line[run_last(f[on_line])]
     stays = last[(ty[last] == OP_R) & (flushes.after(t[last]) == flushes.span)]
     return (f[stays] << shift) + c[stays], memory[frame_of[stays]], np.zeros(stays.size, dtype=bool)
 

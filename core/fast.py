@@ -28,6 +28,7 @@ from core.kernel import H_FAILED, H_FREE, Kernel
 from core.mem_map import PG_mapped
 from core.page_alloc_batch import Outcome, Window, apply_window
 from core.policy import ZONE_HIGHMEM
+from core.vec import run_last
 
 MIN_WINDOW, MAX_WINDOW = 256, 1 << 16
 USES_PFN = E.NEEDS_HANDLE & ~E.IS_ALLOC
@@ -155,7 +156,7 @@ def _last_key_below(k: Kernel, key_handle: np.ndarray, keys: np.ndarray, use_key
     -1. A handle has an alloc and a free or two in a batch, so each use starts at its handle's
     last key (found through a per-handle table, not a binary search) and steps back at most twice;
     the few still short of their key take a binary search."""
-    last = np.flatnonzero(np.append(key_handle[1:] != key_handle[:-1], True))
+    last = run_last(key_handle)
     table = k.handle_scratch
     table[key_handle[last]] = last
     j = table[use_handle].astype(np.int64)  # -1: the handle has no key in the batch
