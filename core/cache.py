@@ -28,18 +28,122 @@ from __future__ import annotations
 
 import numpy as np
 
+MANY = -2  # FrameLines.colour of a frame with several lines: they are in ``more``
+
+
+class FrameLines:
+    """The lines as the batched engine keeps them: a row per frame. A frame almost always has at
+    most one line (a page's kernel and user translations are congruent, or the kernel's is
+    flushed), so a batch reads and replaces the lines of the frames it touches without going
+    over all the others: under ``unmapped`` nothing flushes the whole cache, and the lines
+    carried between batches outnumber a batch's operations several times.
+
+      colour          per frame: its only line's colour, -1 for none, MANY for several
+      version, dirty  per frame: that line's
+      more            (keys, version, dirty) of the lines of frames with several, in no order
+      holders         frames that may hold a line, as a list of arrays with repeats (what a
+                      whole-cache flush reaches): every frame that holds one is in it. Cheaper
+                      to append to than to keep exact; compacted when it has grown
+    """
+
+    def __init__(self, frames: int, colours: int) -> None:
+        self.shift = colours.bit_length() - 1  # colours is a power of two
+        self.colour = np.full(frames, -1, dtype=np.int32)
+        self.version = np.zeros(frames, dtype=np.int64)
+        self.dirty = np.zeros(frames, dtype=bool)
+        self.more = _no_lines()
+        self.holders: list[np.ndarray] = []
+        self._held = 0  # entries in holders
+        self._compact_at = 1 << 16
+        self._mark = np.empty(frames, dtype=np.int32)  # holding()'s scratch: any values will do
+
+    def holding(self) -> np.ndarray:
+        """The frames that hold a line, each once, in no particular order."""
+        h = np.concatenate(self.holders) if self.holders else np.zeros(0, dtype=np.int64)
+        h = h[self.colour[h] != -1]
+        at = np.arange(h.size, dtype=np.int32)
+        self._mark[h] = at  # of repeats, the last written wins: keep that one
+        h = h[self._mark[h] == at]
+        self.holders, self._held = [h], h.size
+        return h
+
+    def lines_of(self, frames: np.ndarray, scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lines (keys, versions, dirty) of ``frames`` (each once), in no particular order;
+        ``scratch`` is a per-frame bool array, all False, left so."""
+        c = self.colour[frames]
+        one = np.flatnonzero(c >= 0)
+        f = frames[one]
+        lines = ((f << self.shift) + c[one], self.version[f], self.dirty[f])
+        many = frames[c == MANY]
+        if not many.size:
+            return lines
+        scratch[many] = True
+        i = np.flatnonzero(scratch[self.more[0] >> self.shift])
+        scratch[many] = False
+        return tuple(np.concatenate([a, b[i]]) for a, b in zip(lines, self.more, strict=True))
+
+    def replace(self, frames: np.ndarray, lines: tuple[np.ndarray, np.ndarray, np.ndarray],
+                scratch: np.ndarray, everything: bool) -> None:
+        """The lines of ``frames`` (each once) become ``lines``, every one of them a line of one
+        of those frames; ``everything``: ``frames`` are all that held lines."""
+        keys, version, dirty = lines
+        many = frames[self.colour[frames] == MANY]
+        if many.size:  # their lines leave ``more``
+            scratch[many] = True
+            i = np.flatnonzero(~scratch[self.more[0] >> self.shift])
+            scratch[many] = False
+            self.more = tuple(a[i] for a in self.more)
+        self.colour[frames] = -1
+        f, c = keys >> self.shift, (keys & ((1 << self.shift) - 1)).astype(np.int32)
+        self.colour[f] = c
+        self.version[f], self.dirty[f] = version, dirty
+        clash = f[self.colour[f] != c]  # a frame given two lines keeps the last one written
+        if clash.size:
+            self.colour[clash] = MANY
+            i = np.flatnonzero(self.colour[f] == MANY)
+            self.more = tuple(np.concatenate([a, b[i]]) for a, b in zip(self.more, lines, strict=True))
+        if everything:
+            self.holders, self._held = [], 0
+        self.holders.append(f)
+        self._held += f.size
+        if self._held > self._compact_at:  # repeats and frames since emptied: drop them
+            self._compact_at = 2 * self.holding().size + (1 << 16)
+
+    def sorted_lines(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every line, sorted by key (a pass over every frame: conversions and checks only)."""
+        f = np.flatnonzero(self.colour >= 0)
+        keys = np.concatenate([(f << self.shift) + self.colour[f], self.more[0]])
+        order = np.argsort(keys, kind="stable")
+        return (keys[order], np.concatenate([self.version[f], self.more[1]])[order],
+                np.concatenate([self.dirty[f], self.more[2]])[order])
+
+    @classmethod
+    def of(cls, frames: int, colours: int, keys: np.ndarray, version: np.ndarray,
+           dirty: np.ndarray) -> FrameLines:
+        table = cls(frames, colours)
+        scratch = np.zeros(frames, dtype=bool)
+        held = np.unique(keys >> table.shift)
+        table.replace(held, (keys, version, dirty), scratch, everything=True)
+        return table
+
+
+def _no_lines() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    empty = np.zeros(0, dtype=np.int64)
+    return empty, empty, np.zeros(0, dtype=bool)
+
 
 class Cache:
     """The lines, memory versions and latest versions of every frame.
 
     The lines live in one of two forms: a dict (the reference's verbs, one line at a time) or
-    three sorted arrays (the batched engine: ``cache_batch``). Whichever form an engine asks for
-    is made from the other on demand, so a run could even switch engines between batches."""
+    a ``FrameLines`` table (the batched engine: ``cache_batch``). Whichever form an engine asks
+    for is made from the other on demand, so a run could even switch engines between batches."""
 
     def __init__(self, frames: int, colours: int) -> None:
+        self.frames = frames
         self.colours = colours
         self._lines: dict[int, list] | None = {}
-        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._table: FrameLines | None = None
         self.mem_version = np.zeros(frames, dtype=np.int64)
         self.latest = np.zeros(frames, dtype=np.int64)
         self.clock = 0
@@ -51,34 +155,30 @@ class Cache:
     @property
     def lines(self) -> dict[int, list]:
         if self._lines is None:
-            keys, version, dirty = self._arrays
+            keys, version, dirty = self._table.sorted_lines()
             self._lines = {int(key): [int(v), bool(d)] for key, v, d in zip(keys, version, dirty, strict=True)}
-            self._arrays = None
+            self._table = None
         return self._lines
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The lines as (key, version, dirty), sorted by key = pfn * colours + colour."""
-        if self._arrays is None:
-            lines = self._lines
-            keys = np.fromiter(lines.keys(), dtype=np.int64, count=len(lines))
-            version = np.fromiter((v for v, _ in lines.values()), dtype=np.int64, count=len(lines))
-            dirty = np.fromiter((d for _, d in lines.values()), dtype=bool, count=len(lines))
-            order = np.argsort(keys)
-            self._arrays = (keys[order], version[order], dirty[order])
+    def table(self) -> FrameLines:
+        """The lines as a per-frame table (the batched form)."""
+        if self._table is None:
+            self._table = FrameLines.of(self.frames, self.colours, *self._sorted_dict())
             self._lines = None
-        return self._arrays
+        return self._table
 
-    def set_arrays(self, keys: np.ndarray, version: np.ndarray, dirty: np.ndarray) -> None:
-        self._arrays, self._lines = (keys, version, dirty), None
+    def _sorted_dict(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lines = self._lines
+        keys = np.fromiter(lines.keys(), dtype=np.int64, count=len(lines))
+        version = np.fromiter((v for v, _ in lines.values()), dtype=np.int64, count=len(lines))
+        dirty = np.fromiter((d for _, d in lines.values()), dtype=bool, count=len(lines))
+        order = np.argsort(keys)
+        return keys[order], version[order], dirty[order]
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The lines as sorted arrays without changing which form is kept (tests, invariants)."""
-        if self._arrays is not None:
-            return self._arrays
-        keep = self._lines
-        out = self.arrays()
-        self._lines, self._arrays = keep, None
-        return out
+        """Every line as (key, version, dirty) sorted by key = pfn * colours + colour, without
+        changing which form is kept (tests, invariants)."""
+        return self._table.sorted_lines() if self._table is not None else self._sorted_dict()
 
     def _tick(self) -> int:
         self.clock += 1

@@ -286,8 +286,18 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     C, t0 = cache.colours, cache.clock
     shift = C.bit_length() - 1  # colours is a power of two: key >> shift is the frame, key & (C-1) the colour
     span = ticks + 2
-    keys, lver, ldirty = cache.arrays()
-    # frames with a closed form first; the general pass below takes the rest
+    # the lines carried in: those of the frames the batch touches, and every line when it flushes
+    # the whole cache
+    table = cache.table()
+    frames = pfn[run_first(pfn)]
+    if fa.size:
+        held = table.holding()
+        cache.scratch[frames] = True
+        frames = np.concatenate([frames, held[~cache.scratch[held]]])
+        cache.scratch[frames] = False
+    keys, lver, ldirty = table.lines_of(frames, cache.scratch)
+    # frames with a closed form first; the general pass below takes the rest, and every carried
+    # line the single-line frames do not
     lane = _ClosedForms(cache, typ, pfn, col, keys, shift)
     ops, flushes = (typ, pfn, col, rel), _Flushes(fa, span)
     extra = [play_single(cache, lane, ops, (keys, lver, ldirty), flushes, shift),
@@ -295,16 +305,10 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     rest = np.flatnonzero(~lane.single & ~lane.reads)
     if rest.size < typ.size:
         typ, pfn, col, rel = typ[rest], pfn[rest], col[rest], rel[rest]
-    if fa.size:  # a whole-cache flush reaches every line
-        take = ~lane.line
-    else:  # the lines of the frames this batch touches, through a scratch mark per frame
-        touched = pfn[pfn >= 0]
-        cache.scratch[touched] = True
-        take = cache.scratch[keys >> shift]
-        cache.scratch[touched] = False
+    take = np.flatnonzero(~lane.line)
     # -- line operations, grouped by line and in time order within a line -----------------------
     li = np.flatnonzero((typ <= OP_D) & (col >= 0))
-    nl = int(np.count_nonzero(take))
+    nl = take.size
     g = np.concatenate([keys[take], (pfn[li] << shift) + col[li]])
     t = np.concatenate([np.zeros(nl, dtype=np.int64), rel[li]])
     ty = np.concatenate([np.full(nl, LOAD, dtype=typ.dtype), typ[li]])
@@ -364,8 +368,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     cache.stale_reads += stale
     # -- the state after the batch --------------------------------------------------------------
     prev = {"inv": prev_inv, "set": prev_set, "w": prev_w}
-    _write_back(cache, runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, (keys, lver, ldirty),
-                ~take & ~lane.line, mem, latest, extra)
+    _write_back(cache, runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, frames, mem, latest, extra)
     cache.clock = t0 + ticks
 
 
@@ -386,15 +389,15 @@ def _written_back_by_fa(runs, t, is_w, is_inv, prev_mark, nxt_fa, span):
     return wb
 
 
-def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, lines, keep, mem, latest, extra):
-    """Memory and latest versions per touched frame; the lines as they stand after the batch: the
-    carried lines in ``keep``, those the general pass leaves, and ``extra``, those the frames with
-    a closed form leave (each keys, versions, dirty; sorted)."""
+def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, frames, mem, latest, extra):
+    """Memory and latest versions per touched frame; the lines of ``frames`` (those carried in)
+    as they stand after the batch: those the general pass leaves, and ``extra``, those the frames
+    with a closed form leave (each keys, versions, dirty)."""
     t0 = cache.clock
-    keys, lver, ldirty = lines
     for lookup, target in ((mem, cache.mem_version), (latest, cache.latest)):
-        frames, values = lookup.last_per_frame()
-        target[frames] = values + t0
+        frames_set, values = lookup.last_per_frame()
+        target[frames_set] = values + t0
+    parts = [e for e in extra if e[0].size]
     if g.size:
         end = runs.ends
         last_fa = fa[-1] if fa.size else -1
@@ -405,16 +408,12 @@ def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, lines, keep, mem
         present = (s >= 0) & (t[np.maximum(s, 0)] > t_inv)
         dirty = present & (w >= 0) & (t[np.maximum(w, 0)] > t_inv)
         version = np.where(dirty, ver[np.maximum(w, 0)], value[np.maximum(s, 0)])
-        new_keys, new_ver, new_dirty = g[end][present], version[present] + t0, dirty[present]
+        left = np.flatnonzero(present)
+        parts.append((g[end[left]], version[left] + t0, dirty[left]))
+    if len(parts) == 1:
+        lines = parts[0]
+    elif parts:
+        lines = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
     else:
-        new_keys = new_ver = np.zeros(0, dtype=np.int64)
-        new_dirty = np.zeros(0, dtype=bool)
-    parts = [(keys[keep], lver[keep], ldirty[keep])] if keep.any() else []  # none after a whole-cache flush
-    parts += [(new_keys, new_ver, new_dirty)] + [e for e in extra if e[0].size]
-    if len(parts) == 1:  # g is sorted
-        cache.set_arrays(*parts[0])
-        return
-    all_keys = np.concatenate([p[0] for p in parts])
-    order = np.argsort(all_keys, kind="stable")  # sorted runs: a stable sort merges them in one pass
-    cache.set_arrays(all_keys[order], np.concatenate([p[1] for p in parts])[order],
-                     np.concatenate([p[2] for p in parts])[order])
+        lines = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))
+    cache.table().replace(frames, lines, cache.scratch, everything=bool(fa.size))

@@ -46,7 +46,7 @@ def scalar(cache: Cache, ops: list[tuple[int, int, int]]) -> None:
 
 def batched(cache: Cache, ops: list[tuple[int, int, int]]) -> None:
     """The same operations through ``play``: frame-major, each with its time in the batch."""
-    cache.arrays()  # the batched form, as the fast engine keeps it between batches
+    cache.table()  # the batched form, as the fast engine keeps it between batches
     rows = [(typ, pfn, colour if typ in (OP_D, OP_DEV) else max(colour, 0), time)
             for time, (typ, pfn, colour) in enumerate(ops, start=1) if typ != FLUSH_ALL]
     rows.sort(key=lambda r: (r[1], r[3]))
@@ -95,7 +95,7 @@ def test_closed_forms_are_found():
     a frame read at two colours is neither."""
     cache = Cache(FRAMES, COLOURS)
     scalar(cache, [(OP_W, 1, 2)])  # a dirty line carried in at colour 2
-    keys, _, _ = cache.arrays()
+    keys, _, _ = cache.snapshot()
     typ = np.array([OP_F, OP_D, OP_R, OP_W, OP_F, OP_W, OP_R, OP_R])
     pfn = np.array([0, 0, 0, 1, 1, 1, 3, 3])
     col = np.array([3, 3, 3, 2, 2, 2, 0, 1])
@@ -104,6 +104,40 @@ def test_closed_forms_are_found():
     assert lane.single.tolist() == [False] * 3 + [True] * 3 + [False] * 2
     assert lane.line.tolist() == [True]
     assert (cache.colour_mark == -1).all()
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(history=st.lists(operation, max_size=20),
+       batches=st.lists(st.lists(operation, min_size=1, max_size=20), min_size=2, max_size=5),
+       compact=st.booleans())
+def test_lines_carried_from_batch_to_batch(history, batches, compact):
+    """Several batches in a row: the lines one leaves (in ``FrameLines``: one per frame, the
+    frames with several apart, and the list of frames that may hold one, which a whole-cache flush
+    reaches) are what the next finds. ``compact``: the list is compacted after every batch."""
+    cache = Cache(FRAMES, COLOURS)
+    scalar(cache, history)
+    expected = copy.deepcopy(cache)
+    for batch in batches:
+        scalar(expected, batch)
+        if compact:
+            cache.table()._compact_at = 0
+        batched(cache, batch)
+        assert state(cache) == state(expected)
+    table = cache.table()
+    held = set(table.holding().tolist())
+    assert len(held) == table.holding().size  # each once
+    assert held == {key // COLOURS for key in expected.lines}
+
+
+def test_lines_convert_between_forms():
+    """dict -> FrameLines -> dict gives the same lines, frames with several lines included."""
+    cache = Cache(FRAMES, COLOURS)
+    scalar(cache, [(OP_W, 0, 1), (OP_R, 0, 3), (OP_W, 2, 2), (OP_R, 5, 0), (OP_R, 5, 1), (OP_R, 5, 2)])
+    before = copy.deepcopy(cache.lines)
+    table = cache.table()
+    assert table.colour.tolist() == [-2, -1, 2, -1, -1, -2]
+    assert sorted((table.more[0] // COLOURS).tolist()) == [0, 0, 5, 5, 5]
+    assert cache.lines == before
 
 
 @pytest.mark.parametrize("batch", [
