@@ -92,7 +92,10 @@ def serve(pool: ColourPool, op: np.ndarray, want: np.ndarray, pages: np.ndarray,
         colourless = (op != PUT) & (want < 0)
         pool.counter = (pool.counter + int(np.count_nonzero(colourless))) % pool.colours
         delta = np.where(op == GET, 1, np.where(op == PUT, -1, 0))
-        np.add.at(pool.used, _spread(colour, pages, pool.colours), np.repeat(delta, pages))
+        # a weighted count per bucket, not np.add.at: several times faster (the sums are small
+        # integers, exact in float64)
+        bucket = _spread(colour, pages, pool.colours)
+        pool.used += np.bincount(bucket, weights=np.repeat(delta, pages), minlength=pool.colours).astype(np.int64)
         pool.pages += int((delta * pages).sum())
         return colour
     return _serve_scalar(pool, op, want, pages, link, carried)

@@ -64,7 +64,11 @@ class Timeline:
         if k.policy.offset_maps_lowmem:
             self.amapped = np.zeros(pfn.size, dtype=bool)
             return
-        carried_amapped = (vi.kernel_colour[pfn] >= 0) & (vi.kmap_count[pfn] == 0)
+        # each frame's kernel colour and kmap count before the batch, read once (random reads
+        # of per-frame arrays cost more than anything done with them)
+        self.kc0 = vi.kernel_colour[pfn].astype(np.int64)
+        self.kcount0 = vi.kmap_count[pfn].astype(np.int64)
+        carried_amapped = (self.kc0 >= 0) & (self.kcount0 == 0)
         alloc_mapped = self.is_alloc & self.mapped
         self.amapped = (had & alloc_mapped[prev]) | (~had & carried_amapped)
 
@@ -86,7 +90,7 @@ def _kmap_counts(k, t: Timeline, cols) -> tuple[np.ndarray, np.ndarray, np.ndarr
     with no other mapping."""
     counted = ~t.amapped & ((t.kind == E.K_KMAP) | (t.kind == E.K_KUNMAP))
     delta = np.where(counted, np.where(t.kind == E.K_KMAP, 1, -1), 0)
-    before = k.vi.kmap_count[t.pfn] + t.runs.exclusive_sum(delta)
+    before = t.kcount0 + t.runs.exclusive_sum(delta)
     bad = np.flatnonzero(((delta < 0) & (before == 0)) | (t.is_free & (before > 0)))
     if bad.size:
         i = bad[np.argmin(t.pos[bad])]
@@ -143,14 +147,14 @@ class Colours:
         io_transient = (t.kind == E.K_IO) & (not p.user_coherence_index)
         self.transient = no_translation & (kernel_access | io_transient)
         first_before = t.runs.prev(self.first)
-        carried = np.where(vi.kmap_count[t.pfn] > 0, vi.kernel_colour[t.pfn], -1).astype(np.int64)
+        carried = np.where(t.kcount0 > 0, t.kc0, -1)
         ev = t.in_time(self.first | self.last | self.transient)
         first, last = self.first[ev], self.last[ev]
         self.kmap = Requests(n, ev, np.where(first, pools.GET, np.where(last, pools.PUT, pools.PEEK)), want_user[ev],
                              np.ones(ev.size, dtype=np.int64), np.where(last, first_before[ev], -1), carried[ev],
                              t.pos[ev]).serve(vi.kmaps)
         kmap_before = np.where(first_before >= 0, self.kmap[np.maximum(first_before, 0)], carried)
-        alloc_before = np.where(t.setter >= 0, self.alloc[np.maximum(t.setter, 0)], vi.kernel_colour[t.pfn])
+        alloc_before = np.where(t.setter >= 0, self.alloc[np.maximum(t.setter, 0)], t.kc0)
         self.kernel = np.where(t.amapped, alloc_before, np.where(self.count > 0, kmap_before, -1))
         self.alloc_before = alloc_before
         self.kmap_before = kmap_before
@@ -175,7 +179,7 @@ class Colours:
         want = np.where(equivalent, self.eq[ev], -1)
         self.alloc = Requests(t.pfn.size, ev, np.where(get, pools.GET, pools.PUT), want,
                               np.left_shift(1, t.block_order[ev]), np.where(~get & (setter >= 0), setter, -1),
-                              vi.kernel_colour[t.pfn[ev]].astype(np.int64), t.pos[ev]).serve(vi.allocs)
+                              t.kc0[ev], t.pos[ev]).serve(vi.allocs)
 
 
 class Ops:
@@ -185,7 +189,7 @@ class Ops:
 
     def __init__(self, n: int) -> None:
         self.typ = np.full((n, SLOTS), -1, dtype=np.int8)
-        self.col = np.empty((n, SLOTS), dtype=np.int64)
+        self.col = np.empty((n, SLOTS), dtype=np.int32)  # colours: half the traffic of int64
         self.flush_page = 0
         self.tmpalias = 0
         self.io_flushes = 0
