@@ -88,14 +88,16 @@ def serve(pool: ColourPool, op: np.ndarray, want: np.ndarray, pages: np.ndarray,
     following every bucket's occupancy through the batch; if any request would find its bucket
     full, the batch is served one request at a time by the scalar verbs instead."""
     colour = _assume_room(pool, op, want, link, carried)
-    if _fits(pool, op, colour, pages, pos):
+    single = not pages.size or int(pages.max()) == 1
+    bucket = _spread(colour, pages, pool.colours, single)
+    if _fits(pool, op, colour, pages, pos, bucket, single):
         colourless = (op != PUT) & (want < 0)
         pool.counter = (pool.counter + int(np.count_nonzero(colourless))) % pool.colours
         delta = np.where(op == GET, 1, np.where(op == PUT, -1, 0))
         # a weighted count per bucket, not np.add.at: several times faster (the sums are small
         # integers, exact in float64)
-        bucket = _spread(colour, pages, pool.colours)
-        pool.used += np.bincount(bucket, weights=np.repeat(delta, pages), minlength=pool.colours).astype(np.int64)
+        weight = delta if single else np.repeat(delta, pages)
+        pool.used += np.bincount(bucket, weights=weight, minlength=pool.colours).astype(np.int64)
         pool.pages += int((delta * pages).sum())
         return colour
     return _serve_scalar(pool, op, want, pages, link, carried)
@@ -111,20 +113,26 @@ def _assume_room(pool: ColourPool, op: np.ndarray, want: np.ndarray, link: np.nd
     return colour
 
 
-def _spread(colour: np.ndarray, pages: np.ndarray, colours: int) -> np.ndarray:
-    """Every page's bucket: a block takes consecutive colours from its head's."""
-    if not pages.size or int(pages.max()) == 1:  # single pages (kmaps always): each its own head
+def _spread(colour: np.ndarray, pages: np.ndarray, colours: int, single: bool | None = None) -> np.ndarray:
+    """Every page's bucket: a block takes consecutive colours from its head's. ``single``: every
+    request is of one page (kmaps always): each its own head."""
+    if single is None:
+        single = not pages.size or int(pages.max()) == 1
+    if single:
         return colour % colours
     start = np.repeat(colour, pages)
     offset = np.arange(start.size) - np.repeat(np.cumsum(pages) - pages, pages)
     return (start + offset) % colours
 
 
-def _fits(pool: ColourPool, op: np.ndarray, colour: np.ndarray, pages: np.ndarray, pos: np.ndarray) -> bool:
-    """Would every GET and PEEK find room at its head colour, given the changes before it?"""
+def _fits(pool: ColourPool, op: np.ndarray, colour: np.ndarray, pages: np.ndarray, pos: np.ndarray,
+          bucket: np.ndarray, single: bool) -> bool:
+    """Would every GET and PEEK find room at its head colour, given the changes before it?
+    ``bucket``: every page's (``_spread``)."""
     ask = op != PUT
     gets = op == GET
-    bound = pool.used + np.bincount(_spread(colour[gets], pages[gets], pool.colours), minlength=pool.colours)
+    bound = pool.used + np.bincount(bucket, weights=gets if single else np.repeat(gets, pages),
+                                    minlength=pool.colours).astype(np.int64)
     if np.all(bound[colour[ask]] < pool.cap):  # even if no slot were given back, every bucket has room
         return True
     change = op != PEEK

@@ -214,8 +214,8 @@ def _aliases(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> int:
 class _View:
     """The timeline facts of one kind's events: index arrays instead of masks over the batch."""
 
-    def __init__(self, t: Timeline, c: Colours, kind: int) -> None:
-        self.i = i = np.flatnonzero(t.kind == kind)
+    def __init__(self, t: Timeline, c: Colours, i: np.ndarray) -> None:
+        self.i = i
         self.row, self.u, self.kc, self.eq, self.flag = i, t.u[i], c.kernel[i], c.eq[i], t.flag[i]
         self.transient = c.transient[i]
         self.x = np.where(self.kc >= 0, self.kc, c.kmap[i])  # the colour the kernel touches it through
@@ -226,22 +226,26 @@ def expand(k, t: Timeline, c: Colours, n: int) -> Ops:
     """The cache operations and flush counts of every page event (see core.parisc)."""
     p = k.policy
     ops = Ops(n)
-    _alloc_anon(p, _View(t, c, E.K_ALLOC_ANON), t, ops)
-    _free(p, _View(t, c, E.K_FREE), t, c, ops)
+    # each kind's events, in time order: one radix sort of the kinds, not a pass per kind
+    by_kind = np.argsort(t.kind.astype(np.uint8), kind="stable")
+    end = np.cumsum(np.bincount(t.kind, minlength=E.NKINDS))
+    of = {kind: by_kind[end[kind - 1] if kind else 0:end[kind]] for kind in range(E.NKINDS)}
+    _alloc_anon(p, _View(t, c, of[E.K_ALLOC_ANON]), t, ops)
+    _free(p, _View(t, c, of[E.K_FREE]), t, c, ops)
     if not p.offset_maps_lowmem:
         last = np.flatnonzero(c.last & (c.kmap_before != t.u))  # kunmap of a non-congruent slot
         ops.flush(last, 0, c.kmap_before[last])
-    v = _View(t, c, E.K_PTE_UPDATE)
+    v = _View(t, c, of[E.K_PTE_UPDATE])
     ops.put(v.row, 0, OP_W, v.x)
     ops.aliases += _aliases(v.kc, v.u, v.x)
     ops.flush(v.row[v.tr_flush], 1, v.x[v.tr_flush])
     ops.put(v.row, 2, OP_R, v.eq)  # the TLB miss handler, in absolute mode
-    _copy(p, _View(t, c, E.K_COPY), ops)
-    v = _View(t, c, E.K_USER)
+    _copy(p, _View(t, c, of[E.K_COPY]), ops)
+    v = _View(t, c, of[E.K_USER])
     ux = np.where(v.u >= 0, v.u, v.eq)
     ops.put(v.row, 0, np.where(v.flag == 1, OP_W, OP_R), ux)
     ops.aliases += _aliases(v.kc, v.u, ux)
-    _io(p, _View(t, c, E.K_IO), ops)
+    _io(p, _View(t, c, of[E.K_IO]), ops)
     return ops
 
 
@@ -341,7 +345,7 @@ def _hide_unobservable(ops: Ops, t: Timeline, c: Colours, teardown: np.ndarray) 
     same line (it returns the latest version), and PTE stores overwritten before anyone can see
     them (the frame's next event is another such store, with no whole-cache flush between)."""
     pte = (t.kind == E.K_PTE_UPDATE) & (c.kernel == c.eq)  # store and walker read on one line
-    ops.typ[pte, 2] = UNSEEN
+    ops.typ[np.flatnonzero(pte), 2] = UNSEEN
     i = np.flatnonzero(pte[:-1] & pte[1:] & (t.pfn[:-1] == t.pfn[1:]))
     if teardown.size:  # the same number of whole-cache flushes before both stores: none between
         i = i[np.searchsorted(teardown, t.pos[i]) == np.searchsorted(teardown, t.pos[i + 1])]
