@@ -46,16 +46,18 @@ class FrameLines:
                       to append to than to keep exact; compacted when it has grown
     """
 
-    def __init__(self, frames: int, colours: int) -> None:
+    def __init__(self, frames: int, colours: int, mark: np.ndarray) -> None:
         self.shift = colours.bit_length() - 1  # colours is a power of two
-        self.colour = np.full(frames, -1, dtype=np.int32)
+        # the smallest type that holds a colour, -1 and MANY: every page of these arrays is
+        # written in a run, and a fresh page costs a fault
+        self.colour = np.full(frames, -1, dtype=np.int16 if colours < 1 << 15 else np.int32)
         self.version = np.zeros(frames, dtype=np.int64)
         self.dirty = np.zeros(frames, dtype=bool)
         self.more = _no_lines()
         self.holders: list[np.ndarray] = []
         self._held = 0  # entries in holders
         self._compact_at = 1 << 16
-        self._mark = np.empty(frames, dtype=np.int32)  # holding()'s scratch: any values will do
+        self._mark = mark  # a per-frame int32 scratch, all -1 (the cache's colour_mark)
 
     def holding(self) -> np.ndarray:
         """The frames that hold a line, each once, in no particular order."""
@@ -64,6 +66,7 @@ class FrameLines:
         at = np.arange(h.size, dtype=np.int32)
         self._mark[h] = at  # of repeats, the last written wins: keep that one
         h = h[self._mark[h] == at]
+        self._mark[h] = -1
         self.holders, self._held = [h], h.size
         return h
 
@@ -94,7 +97,7 @@ class FrameLines:
             scratch[many] = False
             self.more = tuple(a[i] for a in self.more)
         self.colour[frames] = -1
-        f, c = keys >> self.shift, (keys & ((1 << self.shift) - 1)).astype(np.int32)
+        f, c = keys >> self.shift, (keys & ((1 << self.shift) - 1)).astype(self.colour.dtype)
         self.colour[f] = c
         self.version[f], self.dirty[f] = version, dirty
         clash = f[self.colour[f] != c]  # a frame given two lines keeps the last one written
@@ -118,9 +121,9 @@ class FrameLines:
                 np.concatenate([self.dirty[f], self.more[2]])[order])
 
     @classmethod
-    def of(cls, frames: int, colours: int, keys: np.ndarray, version: np.ndarray,
+    def of(cls, frames: int, colours: int, mark: np.ndarray, keys: np.ndarray, version: np.ndarray,
            dirty: np.ndarray) -> FrameLines:
-        table = cls(frames, colours)
+        table = cls(frames, colours, mark)
         scratch = np.zeros(frames, dtype=bool)
         held = np.unique(keys >> table.shift)
         table.replace(held, (keys, version, dirty), scratch, everything=True)
@@ -163,7 +166,7 @@ class Cache:
     def table(self) -> FrameLines:
         """The lines as a per-frame table (the batched form)."""
         if self._table is None:
-            self._table = FrameLines.of(self.frames, self.colours, *self._sorted_dict())
+            self._table = FrameLines.of(self.frames, self.colours, self.colour_mark, *self._sorted_dict())
             self._lines = None
         return self._table
 

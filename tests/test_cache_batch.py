@@ -123,6 +123,7 @@ def test_lines_carried_from_batch_to_batch(history, batches, compact):
             cache.table()._compact_at = 0
         batched(cache, batch)
         assert state(cache) == state(expected)
+        assert (cache.colour_mark == -1).all() and not cache.scratch.any()  # the scratch arrays left clean
     table = cache.table()
     held = set(table.holding().tolist())
     assert len(held) == table.holding().size  # each once
