@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.vec import run_first, run_last
+from core.vec import run_first, run_last, stable_order
 
 # Operation codes. The line operations (W..D) come first: ``typ <= OP_D`` selects them. Whole-cache
 # flushes are not operations here but a separate array of times; LOAD is a line carried in from an
@@ -314,7 +314,9 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     ty = np.concatenate([np.full(nl, LOAD, dtype=typ.dtype), typ[li]])
     ver = np.concatenate([lver[take] - t0, rel[li]])  # versions relative to t0 too (may be <= 0)
     dl = np.concatenate([ldirty[take], np.zeros(li.size, dtype=bool)])
-    o = np.argsort(g * span + t, kind="stable")  # frame-major input: only a frame's colours interleave
+    # by line, then time: the carried lines (time 0) come first and the operations are frame-major
+    # in time order, so a stable sort by line alone is enough
+    o = stable_order(g)
     g, t, ty, ver, dl = g[o], t[o], ty[o], ver[o], dl[o]
     is_inv = (ty == OP_F) | (ty == OP_P) | (ty == OP_D)
     is_set = (ty == OP_W) | (ty == OP_R) | (ty == LOAD)

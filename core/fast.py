@@ -28,7 +28,7 @@ from core.kernel import H_FAILED, H_FREE, Kernel
 from core.mem_map import PG_mapped
 from core.page_alloc_batch import Outcome, Window, apply_window
 from core.policy import ZONE_HIGHMEM
-from core.vec import run_last
+from core.vec import run_last, stable_order
 
 MIN_WINDOW, MAX_WINDOW = 256, 1 << 16
 USES_PFN = E.NEEDS_HANDLE & ~E.IS_ALLOC
@@ -48,7 +48,7 @@ class Columns:
         self.src = np.flatnonzero(self.is_src)  # alloc/free positions, in time order
         # allocs and frees by (handle, time): the windows' handle links and the uses' lookups
         self.src_key = self.handle[self.src] * self.n + self.src
-        self.src_by_key = np.argsort(self.src_key)
+        self.src_by_key = stable_order(self.handle[self.src])  # (ties in time order: by src_key)
         self.use = np.flatnonzero(USES_PFN[self.kind])  # positions of events that use a page
 
 

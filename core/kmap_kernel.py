@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.vec import stable_order
+
 
 class ColourPool:
     """One pool of kernel-window slots, bucketed by colour."""
@@ -142,7 +144,7 @@ def _fits(pool: ColourPool, op: np.ndarray, colour: np.ndarray, pages: np.ndarra
     delta = np.repeat(np.where(op[change] == GET, 1, -1), c_pages)
     span = int(pos.max()) + 2 if pos.size else 1
     key = bucket * span + when
-    order = np.argsort(key)  # ties share a key, so they are counted together whatever their order
+    order = stable_order(key)  # ties share a key, so they are counted together whatever their order
     key = key[order]
     prefix = np.concatenate([[0], np.cumsum(delta[order])])
     head = colour[ask]

@@ -6,16 +6,26 @@ import numpy as np
 
 
 def stable_order(key: np.ndarray) -> np.ndarray:
-    """argsort of ``key`` with ties kept in index order (np.lexsort((arange, key))): a radix sort
-    when the keys span less than 2**16, else one quicksort of key * n + index; both several times
-    faster than lexsort or a stable argsort of int64."""
+    """argsort of integer ``key`` with ties kept in index order (np.lexsort((arange, key))): a
+    radix sort when the keys span less than 2**16, else one np.sort of (key << bits) | index,
+    the index read back from the low bits. Sorting values (vectorized quicksort) rather than
+    arguments is two to three times faster than np.argsort of the same keys, stable or not;
+    keys too wide to share an int64 with the index fall back to a stable argsort."""
     n = key.size
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    k = key - key.min()
-    if int(k.max()) < 1 << 16:  # numpy's stable sort of 16-bit integers is a radix sort: O(n)
+    k = key.astype(np.int64) - int(key.min())
+    top = int(k.max())
+    if top < 1 << 16:  # numpy's stable sort of 16-bit integers is a radix sort: O(n)
         return np.argsort(k.astype(np.uint16), kind="stable")
-    return np.argsort(k.astype(np.int64) * n + np.arange(n, dtype=np.int64))
+    bits = max((n - 1).bit_length(), 1)
+    if top >= 1 << (62 - bits):
+        return np.argsort(k, kind="stable")
+    k <<= bits
+    k |= np.arange(n, dtype=np.int64)
+    k.sort()
+    k &= (1 << bits) - 1
+    return k
 
 
 def run_first(key: np.ndarray) -> np.ndarray:
