@@ -151,7 +151,7 @@ class Cache:
         self.latest = np.zeros(frames, dtype=np.int64)
         self.clock = 0
         self.stale_reads = 0
-        # cache_batch's per-frame marks, all False (-1) between batches
+        # per-frame scratch marks of cache_batch and FrameLines.holding(), all False (-1) between uses
         self.scratch = np.zeros(frames, dtype=bool)
         self.colour_mark = np.full(frames, -1, dtype=np.int32)
 

@@ -279,8 +279,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
 
     The operations come frame-major (by pfn, then time); ``rel`` is each one's time in the batch
     (its version is clock + rel), ``fa`` the sorted times of the whole-cache flushes, ``ticks`` how
-    far the clock moves in all (operations that change nothing may have been left out). Every
-    sort below is then of nearly sorted keys, which a stable sort merges in about one pass."""
+    far the clock moves in all (operations that change nothing may have been left out)."""
     if not ticks:
         return
     C, t0 = cache.colours, cache.clock

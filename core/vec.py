@@ -14,13 +14,14 @@ def stable_order(key: np.ndarray) -> np.ndarray:
     n = key.size
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    k = key.astype(np.int64) - int(key.min())
-    top = int(k.max())
-    if top < 1 << 16:  # numpy's stable sort of 16-bit integers is a radix sort: O(n)
-        return np.argsort(k.astype(np.uint16), kind="stable")
+    low, top = int(key.min()), int(key.max())  # (Python ints: no overflow for any integer type)
     bits = max((n - 1).bit_length(), 1)
-    if top >= 1 << (62 - bits):
-        return np.argsort(k, kind="stable")
+    if top - low >= 1 << (62 - bits):
+        return np.argsort(key, kind="stable")
+    # uint64 keys past 2**63 are subtracted in their own type; the rest widened first
+    k = (key - key.min()).astype(np.int64) if key.dtype == np.uint64 else key.astype(np.int64) - low
+    if top - low < 1 << 16:  # numpy's stable sort of 16-bit integers is a radix sort: O(n)
+        return np.argsort(k.astype(np.uint16), kind="stable")
     k <<= bits
     k |= np.arange(n, dtype=np.int64)
     k.sort()
