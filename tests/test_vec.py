@@ -28,9 +28,9 @@ def test_stable_order_is_lexsort(n, span):
     np.array([2**62, -2**62]),  # spans 2**63: the subtraction must not overflow
     np.array([2**63, 0], dtype=np.uint64),
     np.array([2**63 + 1, 2**63], dtype=np.uint64),
-    np.array([-100, 100, -100], dtype=np.int8),  # the span does not fit the key's own type
+    np.array([-2**31, 2**31 - 1, 0, -2**31], dtype=np.int32),  # the span does not fit the key's own type
     np.array([3, 1, 2, 1], dtype=np.uint8),
-], ids=["int64 span 2**63", "uint64 wide", "uint64 high", "int8 span", "uint8"])
+], ids=["int64 span 2**63", "uint64 wide", "uint64 high", "int32 span", "uint8"])
 def test_stable_order_edge_types(key):
     assert (stable_order(key) == lexsort(key)).all()
 
