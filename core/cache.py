@@ -121,10 +121,9 @@ class FrameLines:
                 np.concatenate([self.dirty[f], self.more[2]])[order])
 
     @classmethod
-    def of(cls, frames: int, colours: int, mark: np.ndarray, keys: np.ndarray, version: np.ndarray,
-           dirty: np.ndarray) -> FrameLines:
+    def of(cls, frames: int, colours: int, mark: np.ndarray, scratch: np.ndarray, keys: np.ndarray,
+           version: np.ndarray, dirty: np.ndarray) -> FrameLines:
         table = cls(frames, colours, mark)
-        scratch = np.zeros(frames, dtype=bool)
         held = np.unique(keys >> table.shift)
         table.replace(held, (keys, version, dirty), scratch, everything=True)
         return table
@@ -166,7 +165,8 @@ class Cache:
     def table(self) -> FrameLines:
         """The lines as a per-frame table (the batched form)."""
         if self._table is None:
-            self._table = FrameLines.of(self.frames, self.colours, self.colour_mark, *self._sorted_dict())
+            self._table = FrameLines.of(self.frames, self.colours, self.colour_mark, self.scratch,
+                                        *self._sorted_dict())
             self._lines = None
         return self._table
 

@@ -158,14 +158,13 @@ class _ClosedForms:
     SINGLE_OUT, READS_OUT = 1, 2  # bits of "this operation rules its frame out of that kind"
 
     def __init__(self, cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, keys: np.ndarray,
-                 shift: int) -> None:
+                 shift: int, start: np.ndarray) -> None:
         n, C = typ.size, cache.colours
         self.single, self.reads = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         self.line, self.colour = np.zeros(keys.size, dtype=bool), np.zeros(n, dtype=np.int64)
         if not n:
             return
-        start = run_first(pfn)
-        frame_of = _run_index(start, n)
+        frame_of = _run_index(start, n)  # (start: each frame's first operation, run_first(pfn))
         is_r, is_d = typ == OP_R, typ == OP_D
         # single-line: out at a read, a DMA or a device read, or a store or flush at another colour
         # than the first; store-free: out at a store, a read or DMA with no colour, or one at
@@ -288,7 +287,8 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     # the lines carried in: those of the frames the batch touches, and every line when it flushes
     # the whole cache
     table = cache.table()
-    frames = pfn[run_first(pfn)]
+    start = run_first(pfn)  # each frame's first operation
+    frames = pfn[start]
     if fa.size:
         held = table.holding()
         cache.scratch[frames] = True
@@ -297,7 +297,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     keys, lver, ldirty = table.lines_of(frames, cache.scratch)
     # frames with a closed form first; the general pass below takes the rest, and every carried
     # line the single-line frames do not
-    lane = _ClosedForms(cache, typ, pfn, col, keys, shift)
+    lane = _ClosedForms(cache, typ, pfn, col, keys, shift, start)
     ops, flushes = (typ, pfn, col, rel), _Flushes(fa, span)
     extra = [play_single(cache, lane, ops, (keys, lver, ldirty), flushes, shift),
              play_read_only(cache, lane, ops, flushes, shift)]

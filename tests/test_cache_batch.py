@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from core import cache_batch
 from core.cache import Cache
 from core.cache_batch import OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W
+from core.vec import run_first
 
 FRAMES, COLOURS = 6, 4
 FLUSH_ALL = -1  # a whole-cache flush in the generated sequences
@@ -65,7 +66,7 @@ def state(cache: Cache) -> dict[str, object]:
 class _NoClosedForms(cache_batch._ClosedForms):
     """No frame has a closed form: everything goes through the general pass."""
 
-    def __init__(self, cache, typ, pfn, col, keys, shift) -> None:
+    def __init__(self, cache, typ, pfn, col, keys, shift, start) -> None:
         self.single, self.reads = np.zeros(typ.size, dtype=bool), np.zeros(typ.size, dtype=bool)
         self.line, self.colour = np.zeros(keys.size, dtype=bool), np.zeros(typ.size, dtype=np.int64)
 
@@ -99,7 +100,7 @@ def test_closed_forms_are_found():
     typ = np.array([OP_F, OP_D, OP_R, OP_W, OP_F, OP_W, OP_R, OP_R])
     pfn = np.array([0, 0, 0, 1, 1, 1, 3, 3])
     col = np.array([3, 3, 3, 2, 2, 2, 0, 1])
-    lane = cache_batch._ClosedForms(cache, typ, pfn, col, keys, 2)
+    lane = cache_batch._ClosedForms(cache, typ, pfn, col, keys, 2, run_first(pfn))
     assert lane.reads.tolist() == [True] * 3 + [False] * 5
     assert lane.single.tolist() == [False] * 3 + [True] * 3 + [False] * 2
     assert lane.line.tolist() == [True]
