@@ -39,11 +39,12 @@ class Runs:
         n = g.size
         self.n = n
         self.at = np.arange(n)
-        new = np.ones(n, dtype=bool)
-        new[1:] = g[1:] != g[:-1]
-        self.start = np.maximum.accumulate(self.at * new) if n else self.at  # my run's first
-        self.last = np.append(new[1:], True) if n else new  # am I my run's last element
-        self.ends = np.flatnonzero(self.last)
+        first = np.flatnonzero(np.append(True, g[1:] != g[:-1])) if n else self.at
+        # each run's first index, repeated over the run (a repeat is several times cheaper than a
+        # running max, whose every step waits on the one before)
+        length = np.diff(first, append=n)
+        self.start = np.repeat(first, length)  # my run's first
+        self.ends = first + length - 1  # each run's last
 
     def exclusive_sum(self, delta: np.ndarray) -> np.ndarray:
         """Sum of ``delta`` over the earlier elements of my run."""
