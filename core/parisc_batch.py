@@ -86,19 +86,53 @@ class Timeline:
         return by_time
 
 
-def _kmap_counts(k, t: Timeline, cols) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """kmap counts before each event and their changes; the first kmaps and last kunmaps of pages
-    with no other mapping."""
-    counted = ~t.amapped & ((t.kind == E.K_KMAP) | (t.kind == E.K_KUNMAP))
-    delta = np.where(counted, np.where(t.kind == E.K_KMAP, 1, -1), 0)
-    before = t.kcount0 + t.runs.exclusive_sum(delta)
-    bad = np.flatnonzero(((delta < 0) & (before == 0)) | (t.is_free & (before > 0)))
-    if bad.size:
-        i = bad[np.argmin(t.pos[bad])]
-        if t.is_free[i]:
-            raise StreamError(f"free of handle {int(cols.handle[t.pos[i]])} while it is kmapped")
-        raise StreamError(f"kunmap of handle {int(cols.handle[t.pos[i]])}, which is not kmapped")
-    return before, delta, counted & (delta > 0) & (before == 0), counted & (delta < 0) & (before == 1)
+KMAP_PAIR = np.zeros(E.NKINDS, dtype=bool)  # the kinds that move a page's kmap count
+KMAP_PAIR[[E.K_KMAP, E.K_KUNMAP]] = True
+
+
+class KmapCounts:
+    """kmap counts before each event and their changes; the first kmaps and last kunmaps of
+    pages with no other mapping. Only the frames with a counted kmap or kunmap in the batch (a few
+    per cent of its events) are followed through it: every other frame keeps its count from
+    before the batch, and makes no request to the kmap pool."""
+
+    def __init__(self, t: Timeline, cols) -> None:
+        n = t.pfn.size
+        counted = KMAP_PAIR[t.kind] & ~t.amapped
+        self.s = s = _runs_of(t, np.flatnonzero(counted))  # those frames' events, all of them
+        self.sub = Runs(t.pfn[s])
+        counted = counted[s]
+        delta = np.where(counted, np.where(t.kind[s] == E.K_KMAP, 1, -1), 0)
+        before = t.kcount0[s] + self.sub.exclusive_sum(delta)
+        self.count = t.kcount0.copy()
+        self.count[s] = before
+        self.delta = np.zeros(n, dtype=np.int64)
+        self.delta[s] = delta
+        self.first, self.last = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        self.first[s] = counted & (delta > 0) & (before == 0)
+        self.last[s] = counted & (delta < 0) & (before == 1)
+        bad = np.concatenate([s[(delta < 0) & (before == 0)], np.flatnonzero(t.is_free & (self.count > 0))])
+        if bad.size:
+            i = bad[np.argmin(t.pos[bad])]
+            if t.is_free[i]:
+                raise StreamError(f"free of handle {int(cols.handle[t.pos[i]])} while it is kmapped")
+            raise StreamError(f"kunmap of handle {int(cols.handle[t.pos[i]])}, which is not kmapped")
+
+    def first_before(self) -> np.ndarray:
+        """Each event's frame's last first kmap before it in the batch (-1: none)."""
+        out = np.full(self.count.size, -1, dtype=np.int64)
+        local = self.sub.prev(self.first[self.s])
+        out[self.s] = np.where(local >= 0, self.s[local], -1)
+        return out
+
+
+def _runs_of(t: Timeline, i: np.ndarray) -> np.ndarray:
+    """Every timeline index of the frames of the events ``i`` (ascending), ascending."""
+    start = t.runs.start[i]
+    start = start[np.append(True, start[1:] != start[:-1])] if i.size else start
+    length = t.runs.ends[np.searchsorted(t.runs.ends, start)] - start + 1  # (ends rise)
+    offset = np.cumsum(length) - length
+    return np.arange(int(length.sum()), dtype=np.int64) + np.repeat(start - offset, length)
 
 
 class Requests:
@@ -140,21 +174,24 @@ class Colours:
             self.kernel = self.eq
             self.transient = np.zeros(n, dtype=bool)
             return
-        self.count, self.delta, self.first, self.last = _kmap_counts(k, t, cols)
+        counts = KmapCounts(t, cols)
+        self.count, self.delta, self.first, self.last = counts.count, counts.delta, counts.first, counts.last
         want_user = t.u if p.congruent_kmap else np.full(n, -1, dtype=np.int64)  # (u is -1 for none)
         self._alloc_pool(k, t)
         no_translation = ~t.amapped & (self.count == 0)
         kernel_access = (t.kind == E.K_COPY) | (t.kind == E.K_PTE_UPDATE)
         io_transient = (t.kind == E.K_IO) & (not p.user_coherence_index)
         self.transient = no_translation & (kernel_access | io_transient)
-        first_before = t.runs.prev(self.first)
+        first_before = counts.first_before()
         carried = np.where(t.kcount0 > 0, t.kc0, -1)
         ev = t.in_time(self.first | self.last | self.transient)
         first, last = self.first[ev], self.last[ev]
         self.kmap = Requests(n, ev, np.where(first, pools.GET, np.where(last, pools.PUT, pools.PEEK)), want_user[ev],
                              np.ones(ev.size, dtype=np.int64), np.where(last, first_before[ev], -1), carried[ev],
                              t.pos[ev]).serve(vi.kmaps)
-        kmap_before = np.where(first_before >= 0, self.kmap[np.maximum(first_before, 0)], carried)
+        kmap_before = carried.copy()  # (first kmaps are only in the followed frames)
+        fb = first_before[counts.s]
+        kmap_before[counts.s] = np.where(fb >= 0, self.kmap[np.maximum(fb, 0)], carried[counts.s])
         alloc_before = np.where(t.setter >= 0, self.alloc[np.maximum(t.setter, 0)], t.kc0)
         self.kernel = np.where(t.amapped, alloc_before, np.where(self.count > 0, kmap_before, -1))
         self.alloc_before = alloc_before

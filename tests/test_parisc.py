@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from streams import processes
 
 from core import events as E
+from core.errors import StreamError
 from core.events import Stream, ev, make_batch
 from core.kernel import Kernel
 from core.machine import get_machine, with_overrides
@@ -118,6 +119,26 @@ def test_non_congruent_kmap_is_a_violation(engine: str) -> None:
     # flush_dcache_page around the copy (user colour, then the slot's), and kunmap's flush
     assert off["cache_flush_page"] == 3
     assert off["stale_reads"] == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("rows, batches, message", [
+    ([ev(E.K_ALLOC_ANON, 0, addr=5), ev(E.K_KUNMAP, 0)], 1, "kunmap of handle 0, which is not kmapped"),
+    ([ev(E.K_ALLOC_ANON, 0, addr=5), ev(E.K_KMAP, 0), ev(E.K_KUNMAP, 0), ev(E.K_KUNMAP, 0)], 1,
+     "kunmap of handle 0, which is not kmapped"),
+    ([ev(E.K_ALLOC_ANON, 0, addr=5), ev(E.K_KMAP, 0), ev(E.K_FREE, 0)], 1, "free of handle 0 while it is kmapped"),
+    # the count carried from an earlier batch, on a frame with no kmap in the failing batch
+    ([ev(E.K_ALLOC_ANON, 0, addr=5), ev(E.K_KMAP, 0), ev(E.K_USER, 0), ev(E.K_FREE, 0)], 3,
+     "free of handle 0 while it is kmapped"),
+    ([ev(E.K_ALLOC_ANON, 1, addr=6), ev(E.K_ALLOC_ANON, 0, addr=5), ev(E.K_KMAP, 0), ev(E.K_KMAP, 1),
+      ev(E.K_KUNMAP, 1), ev(E.K_KUNMAP, 1)], 1, "kunmap of handle 1, which is not kmapped"),
+])
+def test_kmap_misuse_is_refused_by_both_engines(engine: str, rows: list, batches: int, message: str) -> None:
+    m = with_overrides(get_machine("pa8800"), SMALL)
+    cut = len(rows) - batches + 1  # the last batches one event each
+    parts = [rows[:cut]] + [[r] for r in rows[cut:]]
+    with pytest.raises(StreamError, match=message):
+        simulate(m, get_policy("unmapped", m, {}), Stream([make_batch(p) for p in parts], 64), engine=engine)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
