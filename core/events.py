@@ -110,6 +110,7 @@ def check_batch(batch: np.ndarray, max_handles: int, ncpus: int) -> None:
     flags = np.compress(HAS_FLAG[kind], batch["order"])
     if flags.size and int(flags.max()) > 1:
         raise StreamError(f"flag {int(flags.max())} in the order field of a free, io, copy or user event (0 or 1)")
-    handles = np.compress(NEEDS_HANDLE[kind], batch["handle"])
-    if handles.size and (int(handles.min()) < 0 or int(handles.max()) >= max_handles):
+    # as unsigned, a negative handle is out of range too: one compare, no copy of the handles
+    out = NEEDS_HANDLE[kind] & (batch["handle"].view(np.uint32) >= max_handles)
+    if out.any():
         raise StreamError(f"handle out of range 0..{max_handles - 1}")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from core import events as E
+from core.errors import StreamError
 from core.events import Stream, ev, make_batch
 from core.kernel import Kernel
 from core.machine import get_machine, with_overrides
@@ -211,3 +212,13 @@ def test_engines_agree_on_a_scenario_stream() -> None:
     for policy in ("stock", "4g4g", "unmapped"):
         recs = [run(rows, policy=policy, machine={"memory": "4GiB", "last_pkmap": 8}, engine=e)[0] for e in ENGINES]
         assert recs[0] == recs[1]
+
+
+@pytest.mark.parametrize("handle, ok", [(0, True), (7, True), (8, False), (-1, False), (-(2**31), False)])
+def test_check_batch_refuses_handles_out_of_range(handle: int, ok: bool) -> None:
+    batch = make_batch([ev(E.K_SYSCALL, -1), ev(E.K_ALLOC_ANON, handle)])  # a syscall names no handle
+    if ok:
+        E.check_batch(batch, 8, 1)
+    else:
+        with pytest.raises(StreamError, match=r"handle out of range 0\.\.7"):
+            E.check_batch(batch, 8, 1)
