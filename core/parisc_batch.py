@@ -170,6 +170,7 @@ class Colours:
         self.kmap = _full(n, -1)
         self.count, self.delta = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         self.first, self.last = np.zeros(n, bool), np.zeros(n, bool)
+        self.offset = p.offset_maps_lowmem
         if p.offset_maps_lowmem:
             self.kernel = self.eq
             self.transient = np.zeros(n, dtype=bool)
@@ -250,14 +251,45 @@ def _aliases(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> int:
 
 
 class _View:
-    """The timeline facts of one kind's events: index arrays instead of masks over the batch."""
+    """The timeline facts of one kind's events: index arrays instead of masks over the batch.
+    Each fact is gathered when a kind first asks for it: no kind uses them all."""
 
     def __init__(self, t: Timeline, c: Colours, i: np.ndarray) -> None:
-        self.i = i
-        self.row, self.u, self.kc, self.eq, self.flag = i, t.u[i], c.kernel[i], c.eq[i], t.flag[i]
-        self.transient = c.transient[i]
-        self.x = np.where(self.kc >= 0, self.kc, c.kmap[i])  # the colour the kernel touches it through
-        self.tr_flush = self.transient & (self.x != self.u)  # kunmap_atomic of a non-congruent mapping
+        self.i = self.row = i
+        self._t, self._c = t, c
+
+    @cached_property
+    def u(self) -> np.ndarray:
+        return self._t.u[self.i]
+
+    @cached_property
+    def kc(self) -> np.ndarray:
+        return self._c.kernel[self.i]
+
+    @cached_property
+    def eq(self) -> np.ndarray:
+        return self._c.eq[self.i]
+
+    @cached_property
+    def flag(self) -> np.ndarray:
+        return self._t.flag[self.i]
+
+    @cached_property
+    def transient(self) -> np.ndarray:
+        return self._c.transient[self.i]
+
+    @cached_property
+    def x(self) -> np.ndarray:
+        """The colour the kernel touches the page through (while the offset map gives every page
+        its kernel address, that address: no transient mappings)."""
+        return self.kc if self._c.offset else np.where(self.kc >= 0, self.kc, self._c.kmap[self.i])
+
+    @cached_property
+    def tr_flush(self) -> np.ndarray:
+        """kunmap_atomic of a non-congruent mapping."""
+        if self._c.offset:
+            return np.zeros(self.i.size, dtype=bool)
+        return self.transient & (self.x != self.u)
 
 
 def expand(k, t: Timeline, c: Colours, n: int) -> Ops:
