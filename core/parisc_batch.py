@@ -175,7 +175,7 @@ class Colours:
             self.kernel = self.eq
             self.transient = np.zeros(n, dtype=bool)
             return
-        counts = KmapCounts(t, cols)
+        self.counts = counts = KmapCounts(t, cols)
         self.count, self.delta, self.first, self.last = counts.count, counts.delta, counts.first, counts.last
         want_user = t.u if p.congruent_kmap else np.full(n, -1, dtype=np.int64)  # (u is -1 for none)
         self._alloc_pool(k, t)
@@ -198,14 +198,13 @@ class Colours:
         self.alloc_before = alloc_before
         self.kmap_before = kmap_before
 
-    def after(self, t: Timeline, i: np.ndarray) -> np.ndarray:
-        """kernel_colour after the events ``i`` (what PariscState keeps: allocation or kmap mapping)."""
+    def after(self, t: Timeline, i: np.ndarray, kmapped: np.ndarray) -> np.ndarray:
+        """kernel_colour after the events ``i`` (what PariscState keeps: the allocation mapping,
+        else ``kmapped``, the kmap mapping after each, -1 for none)."""
         is_alloc, is_free = t.is_alloc[i], t.is_free[i]
         alloc_after = np.where(is_alloc, self.alloc[i], np.where(is_free, -1, self.alloc_before[i]))
-        kmap_after = np.where(self.first[i], self.kmap[i], self.kmap_before[i])
-        count_after = self.count[i] + self.delta[i]
         amapped_after = np.where(is_alloc, t.mapped[i], ~is_free & t.amapped[i])
-        return np.where(amapped_after, alloc_after, np.where(count_after > 0, kmap_after, -1))
+        return np.where(amapped_after, alloc_after, kmapped)
 
     def _alloc_pool(self, k, t: Timeline) -> None:
         """Allocations mapped by __alloc_pages get a colour; frees of mapped blocks give it back."""
@@ -474,13 +473,23 @@ def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _store(k, t: Timeline, c: Colours) -> None:
-    """Each touched frame's state after its last event of the batch."""
+    """Each touched frame's state after its last event of the batch. Only frames with an alloc or
+    a free in the batch change their user colour and allocation mapping, and only the frames
+    ``KmapCounts`` follows change their kmap count and kmap mapping: the rest are left as they
+    were (writes to scattered frames cost more than anything computed for them)."""
     vi = k.vi
     if not t.pfn.size:
         return
     end = t.runs.ends
+    end = end[(t.setter[end] >= 0) | t.is_alloc[end] | t.is_free[end]]  # runs with an alloc or a free
     frames = t.pfn[end]
-    vi.user_colour[frames] = np.where(t.is_alloc[end], t.u_set[end], np.where(t.is_free[end], -1, t.u[end]))
-    if not k.policy.offset_maps_lowmem:
-        vi.kernel_colour[frames] = c.after(t, end)
-        vi.kmap_count[frames] = c.count[end] + c.delta[end]
+    vi.user_colour[frames] = np.where(t.is_alloc[end] | t.is_free[end], t.u_set[end], t.u[end])  # (-1 for a free)
+    if k.policy.offset_maps_lowmem:
+        return
+    vi.kernel_colour[frames] = c.after(t, end, np.where(t.kcount0[end] > 0, t.kc0[end], -1))
+    s = c.counts.s
+    end = s[c.counts.sub.ends]
+    frames = t.pfn[end]
+    count = c.count[end] + c.delta[end]
+    vi.kernel_colour[frames] = c.after(t, end, np.where(count > 0, np.where(c.first[end], c.kmap[end], c.kmap_before[end]), -1))
+    vi.kmap_count[frames] = count
