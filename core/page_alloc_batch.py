@@ -247,7 +247,7 @@ def _resolve(ptr: np.ndarray, val: np.ndarray) -> None:
 def _last_per_handle(handle: np.ndarray, by_handle: np.ndarray, cut: int) -> np.ndarray:
     """Indices (< cut) of the last event on each handle; ``by_handle`` is the window's
     handle-major order, which restricted to the prefix is the prefix's."""
-    srt = by_handle[by_handle < cut]
+    srt = by_handle[by_handle < cut] if cut < handle.size else by_handle
     h = handle[srt]
     last = np.ones(srt.size, dtype=bool)
     last[:-1] = h[1:] != h[:-1]
@@ -347,8 +347,9 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
     mm.page_order[pfn[held]] = 0
     pages = np.left_shift(1, order)
     signed = np.where(is_alloc, -pages, pages)
+    by_zone = np.bincount(zone_of + 1, weights=signed, minlength=len(mm.zones) + 1)  # (-1: no zone)
     for zone in mm.zones:
-        zone.free_pages += int(np.dot(signed, zone_of == zone.index))
+        zone.free_pages += int(by_zone[zone.index + 1])
     k.window_used += int(r.d_window.sum())
     mfree = ~is_alloc & ~noop & mapped
     # (count_nonzero, not sum: summing booleans widens them first, several times the cost)
