@@ -110,7 +110,7 @@ class FrameLines:
         self.holders.append(f)
         self._held += f.size
         if self._held > self._compact_at:  # repeats and frames since emptied: drop them
-            self._compact_at = 2 * self.holding().size + (1 << 16)
+            self._compact_at = 4 * self.holding().size + (1 << 16)
 
     def sorted_lines(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every line, sorted by key (a pass over every frame: conversions and checks only)."""
