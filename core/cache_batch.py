@@ -42,7 +42,9 @@ class Runs:
         first = np.flatnonzero(np.append(True, g[1:] != g[:-1])) if n else self.at
         # each run's first index, repeated over the run (a repeat is several times cheaper than a
         # running max, whose every step waits on the one before)
-        length = np.diff(first, append=n)
+        length = np.empty_like(first)
+        length[:-1] = first[1:] - first[:-1]
+        length[-1:] = n - first[-1:]
         self.start = np.repeat(first, length)  # my run's first
         self.ends = first + length - 1  # each run's last
 
