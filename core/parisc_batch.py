@@ -26,11 +26,6 @@ SLOTS = 5  # slot positions per event; an event fills at most four (copy: 0/1/2/
 UNSEEN = LOAD + 1  # a grid operation the clock counts but the cache pass need not see
 
 
-def _gather(values: np.ndarray, idx: np.ndarray, fill: object) -> np.ndarray:
-    """values[idx], with ``fill`` where idx is -1: index -1 is the appended fill."""
-    return np.append(values, np.array(fill, dtype=values.dtype))[idx]
-
-
 class Timeline:
     """A batch's page events, frame-major, and the state each ran in."""
 
@@ -42,17 +37,15 @@ class Timeline:
         self._order = order
         self.pfn = pfn = event_pfn[self.pos]
         self.kind = kind = cols.kind[self.pos]
-        self.flag = cols.order[self.pos]
-        src_index = np.full(cols.n, -1, dtype=np.int64)
-        src_index[cols.src] = np.arange(cols.src.size)
-        self.src = src_index[self.pos]
+        self._cols, self._out = cols, out
         self.is_alloc = E.IS_ALLOC[kind]
         self.is_free = kind == E.K_FREE
         addr = cols.addr[self.pos]
         user_mapped = (kind == E.K_ALLOC_ANON) | ((kind == E.K_ALLOC_PAGECACHE) & (addr != 0))
         self.u_set = np.where(user_mapped, addr & (colours - 1), -1)  # colours is a power of two
-        self.mapped = _gather(out.mapped, self.src, False)
-        self.block_order = _gather(out.order, self.src, 0)
+        mapped = np.zeros(cols.n, dtype=bool)  # per batch position: allocations __alloc_pages mapped
+        mapped[cols.src] = out.mapped
+        self.mapped = mapped[self.pos]
         self.runs = Runs(pfn)  # each frame's events
         self.setter = self.runs.prev(self.is_alloc | self.is_free)
         had = self.setter >= 0
@@ -72,6 +65,14 @@ class Timeline:
         carried_amapped = (self.kc0 >= 0) & (self.kcount0 == 0)
         alloc_mapped = self.is_alloc & self.mapped
         self.amapped = (had & alloc_mapped[prev]) | (~had & carried_amapped)
+
+    def flag(self, i: np.ndarray) -> np.ndarray:
+        """The flag (the order field) of the events ``i``."""
+        return self._cols.order[self.pos[i]]
+
+    def block_order(self, i: np.ndarray) -> np.ndarray:
+        """The order of the block allocated or freed by the alloc and free events ``i``."""
+        return self._out.order[np.searchsorted(self._cols.src, self.pos[i])]  # (src: positions, rising)
 
     def in_time(self, mark: np.ndarray) -> np.ndarray:
         """The indices of the marked events, in time order (no sort: a pass in time order)."""
@@ -216,7 +217,7 @@ class Colours:
         setter = t.setter[ev]
         want = np.where(equivalent, self.eq[ev], -1)
         self.alloc = Requests(t.pfn.size, ev, np.where(get, pools.GET, pools.PUT), want,
-                              np.left_shift(1, t.block_order[ev]), np.where(~get & (setter >= 0), setter, -1),
+                              np.left_shift(1, t.block_order(ev)), np.where(~get & (setter >= 0), setter, -1),
                               t.kc0[ev], t.pos[ev]).serve(vi.allocs)
 
 
@@ -271,7 +272,7 @@ class _View:
 
     @cached_property
     def flag(self) -> np.ndarray:
-        return self._t.flag[self.i]
+        return self._t.flag(self.i)
 
     @cached_property
     def transient(self) -> np.ndarray:
@@ -464,7 +465,7 @@ def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
     cnt.io_flushes += ops.io_flushes
     cnt.kmap_atomic_maps += transients
     cnt.tlb_flush_local += transients + int(np.count_nonzero(c.last))
-    cnt.tlb_entries_used += int(np.sum(tlb_entries(t.block_order[t.is_alloc & t.mapped], p.variable_pages)))
+    cnt.tlb_entries_used += int(np.sum(tlb_entries(t.block_order(np.flatnonzero(t.is_alloc & t.mapped)), p.variable_pages)))
     _store(k, t, c)
     change = c.first | c.last
     at = stable_order(t.pos[change])
