@@ -72,7 +72,14 @@ class Timeline:
 
     def block_order(self, i: np.ndarray) -> np.ndarray:
         """The order of the block allocated or freed by the alloc and free events ``i``."""
-        return self._out.order[np.searchsorted(self._cols.src, self.pos[i])]  # (src: positions, rising)
+        return self._order_at[self.pos[i]]
+
+    @cached_property
+    def _order_at(self) -> np.ndarray:
+        """Per batch position, the order of the block its alloc or free moved (orders fit a byte)."""
+        order = np.zeros(self._cols.n, dtype=np.int8)
+        order[self._cols.src] = self._out.order
+        return order
 
     def in_time(self, mark: np.ndarray) -> np.ndarray:
         """The indices of the marked events, in time order (no sort: a pass in time order)."""
