@@ -31,10 +31,7 @@ class Timeline:
 
     def __init__(self, k, cols, event_pfn: np.ndarray, out) -> None:
         vi, colours = k.vi, k.vi.colours
-        at = np.flatnonzero(event_pfn >= 0)
-        order = stable_order(event_pfn[at])  # by frame, each frame's events in time order
-        self.pos = at[order]
-        self._order = order
+        self.pos = _frame_major(event_pfn, vi.cache.frames)
         self.pfn = pfn = event_pfn[self.pos]
         self.kind = kind = cols.kind[self.pos]
         self._cols, self._out = cols, out
@@ -87,11 +84,29 @@ class Timeline:
 
     @cached_property
     def by_time(self) -> np.ndarray:
-        """The timeline's events in time order: event i is the order[i]-th in time (at rises).
-        Only the colour pools ask, so the offset-mapped policies never build it."""
-        by_time = np.empty_like(self._order)
-        by_time[self._order] = np.arange(self._order.size)
-        return by_time
+        """The timeline's events in time order. Only the colour pools ask, so the offset-mapped
+        policies never build it."""
+        at = np.full(self._cols.n, -1, dtype=np.int64)  # per batch position: its timeline index
+        at[self.pos] = np.arange(self.pos.size)
+        return np.compress(at >= 0, at)
+
+
+def _frame_major(event_pfn: np.ndarray, frames: int) -> np.ndarray:
+    """The batch positions of the events with a frame (pfn >= 0), by frame, each frame's in time
+    order: one sort of (pfn << bits) | position over the whole batch, where the events with no
+    frame (-1) come out first, negative, and are cut off. (Half the time of selecting the page
+    events, then sorting them and mapping back.)"""
+    n = event_pfn.size
+    bits = max((n - 1).bit_length(), 1)
+    if frames > 1 << (62 - bits):  # (no machine comes near: 2**21 frames on an rp3440)
+        at = np.flatnonzero(event_pfn >= 0)
+        return at[stable_order(event_pfn[at])]
+    key = event_pfn << bits
+    key |= np.arange(n, dtype=np.int64)
+    key.sort()
+    key = key[np.searchsorted(key, 0):]
+    key &= (1 << bits) - 1
+    return key
 
 
 KMAP_PAIR = np.zeros(E.NKINDS, dtype=bool)  # the kinds that move a page's kmap count

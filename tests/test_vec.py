@@ -40,3 +40,14 @@ def test_runs():
     assert run_first(key).tolist() == [0, 2, 3]
     assert run_last(key).tolist() == [1, 2, 5]
     assert run_first(key[:0]).size == run_last(key[:0]).size == 0
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 1000, 70000])
+@pytest.mark.parametrize("frames", [1 << 21, 1 << 60])  # the packed sort, and the fallback
+def test_frame_major_orders_page_events_by_frame_then_time(n, frames):
+    from core.parisc_batch import _frame_major
+
+    rng = np.random.default_rng(n)
+    pfn = np.where(rng.random(n) < 0.8, rng.integers(0, min(frames, 50 + n // 4), n), -1)
+    at = np.flatnonzero(pfn >= 0)
+    assert (_frame_major(pfn, frames) == at[lexsort(pfn[at])]).all()
