@@ -110,7 +110,8 @@ def check_batch(batch: np.ndarray, max_handles: int, ncpus: int) -> None:
     flags = np.compress(HAS_FLAG[kind], batch["order"])
     if flags.size and int(flags.max()) > 1:
         raise StreamError(f"flag {int(flags.max())} in the order field of a free, io, copy or user event (0 or 1)")
-    # as unsigned, a negative handle is out of range too: one compare, no copy of the handles
-    out = NEEDS_HANDLE[kind] & (batch["handle"].view(np.uint32) >= max_handles)
+    # as unsigned, a negative handle is 2**31 or more: out of range too (handles are int32, so no
+    # bound above 2**31 admits more). One compare, no copy of the handles
+    out = NEEDS_HANDLE[kind] & (batch["handle"].view(np.uint32) >= min(max_handles, 1 << 31))
     if out.any():
         raise StreamError(f"handle out of range 0..{max_handles - 1}")

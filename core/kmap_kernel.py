@@ -102,7 +102,7 @@ def serve(pool: ColourPool, op: np.ndarray, want: np.ndarray, pages: np.ndarray,
 
 def _assume_room(pool: ColourPool, op: np.ndarray, want: np.ndarray, link: np.ndarray,
                  carried: np.ndarray) -> np.ndarray:
-    colour = want.copy()
+    colour = want.astype(np.int64)  # (a copy, and wide whatever ``want``'s type)
     colourless = np.flatnonzero((op != PUT) & (want < 0))
     colour[colourless] = (pool.counter + np.arange(colourless.size)) % pool.colours
     put = np.flatnonzero(op == PUT)

@@ -69,7 +69,7 @@ class Timeline:
 
     def block_order(self, i: np.ndarray) -> np.ndarray:
         """The order of the block allocated or freed by the alloc and free events ``i``."""
-        return self._order_at[self.pos[i]]
+        return self._order_at[self.pos[i]].astype(np.int64)  # (1 << an int8 order is an int8)
 
     @cached_property
     def _order_at(self) -> np.ndarray:
@@ -117,7 +117,8 @@ class KmapCounts:
     """kmap counts before each event and their changes; the first kmaps and last kunmaps of
     pages with no other mapping. Only the frames with a counted kmap or kunmap in the batch (a few
     per cent of its events) are followed through it: every other frame keeps its count from
-    before the batch, and makes no request to the kmap pool."""
+    before the batch, and asks the kmap pool for no persistent mapping (GET or PUT; transient
+    mappings, PEEKs, are any frame's with no translation)."""
 
     def __init__(self, t: Timeline, cols) -> None:
         n = t.pfn.size

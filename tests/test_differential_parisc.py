@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from streams import interpret, random_ops
 from test_differential import CUTS, EXAMPLES, assert_no_differences, engine_differences, op_lists, split
 
-from core.events import Stream
+from core import events as E
+from core.events import Stream, ev, make_batch
 from core.machine import Machine, get_machine, with_overrides
 from core.policy import Policy, get_policy
 from core.record import build_record
@@ -60,7 +61,7 @@ def policy(variant: str, machine_name: str) -> Policy:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(ops=op_lists(), cuts=CUTS, variant=st.sampled_from(sorted(VARIANTS)),
        machine_name=st.sampled_from(sorted(MACHINES)), max_handles=st.sampled_from([8, 64, 1024]),
-       max_order=st.sampled_from([1, 3]))
+       max_order=st.sampled_from([1, 3, 10]))
 def test_engines_agree_on_generated_streams(ops, cuts, variant, machine_name, max_handles, max_order):
     m, p = machine(machine_name), policy(variant, machine_name)
     events = interpret(ops, max_handles, m.cpus, max_order)
@@ -81,7 +82,7 @@ def seeded_case(seed: int) -> tuple[Machine, Policy, list[np.ndarray], int]:
     max_handles = int(rng.choice([64, 512]))
     ops = random_ops(rng, int(rng.integers(1000, 4001)))
     m = machine(machine_name)
-    events = interpret(ops, max_handles, m.cpus, int(rng.choice([1, 3])))
+    events = interpret(ops, max_handles, m.cpus, int(rng.choice([1, 3, 10])))
     cuts = rng.integers(0, events.size + 1, size=int(rng.integers(0, 12))).tolist()
     return m, policy(variant, machine_name), split(events, cuts, max_handles), max_handles
 
@@ -115,4 +116,15 @@ def test_engines_agree_on_the_mixed_workload(variant):
     batches = list(stream)
     rec, problems = engine_differences(m, p, batches, stream.max_handles)
     assert rec["events"] == MIXED_SET["events"]
+    assert_no_differences(problems)
+
+
+@pytest.mark.parametrize("variant", ["unmapped", "unmapped-kernel-index"])
+@pytest.mark.parametrize("order", [1, 6, 7, 8, 10])
+def test_engines_agree_on_large_kernel_blocks(variant, order):
+    """A mapped kernel block takes 2**order pool pages and, with 4 KiB pages only, as many TLB
+    entries: page counts past 127 must not wrap in a narrow integer."""
+    m, p = machine("pa-1024"), policy(variant, "pa-1024")
+    batch = make_batch([ev(E.K_ALLOC_SLAB, 0, order), ev(E.K_ALLOC_SLAB, 1, 0), ev(E.K_FREE, 0)])
+    _, problems = engine_differences(m, p, [batch], 8)
     assert_no_differences(problems)

@@ -222,3 +222,9 @@ def test_check_batch_refuses_handles_out_of_range(handle: int, ok: bool) -> None
     else:
         with pytest.raises(StreamError, match=r"handle out of range 0\.\.7"):
             E.check_batch(batch, 8, 1)
+
+
+def test_check_batch_refuses_negative_handles_whatever_the_bound() -> None:
+    batch = make_batch([ev(E.K_ALLOC_ANON, -(2**31))])
+    with pytest.raises(StreamError, match="handle out of range"):
+        E.check_batch(batch, 2**31 + 1, 1)
