@@ -16,7 +16,7 @@ import copy
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core import cache_batch
@@ -88,6 +88,22 @@ def check(history: list, batch: list, shortcut: bool, monkeypatch) -> None:
 @given(history=st.lists(operation, max_size=30), batch=st.lists(operation, min_size=1, max_size=40))
 def test_play_matches_the_scalar_verbs(history, batch, shortcut, monkeypatch):
     check(history, batch, shortcut, monkeypatch)
+
+
+reading = st.tuples(st.sampled_from([OP_R, OP_R, OP_R, OP_R, OP_DEV, OP_W, OP_D]),
+                    st.integers(0, FRAMES - 1), st.integers(0, 1))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=st.lists(st.one_of(operation, reading), max_size=30), batch=st.lists(reading, min_size=1, max_size=12))
+@example(history=[(OP_W, 1, 0)], batch=[(OP_R, 1, 0), (OP_DEV, 1, -1), (OP_R, 1, 0)])  # a dirty line: the device reads stale
+@example(history=[(OP_W, 2, 1), (OP_D, 2, 0)], batch=[(OP_R, 2, 1), (OP_DEV, 2, -1)])  # a stale line: the CPU does
+def test_frames_read_through_the_line_they_carry_in(history, batch, monkeypatch):
+    """Batches of mostly reads through two colours after histories that leave clean, dirty and
+    stale lines (a DMA elsewhere): many frames only read through their carried line's colour,
+    and those reads are stale iff that line is; a device read iff memory is."""
+    check(history, batch, True, monkeypatch)
 
 
 def test_closed_forms_are_found():
