@@ -267,7 +267,7 @@ def run_batch(k: Kernel, batch: np.ndarray) -> None:
         event_pfn = np.full(cols.n, -1, dtype=np.int64)
         event_pfn[cols.use] = pfn
         event_pfn[cols.src] = np.where(out.pfn >= 0, out.pfn, out.freed)
-        event_pfn[parisc_batch.inert(k, cols, out)] = -1
+        event_pfn[np.flatnonzero(parisc_batch.inert(k, cols, out))] = -1  # (indices: the mask has no pattern)
         kmap_at, mapped_after = parisc_batch.run(k, cols, event_pfn, out)
         series_pass(k, cols, out, kmap_at, mapped_after, series_start)
         return

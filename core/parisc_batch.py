@@ -184,12 +184,11 @@ class Colours:
         p, vi, n = k.policy, k.vi, t.pfn.size
         colours = vi.colours
         self.eq = t.pfn & (colours - 1)
-        self.alloc = _full(n, -1)
-        self.kmap = _full(n, -1)
-        self.count, self.delta = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-        self.first, self.last = np.zeros(n, bool), np.zeros(n, bool)
         self.offset = p.offset_maps_lowmem
-        if p.offset_maps_lowmem:
+        if p.offset_maps_lowmem:  # no pools, no kmap counts: every page has its kernel address
+            self.alloc, self.kmap = _full(n, -1), _full(n, -1)
+            self.count, self.delta = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+            self.first, self.last = np.zeros(n, bool), np.zeros(n, bool)
             self.kernel = self.eq
             self.transient = np.zeros(n, dtype=bool)
             return
