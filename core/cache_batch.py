@@ -111,18 +111,17 @@ def _store_last(target: np.ndarray, frame: np.ndarray, value: np.ndarray) -> Non
 class _Flushes:
     """The batch's whole-cache flushes by time: ``first_after[t]`` is the time of the first one
     after t (``span`` if none), ``last_upto[t]`` that of the last one at or before t (-1 if none).
-    One running count over the batch's times; lookups are then gathers, where binary searches
-    from operations in frame order would cost several times more."""
+    Both are step functions of t, laid out once over the batch's times by repeating each step
+    (the times are distinct and rise); lookups are then gathers, where binary searches from
+    operations in frame order would cost several times more."""
 
     def __init__(self, fa: np.ndarray, span: int) -> None:
         self.any, self.span = bool(fa.size), span
         self.first = int(fa[0]) if fa.size else span  # the batch's first whole-cache flush
         if self.any:
-            at = np.zeros(span + 1, dtype=np.int64)
-            at[fa] = 1
-            count = np.cumsum(at)  # flushes at times <= t
-            self.first_after = np.append(fa, span)[count]
-            self.last_upto = np.append(-1, fa)[count]
+            steps = np.diff(np.concatenate([[0], fa, [span + 1]]))  # times 0 .. fa[0]-1, fa[0] .. fa[1]-1, ...
+            self.first_after = np.repeat(np.append(fa, span), steps)
+            self.last_upto = np.repeat(np.append(-1, fa), steps)
 
     def after(self, t: np.ndarray) -> np.ndarray:
         return self.first_after[t] if self.any else np.full(t.size, self.span, dtype=np.int64)
