@@ -430,7 +430,9 @@ def _hide_unobservable(ops: Ops, t: Timeline, c: Colours, teardown: np.ndarray) 
     leaves out (the clock still ticks for them): the walker's read right after a PTE store to the
     same line (it returns the latest version), and PTE stores overwritten before anyone can see
     them (the frame's next event is another such store, with no whole-cache flush between)."""
-    pte = (t.kind == E.K_PTE_UPDATE) & (c.kernel == c.eq)  # store and walker read on one line
+    pte = t.kind == E.K_PTE_UPDATE  # store and walker read on one line: (an offset map's always is)
+    if not c.offset:
+        pte &= c.kernel == c.eq
     ops.typ[:, 2][np.flatnonzero(pte)] = UNSEEN
     i = np.flatnonzero(pte[:-1] & pte[1:] & (t.pfn[:-1] == t.pfn[1:]))
     if teardown.size:  # the same number of whole-cache flushes before both stores: none between
