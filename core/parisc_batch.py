@@ -430,7 +430,9 @@ def _hide_unobservable(ops: Ops, t: Timeline, c: Colours, teardown: np.ndarray) 
     leaves out (the clock still ticks for them): the walker's read right after a PTE store to the
     same line (it returns the latest version), and PTE stores overwritten before anyone can see
     them (the frame's next event is another such store, with no whole-cache flush between)."""
-    pte = t.kind == E.K_PTE_UPDATE  # store and walker read on one line: (an offset map's always is)
+    # a PTE store and the walker's read meet on one line when the page table is written through
+    # its equivalent colour (always, under an offset map)
+    pte = t.kind == E.K_PTE_UPDATE
     if not c.offset:
         pte &= c.kernel == c.eq
     ops.typ[:, 2][np.flatnonzero(pte)] = UNSEEN
