@@ -485,7 +485,8 @@ def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
     cnt.io_flushes += ops.io_flushes
     cnt.kmap_atomic_maps += transients
     cnt.tlb_flush_local += transients + int(np.count_nonzero(c.last))
-    cnt.tlb_entries_used += int(np.sum(tlb_entries(t.block_order(np.flatnonzero(t.is_alloc & t.mapped)), p.variable_pages)))
+    mapped_blocks = t.block_order(np.flatnonzero(t.is_alloc & t.mapped))
+    cnt.tlb_entries_used += int(np.sum(tlb_entries(mapped_blocks, p.variable_pages)))
     _store(k, t, c)
     change = c.first | c.last
     at = stable_order(t.pos[change])
@@ -512,5 +513,6 @@ def _store(k, t: Timeline, c: Colours) -> None:
     end = s[c.counts.sub.ends]
     frames = t.pfn[end]
     count = c.count[end] + c.delta[end]
-    vi.kernel_colour[frames] = c.after(t, end, np.where(count > 0, np.where(c.first[end], c.kmap[end], c.kmap_before[end]), -1))
+    kmapped = np.where(c.first[end], c.kmap[end], c.kmap_before[end])
+    vi.kernel_colour[frames] = c.after(t, end, np.where(count > 0, kmapped, -1))
     vi.kmap_count[frames] = count

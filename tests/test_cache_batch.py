@@ -97,8 +97,9 @@ reading = st.tuples(st.sampled_from([OP_R, OP_R, OP_R, OP_R, OP_DEV, OP_W, OP_D]
 @settings(max_examples=300, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=st.lists(st.one_of(operation, reading), max_size=30), batch=st.lists(reading, min_size=1, max_size=12))
-@example(history=[(OP_W, 1, 0)], batch=[(OP_R, 1, 0), (OP_DEV, 1, -1), (OP_R, 1, 0)])  # a dirty line: the device reads stale
-@example(history=[(OP_W, 2, 1), (OP_D, 2, 0)], batch=[(OP_R, 2, 1), (OP_DEV, 2, -1)])  # a stale line: the CPU does
+# a dirty line: the device reads stale; a stale line (a DMA elsewhere): the CPU does
+@example(history=[(OP_W, 1, 0)], batch=[(OP_R, 1, 0), (OP_DEV, 1, -1), (OP_R, 1, 0)])
+@example(history=[(OP_W, 2, 1), (OP_D, 2, 0)], batch=[(OP_R, 2, 1), (OP_DEV, 2, -1)])
 def test_frames_read_through_the_line_they_carry_in(history, batch, monkeypatch):
     """Batches of mostly reads through two colours after histories that leave clean, dirty and
     stale lines (a DMA elsewhere): many frames only read through their carried line's colour,
