@@ -173,10 +173,6 @@ class Requests:
         return out
 
 
-def _full(n: int, value: int) -> np.ndarray:
-    return np.full(n, value, dtype=np.int64)
-
-
 class Colours:
     """Per timeline event: kernel translation before it, and the pool colours it was given."""
 
@@ -186,8 +182,6 @@ class Colours:
         self.eq = t.pfn & (colours - 1)
         self.offset = p.offset_maps_lowmem
         if p.offset_maps_lowmem:  # no pools, no kmap counts: every page has its kernel address
-            self.alloc, self.kmap = _full(n, -1), _full(n, -1)
-            self.count, self.delta = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
             self.first, self.last = np.zeros(n, bool), np.zeros(n, bool)
             self.kernel = self.eq
             self.transient = np.zeros(n, dtype=bool)
@@ -508,9 +502,9 @@ def _store(k, t: Timeline, c: Colours) -> None:
     vi.user_colour[frames] = np.where(t.is_alloc[end] | t.is_free[end], t.u_set[end], t.u[end])  # (-1 for a free)
     if k.policy.offset_maps_lowmem:
         return
-    vi.kernel_colour[frames] = c.after(t, end, np.where(t.kcount0[end] > 0, t.kc0[end], -1))
-    s = c.counts.s
-    end = s[c.counts.sub.ends]
+    # a frame KmapCounts does not follow keeps the kmap mapping it came with (kmap_before)
+    vi.kernel_colour[frames] = c.after(t, end, c.kmap_before[end])
+    end = c.counts.s[c.counts.sub.ends]  # the last events of the followed frames
     frames = t.pfn[end]
     count = c.count[end] + c.delta[end]
     kmapped = np.where(c.first[end], c.kmap[end], c.kmap_before[end])
