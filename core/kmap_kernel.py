@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.vec import stable_order
+from core.vec import ranges, stable_order
 
 
 class ColourPool:
@@ -112,9 +112,7 @@ def _assume_room(pool: ColourPool, op: np.ndarray, want: np.ndarray, link: np.nd
 
 def _spread(colour: np.ndarray, pages: np.ndarray, colours: int) -> np.ndarray:
     """Every page's bucket: a block takes consecutive colours from its head's."""
-    start = np.repeat(colour, pages)
-    offset = np.arange(start.size) - np.repeat(np.cumsum(pages) - pages, pages)
-    return (start + offset) % colours
+    return ranges(colour, pages) % colours
 
 
 def _per_bucket(colour: np.ndarray, pages: np.ndarray, weight: np.ndarray, colours: int) -> np.ndarray:

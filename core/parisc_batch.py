@@ -20,7 +20,7 @@ from core import kmap_kernel as pools
 from core.cache_batch import LOAD, OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, Runs, play
 from core.errors import StreamError
 from core.parisc import COPY_INTO_PAGE, FREE_TEARDOWN, IO_TO_DEVICE, tlb_entries
-from core.vec import stable_order
+from core.vec import ranges, stable_order
 
 SLOTS = 5  # slot positions per event; an event fills at most four (copy: 0/1/2/4 or 0/2/3/4)
 UNSEEN = LOAD + 1  # a grid operation the clock counts but the cache pass need not see
@@ -148,9 +148,7 @@ def _runs_of(t: Timeline, i: np.ndarray) -> np.ndarray:
     """Every timeline index of the frames of the events ``i`` (ascending), ascending."""
     start = t.runs.start[i]
     start = start[np.append(True, start[1:] != start[:-1])] if i.size else start
-    length = t.runs.ends[np.searchsorted(t.runs.ends, start)] - start + 1  # (ends rise)
-    offset = np.cumsum(length) - length
-    return np.arange(int(length.sum()), dtype=np.int64) + np.repeat(start - offset, length)
+    return ranges(start, t.runs.ends[np.searchsorted(t.runs.ends, start)] - start + 1)  # (ends rise)
 
 
 class Requests:

@@ -37,3 +37,9 @@ def run_first(key: np.ndarray) -> np.ndarray:
 def run_last(key: np.ndarray) -> np.ndarray:
     """Indices of the last element of each run of equal values in ``key`` (grouped into runs)."""
     return np.flatnonzero(np.append(key[1:] != key[:-1], True)) if key.size else np.zeros(0, dtype=np.int64)
+
+
+def ranges(start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """The integer ranges [start[i], start[i] + length[i]) laid end to end."""
+    before = np.cumsum(length) - length  # elements of the earlier ranges
+    return np.arange(int(length.sum()), dtype=np.int64) + np.repeat(start - before, length)

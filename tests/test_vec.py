@@ -51,3 +51,10 @@ def test_frame_major_orders_page_events_by_frame_then_time(n, frames):
     pfn = np.where(rng.random(n) < 0.8, rng.integers(0, min(frames, 50 + n // 4), n), -1)
     at = np.flatnonzero(pfn >= 0)
     assert (_frame_major(pfn, frames) == at[lexsort(pfn[at])]).all()
+
+
+def test_ranges_lays_the_ranges_end_to_end():
+    from core.vec import ranges
+
+    assert ranges(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist() == [5, 6, 9, 10, 11]
+    assert ranges(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).size == 0
