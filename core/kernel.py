@@ -104,7 +104,7 @@ class Kernel:
         (parisc has no DMA or highmem zone; a 512 MiB x86 box has no highmem)."""
         highuser = (ZONE_HIGHMEM, ZONE_NORMAL, ZONE_DMA)
         kernel = self.policy.kernel_zonelist
-        pgtable = highuser if self.policy.pgtable_highmem(self.machine) else kernel
+        pgtable = highuser if self.machine.highpte else kernel  # CONFIG_HIGHPTE, any policy
         populated = {z.index for z in self.mm.zones if z.end > z.start}
         lists = {GFP_HIGHUSER: highuser, GFP_KERNEL: kernel, GFP_PGTABLE: pgtable}
         return {gfp: tuple(z for z in zones if z in populated) for gfp, zones in lists.items()}
@@ -115,7 +115,7 @@ class Kernel:
         table = np.zeros(4, dtype=bool)
         if self.policy.map_on_alloc:
             table[GFP_KERNEL] = True
-            table[GFP_PGTABLE] = not self.policy.pgtable_highmem(self.machine)
+            table[GFP_PGTABLE] = not self.machine.highpte
         table[GFP_NONE] = False
         return table
 

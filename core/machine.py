@@ -201,7 +201,8 @@ FIELD_HELP: dict[str, str] = {
     "tlb_entries": "data TLB entries per CPU; recorded only, for TLB-reach accounting to come",
     "cpu_mhz": "clock rate, turns microsecond costs into cycles",
     "kernel_image": "kernel text, data and boot reservations",
-    "highpte": "CONFIG_HIGHPTE: true or false",
+    "highpte": "CONFIG_HIGHPTE, x86 only: user PTE pages come from highmem and are edited through "
+               "kmap_atomic, under every policy (default false, as the paper's kernel)",
     "kernel_stack_order": "kernel stack allocation order, 0..2 (4, 8 or 16 KiB); workloads follow it",
     "congruence_stride": "VI cache congruence modulus, a power-of-two multiple of page_size (x86: page_size)",
     "cache_line": "L1 D cache line in bytes, a power of two no larger than page_size",
@@ -301,6 +302,8 @@ def validate(m: Machine) -> None:
             raise ConfigError(name, "an integer >= 1", getattr(m, name))
     if m.kernel_stack_order not in (0, 1, 2):
         raise ConfigError("kernel_stack_order", "0, 1 or 2 (4, 8 or 16 KiB stacks)", m.kernel_stack_order)
+    if m.highpte and m.arch != "x86":
+        raise ConfigError("highpte", f"false on {m.name}: it has no highmem (all of memory is ZONE_NORMAL)", m.highpte)
     _validate_cache(m)
     if m.kernel_image < 0 or m.kernel_image % m.page_size:
         raise ConfigError("kernel_image", "a page-aligned size >= 0", m.kernel_image)

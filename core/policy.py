@@ -28,9 +28,11 @@ mem_map and the kernel image) is split statically: a share (``unmapped_kmap_shar
 rounded down to a power of two of pages) is the kmap ring, the rest holds kernel allocations,
 accounted by page count (x86 "merely wishes to find the first free pte", paper s5.2; where in the window a
 page lands does not change any count this simulator reports). Physical ZONE_NORMAL stops being
-special there, so kernel allocations may fall back to highmem frames. Page-table pages under
-``unmapped`` are not mapped on allocation: x86's page walker uses physical addresses and the kernel
-edits them through kmap_atomic, as CONFIG_HIGHPTE does. Unmapping a freed kernel block costs
+special there, so kernel allocations may fall back to highmem frames. Page-table pages follow
+the machine's ``highpte`` under every policy: without CONFIG_HIGHPTE (the default, as the paper's
+kernel: s4.3 maps every allocation made without the highmem flag, and s1.3 calls HIGHPTE's penalty
+unacceptable) they are GFP_KERNEL pages, which ``unmapped`` maps on allocation; with it they come
+from highmem and every edit goes through kmap_atomic. Unmapping a freed kernel block costs
 one local invlpg on the freeing CPU at once; the other CPUs' stale entries are shot down lazily,
 one global flush (IPI) per ``unmap_flush_batch`` unmapped pages, as pkmap batches its flushes.
 """
@@ -63,16 +65,6 @@ def split_4g4g(m: Machine) -> int:
     return FOUR_GIB
 
 
-def pgtable_highmem_if_configured(m: Machine) -> bool:
-    return m.highpte
-
-
-def pgtable_unmapped_on_x86(m: Machine) -> bool:
-    """x86's walker uses physical addresses, so PTE pages need no kernel address; parisc's TLB miss
-    handler reads them in absolute mode and the kernel must map them equivalently (paper s6.1)."""
-    return m.arch == "x86"
-
-
 @dataclass(frozen=True)
 class Policy:
     """A kernel mapping scheme. Fields are data; the callables are the policy's hooks."""
@@ -84,7 +76,6 @@ class Policy:
     cr3_reloads_per_entry: int  # full TLB flushes per kernel entry+exit
     offset_maps_lowmem: bool  # ZONE_DMA/ZONE_NORMAL permanently mapped (stock, 4g4g)
     map_on_alloc: bool  # kernel allocations mapped by __alloc_pages, unmapped on free
-    pgtable_highmem: Callable[[Machine], bool]  # PTE pages allocated with __GFP_HIGHMEM
     kernel_zonelist: tuple[int, ...]  # GFP_KERNEL fallback order
     unmapped_kmap_share: float = 0.5  # unmapped only: share of the freed window used as kmap ring
     unmap_flush_batch: int = 512  # unmapped only: pages unmapped per lazy global TLB flush
@@ -135,7 +126,6 @@ STOCK = Policy(
     cr3_reloads_per_entry=0,
     offset_maps_lowmem=True,
     map_on_alloc=False,
-    pgtable_highmem=pgtable_highmem_if_configured,
     kernel_zonelist=(ZONE_NORMAL, ZONE_DMA),
 )
 FOUR_G_FOUR_G = dataclasses.replace(
@@ -158,7 +148,6 @@ UNMAPPED = dataclasses.replace(
     flush_on_free=True,
     variable_pages=True,
     map_on_alloc=True,
-    pgtable_highmem=pgtable_unmapped_on_x86,
     kernel_zonelist=(ZONE_NORMAL, ZONE_HIGHMEM, ZONE_DMA),
 )
 

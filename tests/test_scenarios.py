@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core import events as E
-from core.errors import StreamError
+from core.errors import ConfigError, StreamError
 from core.events import Stream, ev, make_batch
 from core.kernel import Kernel
 from core.machine import get_machine, with_overrides
@@ -170,31 +170,42 @@ def test_unmapped_kernel_mapped_bytes_are_live_kernel_allocations_plus_permanent
     slabs, stacks = 7, 3
     rows = [ev(E.K_ALLOC_SLAB, h) for h in range(slabs)]
     rows += [ev(E.K_ALLOC_STACK, slabs + h, order=1) for h in range(stacks)]
-    rows += [ev(E.K_ALLOC_ANON, 100), ev(E.K_ALLOC_PGTABLE, 101)]  # user page, PTE page: not mapped
+    rows += [ev(E.K_ALLOC_ANON, 100), ev(E.K_ALLOC_PGTABLE, 101)]  # user page: not mapped; PTE page: mapped
     permanent = (512 * MiB + 8 * MiB) // PAGE
-    live = slabs + 2 * stacks
+    live = slabs + 2 * stacks + 1
     rec, k = run(rows, policy="unmapped", engine=engine)
     assert rec["kernel_mapped_bytes_peak"] == (permanent + live) * PAGE
     assert rec["kernel_map_pages"] == live
     assert k.lowmem_free() == k.window_pages - live
     frees = [ev(E.K_FREE, h) for h in range(slabs + stacks)]
     rec, k = run(rows + frees, policy="unmapped", engine=engine)
-    assert rec["kernel_unmap_pages"] == live
+    assert rec["kernel_unmap_pages"] == live - 1  # the PTE page stays
     assert rec["tlb_flush_local"] == slabs + stacks  # one invlpg per block unmapped on free
-    assert k.kernel_mapped() * PAGE == permanent * PAGE
+    assert k.kernel_mapped() * PAGE == (permanent + 1) * PAGE
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("policy, highpte, flushes", [
-    ("stock", False, 0),  # PTE pages in lowmem: edited through the offset map
-    ("stock", True, 3),  # CONFIG_HIGHPTE: PTE pages in highmem, each edit a kmap_atomic
-    ("unmapped", False, 3),  # the paper's kernel never maps PTE pages for good
-])
-def test_pte_edits_need_kmap_atomic_only_without_a_kernel_address(engine: str, policy: str, highpte: bool,
-                                                                  flushes: int) -> None:
-    rows = [ev(E.K_ALLOC_PGTABLE, 0)] + [ev(E.K_PTE_UPDATE, 0)] * 3
-    rec, _ = run(rows, policy=policy, machine={"memory": "4GiB", "highpte": highpte}, engine=engine)
-    assert (rec["pte_updates"], rec["pte_kmaps"], rec["tlb_flush_local"]) == (3, flushes, flushes)
+@pytest.mark.parametrize("policy", ["stock", "4g4g", "unmapped"])
+@pytest.mark.parametrize("highpte", [False, True])
+def test_pte_edits_need_kmap_atomic_only_under_highpte(engine: str, policy: str, highpte: bool) -> None:
+    """CONFIG_HIGHPTE is the machine's switch under every x86 policy. Without it a PTE page is a
+    GFP_KERNEL page: stock and 4g4g edit it through the offset map, unmapped maps it on allocation
+    (s4.3: no highmem flag, so __alloc_pages maps it); either way an edit needs no kmap_atomic.
+    With it the page comes from highmem, and each edit is a kmap_atomic with its invlpg."""
+    edits = 3
+    rows = [ev(E.K_ALLOC_PGTABLE, 0)] + [ev(E.K_PTE_UPDATE, 0)] * edits
+    rec, k = run(rows, policy=policy, machine={"memory": "4GiB", "highpte": highpte}, engine=engine)
+    kmaps = edits if highpte else 0
+    assert (rec["pte_updates"], rec["pte_kmaps"], rec["tlb_flush_local"]) == (edits, kmaps, kmaps)
+    mapped_on_alloc = policy == "unmapped" and not highpte
+    assert rec["kernel_map_pages"] == (1 if mapped_on_alloc else 0)
+    in_highmem = k.handle_pfn[0] >= k.mm.layout.lowmem_end // PAGE
+    assert in_highmem == highpte
+
+
+def test_highpte_is_refused_on_parisc() -> None:
+    with pytest.raises(ConfigError, match="highpte"):
+        with_overrides(get_machine("pa8800"), {"highpte": "true"})
 
 
 def test_unmapped_lazy_global_flush_per_batch_of_unmapped_pages() -> None:
