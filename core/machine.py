@@ -51,6 +51,15 @@ def _x86_costs(mhz: int) -> dict[str, Cost]:
     }
 
 
+# sizeof(struct page) by kernel version, per arch (REFERENCE s2; x86 with PAE, parisc 64-bit). 2.5.74,
+# the kernel Molnar's 4G/4G announcement ran, carried rmap's pte_chain union (a 64-bit pte_addr_t
+# under PAE) and the lru list in every page: 44 B [derived]. 2.6.0 dropped to 40 B, 2.6.11 to 32 B.
+STRUCT_PAGE: dict[str, dict[str, int]] = {
+    "x86": {"2.5.74": 44, "2.6.0": 40, "2.6.11": 32},
+    "parisc": {"2.6.11": 56},
+}
+
+
 @dataclass(frozen=True)
 class Machine:
     """The simulated box. Sizes are bytes; every field can be overridden with ``--set``."""
@@ -75,6 +84,7 @@ class Machine:
     cache_line: int = 64  # L1 D line size in bytes
     l1d_size: int = 32 * 1024  # L1 D per core, bytes (recorded; the cache model is per page x colour)
     alias_detection: bool = False  # the CPU traps (HPMC) on inequivalent aliases: PA8800 onward
+    kernel_version: str = "2.6.11"  # sets struct_page from STRUCT_PAGE unless struct_page is given too
     costs: dict[str, Cost] = field(default_factory=dict, compare=False)
 
     @property
@@ -192,7 +202,9 @@ FIELD_HELP: dict[str, str] = {
     "page_offset": "start of the kernel offset map, e.g. 0xC0000000",
     "vmalloc_reserve": "kernel virtual space kept for vmalloc, fixmap and pkmap",
     "dma_zone": "end of ZONE_DMA",
-    "struct_page": "sizeof(struct page) in bytes",
+    "struct_page": "sizeof(struct page) in bytes (default: kernel_version's)",
+    "kernel_version": "the kernel whose struct page sizes mem_map: 2.5.74 (44 B), 2.6.0 (40 B) or 2.6.11 "
+                      "(32 B) on x86; 2.6.11 (56 B) on parisc",
     "last_pkmap": "persistent kmap slots (LAST_PKMAP), a power of two; x86 only (parisc maps through "
                   "kmap_kernel's colour buckets)",
     "kmap_atomic_slots": "kmap_atomic fixmap slots per CPU (KM_TYPE_NR); recorded only: a kmap_atomic "
@@ -245,6 +257,8 @@ def owns(key: str) -> bool:
 
 
 def _coerce(key: str, value: object) -> object:
+    if key == "kernel_version":
+        return str(value).strip()
     if key in _SIZE_FIELDS:
         return parse_size(key, value)
     if key in _INT_FIELDS:
@@ -269,6 +283,12 @@ def with_overrides(machine: Machine, overrides: dict[str, object]) -> Machine:
             changes[key] = _coerce(key, value)
         else:
             raise ConfigError(key, "a machine field: " + ", ".join(sorted(FIELD_HELP)) + ", cost.NAME")
+    if "kernel_version" in changes and "struct_page" not in changes:
+        sizes = STRUCT_PAGE[machine.arch]
+        if changes["kernel_version"] not in sizes:
+            raise ConfigError("kernel_version", f"one of {', '.join(sizes)} on {machine.name}",
+                              changes["kernel_version"])
+        changes["struct_page"] = sizes[changes["kernel_version"]]
     out = dataclasses.replace(machine, costs=costs, **changes)
     validate(out)
     return out
@@ -293,6 +313,8 @@ def validate(m: Machine) -> None:
                           m.vmalloc_reserve)
     if m.dma_zone < 0 or m.dma_zone % m.page_size:
         raise ConfigError("dma_zone", "a page-aligned size >= 0", m.dma_zone)
+    if m.kernel_version not in STRUCT_PAGE[m.arch]:
+        raise ConfigError("kernel_version", f"one of {', '.join(STRUCT_PAGE[m.arch])} on {m.name}", m.kernel_version)
     if not 8 <= m.struct_page <= 256:
         raise ConfigError("struct_page", "between 8 and 256 bytes", m.struct_page)
     if not _power_of_two(m.last_pkmap):

@@ -53,6 +53,21 @@ def test_lowmem_total_follows_mem_map(override: dict, lowmem: int) -> None:
     assert rec["lowmem_total_bytes"] == lowmem
 
 
+@pytest.mark.parametrize("version, struct_page", [("2.5.74", 44), ("2.6.0", 40), ("2.6.11", 32)])
+def test_kernel_version_sizes_mem_map(version: str, struct_page: int) -> None:
+    rec, _ = run([], policy="4g4g", machine={"kernel_version": version})
+    mem_map = 16_777_216 * struct_page
+    assert rec["mem_map_bytes"] == mem_map
+    assert rec["lowmem_total_bytes"] == 4 * GiB - 128 * MiB - mem_map - 8 * MiB
+
+
+def test_kernel_version_is_checked_and_struct_page_still_wins() -> None:
+    with pytest.raises(ConfigError, match="kernel_version.*2.5.74"):
+        with_overrides(get_machine("x86-pae-64g"), {"kernel_version": "2.4.20"})
+    m = with_overrides(get_machine("x86-pae-64g"), {"kernel_version": "2.5.74", "struct_page": 36})
+    assert m.struct_page == 36
+
+
 def test_4g4g_lowmem_and_unmapped_window() -> None:
     rec, _ = run([], policy="4g4g")
     assert rec["lowmem_total_bytes"] == 4 * GiB - 128 * MiB - 512 * MiB - 8 * MiB
