@@ -11,7 +11,8 @@ Fields:
           with an address space torn down by exit or exec); else 0
   cpu     the CPU the event runs on (kmap_atomic slots and local flushes are per CPU)
   handle  the page (block head) the event is about, or -1
-  addr    user virtual page number where one exists (congruence on VI machines), else 0
+  addr    user virtual page number where one exists (congruence on VI machines); for K_RUN the
+          nanoseconds the task ran in user mode; else 0
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ K_PTE_UPDATE = 13  # the kernel edits a PTE page (pte_offset_map when the page i
 K_IO = 14  # one page of block I/O (DMA)
 K_COPY = 15  # copy one page between kernel and user (copy_to_user / copy_from_user)
 K_USER = 16  # a user load (order 0) or store (order 1) through the process's mapping of the page
-NKINDS = 17
+K_IRQ = 17  # an interrupt taken in user mode (the timer tick): a kernel entry and exit, no syscall
+K_RUN = 18  # the task runs in user mode for ``addr`` nanoseconds: wall-clock time no kernel path owns
+NKINDS = 19
 
 KIND_NAMES = ("syscall", "fork", "exec", "exit", "alloc_anon", "alloc_pagecache", "alloc_slab",
               "alloc_stack", "alloc_pgtable", "free", "kmap", "kunmap", "kmap_atomic",
-              "pte_update", "io", "copy", "user")
+              "pte_update", "io", "copy", "user", "irq", "run")
 
 # GFP classes of the allocating kinds.
 GFP_NONE, GFP_HIGHUSER, GFP_KERNEL, GFP_PGTABLE = 0, 1, 2, 3
@@ -56,7 +59,7 @@ IS_ALLOC = GFP_OF_KIND != GFP_NONE
 
 # Kinds that enter the kernel from user mode (4G/4G pays a cr3 reload on entry and on exit).
 ENTERS_KERNEL = np.zeros(NKINDS, dtype=bool)
-ENTERS_KERNEL[[K_SYSCALL, K_FORK, K_EXEC, K_EXIT, K_ALLOC_ANON]] = True
+ENTERS_KERNEL[[K_SYSCALL, K_FORK, K_EXEC, K_EXIT, K_ALLOC_ANON, K_IRQ]] = True
 
 # Kinds that take a handle.
 NEEDS_HANDLE = IS_ALLOC.copy()

@@ -192,6 +192,9 @@ def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarra
     c.forks += int(counts[E.K_FORK])
     c.execs += int(counts[E.K_EXEC])
     c.exits += int(counts[E.K_EXIT])
+    c.interrupts += int(counts[E.K_IRQ])
+    if counts[E.K_RUN]:
+        c.user_ns += int(cols.addr[cols.kind == E.K_RUN].sum(dtype=np.int64))
     c.kmap_calls += int(counts[E.K_KMAP])
     c.kmap_atomic_calls += int(counts[E.K_KMAP_ATOMIC])
     c.pte_updates += int(counts[E.K_PTE_UPDATE])

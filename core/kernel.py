@@ -32,6 +32,8 @@ class Counters:
     forks: int = 0
     execs: int = 0
     exits: int = 0
+    interrupts: int = 0  # interrupts taken in user mode (K_IRQ)
+    user_ns: int = 0  # time the tasks ran in user mode (K_RUN)
     allocs: int = 0
     alloc_failures: int = 0
     frees: int = 0

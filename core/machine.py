@@ -48,6 +48,7 @@ def _x86_costs(mhz: int) -> dict[str, Cost]:
         "exit": Cost(50 * us, "[est] do_exit besides page freeing, ~50 us"),
         "io_request": Cost(5 * us, "[est] block layer and driver work per page of I/O"),
         "kmap_wait": Cost(5 * us, "[est] sleep on pkmap_map_wait and wake: two context switches"),
+        "irq_handler": Cost(1 * us, "[est] timer tick: do_timer, update_process_times, scheduler_tick, ~1 us"),
     }
 
 
@@ -147,6 +148,7 @@ def _parisc_costs(mhz: int) -> dict[str, Cost]:
         "exit": Cost(50 * us, "[est] do_exit besides page freeing and cache flushes, ~50 us"),
         "io_request": Cost(5 * us, "[est] block layer and driver work per page of I/O"),
         "kmap_wait": Cost(0, "not on parisc: kmap_kernel never sleeps"),
+        "irq_handler": Cost(1 * us, "[est] timer tick: do_timer, update_process_times, scheduler_tick, ~1 us"),
         "cache_flush_page": Cost(1_240, "REFERENCE s3: fdc over 4 KiB, 5,080,984 cycles per 16 MiB [derived]"),
         "cache_flush_all": Cost(2_696_560, "REFERENCE s3: fdce over the whole cache on rp3440 (Anglin 2024)"),
         "cache_flush_tmpalias": Cost(1_680, "REFERENCE s3: page flush 1,240 + tmpalias TLB purge 440 [derived]"),

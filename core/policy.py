@@ -3,8 +3,10 @@
 - ``stock``: the 2.6 i386 kernel. 3G/1G split; ZONE_DMA and ZONE_NORMAL are offset-mapped for good
   (virtual = physical + PAGE_OFFSET); highmem pages reach the kernel through kmap/kmap_atomic.
 - ``4g4g``: Ingo Molnar's 4G/4G patch (LKML, 9 Jul 2003). The kernel gets its own 4 GB page tables,
-  so lowmem grows to ~3 GB, but every entry from and exit to user mode reloads cr3 (a full flush of
-  non-global TLB entries).
+  so lowmem grows to ~3 GB, but every entry from and exit to user mode (syscalls, faults and
+  interrupts taken in user mode) reloads cr3 (a full flush of non-global TLB entries), and
+  copy_to/from_user, no longer able to address user memory directly, maps each user page it
+  copies through kmap_atomic.
 - ``unmapped``: the paper. Free pages are unmapped; ``__alloc_pages`` maps kernel allocations into
   the kernel window and ``__free_pages_ok``/``free_hot_cold_page`` unmap them; user pages are never
   mapped unless kmapped; kmap serves every page (divorced from CONFIG_HIGHMEM) from a pool carved
@@ -74,6 +76,7 @@ class Policy:
     arches: tuple[str, ...]
     kernel_va: Callable[[Machine], int]  # bytes of virtual space the kernel owns
     cr3_reloads_per_entry: int  # full TLB flushes per kernel entry+exit
+    uaccess_kmap: bool  # copy_to/from_user reaches user pages through kmap_atomic (4G/4G)
     offset_maps_lowmem: bool  # ZONE_DMA/ZONE_NORMAL permanently mapped (stock, 4g4g)
     map_on_alloc: bool  # kernel allocations mapped by __alloc_pages, unmapped on free
     kernel_zonelist: tuple[int, ...]  # GFP_KERNEL fallback order
@@ -124,6 +127,7 @@ STOCK = Policy(
     arches=("x86", "parisc"),
     kernel_va=split_3g1g,
     cr3_reloads_per_entry=0,
+    uaccess_kmap=False,
     offset_maps_lowmem=True,
     map_on_alloc=False,
     kernel_zonelist=(ZONE_NORMAL, ZONE_DMA),
@@ -135,6 +139,7 @@ FOUR_G_FOUR_G = dataclasses.replace(
     summary="separate 4 GB kernel page tables: ~3 GB lowmem, cr3 reload on every kernel entry and exit",
     kernel_va=split_4g4g,
     cr3_reloads_per_entry=2,
+    uaccess_kmap=True,
 )
 UNMAPPED = dataclasses.replace(
     STOCK,

@@ -132,6 +132,10 @@ def _user(k: Kernel, e: np.void) -> None:
     live_pfn(k, int(e["handle"]), "user access")
 
 
+def _run(k: Kernel, e: np.void) -> None:
+    k.c.user_ns += int(e["addr"])
+
+
 def _alloc(k: Kernel, e: np.void) -> None:
     do_alloc(k, int(e["handle"]), int(e["order"]), int(E.GFP_OF_KIND[e["kind"]]))
 
@@ -154,6 +158,8 @@ STEPS: dict[int, Callable[[Kernel, np.void], None]] = {
     E.K_IO: _io,
     E.K_COPY: _copy,
     E.K_USER: _user,
+    E.K_IRQ: _count("interrupts"),
+    E.K_RUN: _run,
 }
 
 

@@ -181,6 +181,28 @@ def test_every_kernel_entry_costs_two_cr3_reloads_under_4g4g(engine: str, policy
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("policy", ["stock", "4g4g", "unmapped"])
+def test_user_time_interrupts_and_4g4g_user_copies(engine: str, policy: str) -> None:
+    """K_RUN is wall-clock time in user mode (ns x MHz / 1000 cycles); K_IRQ a kernel entry (two
+    cr3 reloads under 4g4g) plus the tick handler; under 4g4g every page copied to or from user
+    space is reached through kmap_atomic (one PTE set, one invlpg)."""
+    runs, irqs, copies = 5, 3, 4
+    rows = [ev(E.K_ALLOC_ANON, 0, addr=7)] + [ev(E.K_RUN, addr=250_000)] * runs + [ev(E.K_IRQ)] * irqs
+    rows += [ev(E.K_COPY, 0, order=i % 2) for i in range(copies)]
+    rec, _ = run(rows, policy=policy, machine={"memory": "4GiB"}, engine=engine)
+    m = get_machine("x86-pae-64g")
+    reloads = 2 if policy == "4g4g" else 0
+    assert (rec["user_time_ns"], rec["interrupts"], rec["kernel_entries"]) == (runs * 250_000, irqs, 1 + irqs)
+    assert rec["tlb_flush_full"] == reloads * (1 + irqs)
+    assert rec["cycles_user"] == runs * 250 * m.cpu_mhz
+    assert rec["cycles_irq"] == irqs * m.cycles("irq_handler")
+    kmaps = copies if policy == "4g4g" else 0
+    assert rec["uaccess_kmaps"] == kmaps
+    assert rec["cycles_uaccess"] == kmaps * (m.cycles("pte_set") + m.cycles("tlb_flush_local"))
+    assert rec["cycles_total"] == rec["cycles_kernel"] + rec["cycles_user"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_unmapped_kernel_mapped_bytes_are_live_kernel_allocations_plus_permanent_maps(engine: str) -> None:
     slabs, stacks = 7, 3
     rows = [ev(E.K_ALLOC_SLAB, h) for h in range(slabs)]

@@ -96,6 +96,21 @@ def test_forkexec_churns_processes_with_teardown_frees() -> None:
     assert teardown.sum() == c[E.K_EXIT] * 16  # every private page of an exiting process
 
 
+def test_user_time_is_one_run_per_episode_and_a_tick_per_1_over_hz_of_it() -> None:
+    """Every episode's process runs user_time (K_RUN); the timer interrupts it once per 1/hz of
+    accumulated user time (K_IRQ), the remainder carried, so ticks = floor(runs x run / period)
+    up to the one the stream's cut may split off. user_time=0 adds no event at all."""
+    run_us, hz = 37.5, 250
+    s = events_of("forkexec", **small("forkexec", 50_000, user_time=run_us, hz=hz))
+    c = kinds(s)
+    assert (s["addr"][s["kind"] == E.K_RUN] == 37_500).all()
+    ticks = c[E.K_RUN] * 37_500 // (1_000_000_000 // hz)
+    assert c[E.K_RUN] > 1000 and c[E.K_IRQ] in (ticks, ticks - 1)
+    assert (s["kind"][np.flatnonzero(s["kind"] == E.K_IRQ) - 1] == E.K_RUN).all()  # the tick ends a run
+    plain = events_of("forkexec", **small("forkexec", 50_000))
+    assert not np.isin(plain["kind"], (E.K_RUN, E.K_IRQ)).any()
+
+
 def test_kalloc_churns_blocks_of_orders_zero_to_four() -> None:
     s = events_of("kalloc", **small("kalloc", 60_000))
     orders = np.unique(s["order"][s["kind"] == E.K_ALLOC_SLAB])
@@ -126,6 +141,9 @@ def test_mixed_maps_the_shm_at_an_shmlba_aligned_address() -> None:
     ({"kmap_hold": 0}, "kmap_hold"),
     ({"io_size": "1KiB"}, "io_size"),
     ({"miss_rate": "1.5"}, "miss_rate"),
+    ({"user_time": "-1"}, "user_time"),
+    ({"user_time": "1500"}, "user_time"),  # longer than a tick at hz=1000
+    ({"hz": 0}, "hz"),
 ])
 def test_bad_parameters_name_the_field(sets: dict, field: str) -> None:
     with pytest.raises(ConfigError) as err:

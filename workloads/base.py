@@ -22,16 +22,20 @@ class Param:
     name: str
     default: object
     help: str
-    kind: str = "int"  # int | size | float
+    kind: str = "int"  # int | size | float (a fraction) | us (microseconds >= 0)
 
     def parse(self, value: object) -> object:
         if self.kind == "size":
             return parse_size(self.name, value)
-        if self.kind == "float":
+        if self.kind in ("float", "us"):
             try:
                 out = float(value)
             except (TypeError, ValueError):
                 raise ConfigError(self.name, "a number", value) from None
+            if self.kind == "us":
+                if not out >= 0.0 or out == float("inf"):
+                    raise ConfigError(self.name, "microseconds >= 0", value)
+                return out
             if not 0.0 <= out <= 1.0:
                 raise ConfigError(self.name, "a fraction between 0 and 1", value)
             return out

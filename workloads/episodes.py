@@ -9,9 +9,9 @@ stream's order is the grid's order, and no Python loop runs per event or per epi
 what lets a generator make tens of millions of events per second and keeps the simulator, not
 the workload, the bottleneck.
 
-Slot 0 of an episode's first row and the last slot of its last row are kept free for the two
-things any episode may carry: the release of a kmap taken some episodes earlier, and a user
-load or store by the episode's process.
+Slot 0 of an episode's first row and the last three slots of its last row are kept free for what
+any episode may carry: the release of a kmap taken some episodes earlier; the process's run in
+user mode after the kernel work and the timer tick that run may take; a user load or store.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import numpy as np
 
 from core.events import EVENT
 
-WIDTH = 13  # event slots per row: the widest single-row template (a page read, 11) plus the two reserved
-RELEASE, TOUCH = 0, WIDTH - 1  # reserved slots: first row's first, last row's last
-BODY = WIDTH - 2  # template slots of a single-row episode: 1 .. WIDTH-2
+WIDTH = 15  # event slots per row: the widest single-row template (a page read, 11) plus the four reserved
+RELEASE = 0  # reserved slots: the first row's first ...
+RUN, TICK, TOUCH = WIDTH - 3, WIDTH - 2, WIDTH - 1  # ... and the last row's last three
+BODY = WIDTH - 4  # template slots of a single-row episode: 1 .. BODY
 
 
 class Grid:

@@ -64,6 +64,9 @@ PARAM_HELP: tuple[tuple[str, str, str], ...] = (
      "float"),
     ("msync_rate", "fraction of episodes that write a mapped page back (msync)", "float"),
     ("evict_rate", "fraction of episodes where a mapped page is reclaimed and faulted back", "float"),
+    ("user_time", "microseconds each episode's process runs in user mode after its kernel work (0: kernel "
+                  "time only; at most one tick, 1e6 / hz)", "us"),
+    ("hz", "timer interrupts per second of user time, each a kernel entry (2.6 i386: 1000)", "int"),
 )
 
 BASE: dict[str, object] = {
@@ -72,7 +75,7 @@ BASE: dict[str, object] = {
     "io_size": 4 * KiB, "sequential": 0.0, "miss_rate": 0.5, "direct_io": 0.0, "write_fraction": 0.2,
     "kmap_fraction": 0.0, "kmap_hold": 64, "touch_rate": 0.3, "store_fraction": 0.5, "syscall_rate": 0.15,
     "churn": 0.0, "fault_rate": 0.1, "open_rate": 0.0, "kalloc_rate": 0.0, "pgtable_rate": 0.0,
-    "mapped_rate": 0.0, "msync_rate": 0.0, "evict_rate": 0.0,
+    "mapped_rate": 0.0, "msync_rate": 0.0, "evict_rate": 0.0, "user_time": 0.0, "hz": 1000,
 }
 
 RATES = ("syscall_rate", "churn", "fault_rate", "open_rate", "kalloc_rate", "pgtable_rate", "mapped_rate",
@@ -108,6 +111,11 @@ def _check(p: dict[str, object]) -> None:
         raise ConfigError("kalloc_max_order", "an order from 0 to 10", p["kalloc_max_order"])
     if not 4096 <= int(p["io_size"]) <= MAX_IO_SIZE:
         raise ConfigError("io_size", f"from one page (4096 bytes) to {MAX_IO_SIZE >> 20} MiB", p["io_size"])
+    if not 1 <= int(p["hz"]) <= 10_000:
+        raise ConfigError("hz", "an integer from 1 to 10000", p["hz"])
+    if not 0.0 <= float(p["user_time"]) <= 1e6 / int(p["hz"]):
+        raise ConfigError("user_time", f"microseconds from 0 to one tick ({1e6 / int(p['hz']):g} at hz={p['hz']})",
+                          p["user_time"])
     lay = Layout(p)
     if lay.per_slot > MAX_SLOT_PAGES:  # a fork's template holds about 5 events per page of the slot
         raise ConfigError("anon_pages", f"a process of at most {MAX_SLOT_PAGES} pages with its page tables "

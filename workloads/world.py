@@ -30,7 +30,7 @@ import numpy as np
 from core import events as E
 from core.errors import ConfigError
 from core.units import MiB
-from workloads.episodes import BODY, RELEASE, TOUCH, WIDTH, Grid, flat
+from workloads.episodes import BODY, RELEASE, RUN, TICK, TOUCH, WIDTH, Grid, flat
 
 PAGE = 4096
 PTE_SPAN = 2 * MiB  # one PAE PTE page maps 512 x 4 KiB
@@ -156,7 +156,12 @@ class World:
         self.held_cpu = np.zeros(self.hold, dtype=np.int64)
         self.churn_t = _fork_template(lay, self.stack_order, True)
         self.boot_t = _fork_template(lay, self.stack_order, False)
-        self.churn_rows = -(-(self.churn_t[0].size + 2) // WIDTH)
+        self.churn_rows = -(-(self.churn_t[0].size + 4) // WIDTH)  # slot 0 and the last three stay free
+        # user mode: every episode's process runs user_time after its kernel work; the timer
+        # interrupts it every 1/hz of user time (the remainder carries over, so the count is exact)
+        self.run_ns = int(round(float(p.get("user_time", 0.0)) * 1000))
+        self.tick_ns = 1_000_000_000 // max(int(p.get("hz", 1000)), 1)
+        self.user_ns = 0  # user time since the last tick
         # expected rows per episode (a read takes about 1.5 x 2^e pages in octave e, each octave as
         # likely), in plain arithmetic: no libm function decides how the stream is cut into chunks
         octaves = self.kmax.bit_length()
@@ -241,8 +246,21 @@ class World:
         e.simple()
         e.churn(churn_rows)
         self._release(g, kmapped, cpu)
+        self._user_mode(g, cpu)
         e.touch()
         return g.events()
+
+    def _user_mode(self, g: Grid, cpu: np.ndarray) -> None:
+        """K_RUN after each episode's kernel work, and K_IRQ where its run crosses a tick."""
+        if not self.run_ns:
+            return
+        n = cpu.size
+        g.put(g.last, RUN, E.K_RUN, addr=np.full(n, self.run_ns, dtype=np.int64), cpu=cpu)
+        elapsed = self.user_ns + self.run_ns * np.arange(1, n + 1, dtype=np.int64)
+        ticks = elapsed // self.tick_ns  # ticks up to each episode's end; run_ns <= tick_ns: one at most each
+        tick = np.diff(ticks, prepend=self.user_ns // self.tick_ns) > 0
+        g.put(g.last, TICK, E.K_IRQ, cpu=cpu, where=tick)
+        self.user_ns = int(elapsed[-1] % self.tick_ns)
 
     def _sizes(self, n: int) -> np.ndarray:
         """Pages per read or write, log-uniform from 1 to kmax: an octave 2^e .. 2^(e+1)-1 drawn
