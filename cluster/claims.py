@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cluster.aggregate import Cell
+from core.machine import get_machine
 from core.units import parse_size
 
 MiB = 1 << 20
@@ -233,18 +234,45 @@ def p7(cells: Sequence[Cell]) -> Figure:
                     and free_high > 0)])
 
 
+MOLNAR_LOWTOTAL_KB = 3_137_464  # 4G/4G on a 64 GB box, 2.5.74 (REFERENCE s2: Molnar, LKML 9 Jul 2003)
+
+
+def cpu_mhz(cell: Cell) -> int:
+    """The clock of the cell's machine (its --set value, else the preset's): cycles -> seconds."""
+    sets = cell.config.get("set") or {}
+    return int(sets.get("cpu_mhz", get_machine(str(cell.config.get("machine"))).cpu_mhz))
+
+
+def entry_rate(cell: Cell) -> float:
+    """Kernel entries (syscalls, faults, interrupts, fork/exec/exit) per second of wall clock:
+    the syscall rate of Molnar's 0-30%."""
+    seconds = mean(cell, "cycles_total") / (cpu_mhz(cell) * 1e6)
+    return mean(cell, "kernel_entries") / seconds if seconds else 0.0
+
+
 def p8(cells: Sequence[Cell]) -> Figure:
-    rates = ordered({axis(c, "syscall_rate") for c in cells}, "syscall_rate")
-    slow = [(r, 100 * (mean(one(cells, policy="4g4g", syscall_rate=r), "cycles_total")
-                       / mean(one(cells, policy="stock", syscall_rate=r), "cycles_total") - 1)) for r in rates]
-    rate, value = slow[len(slow) // 2]
-    four = one(cells, policy="4g4g", syscall_rate=rate)
-    rel = combine(rel_ci(four, ("cycles_total",)), rel_ci(one(cells, policy="stock", syscall_rate=rate),
-                                                          ("cycles_total",)))
+    runs = ordered({axis(c, "user_time") for c in cells}, "user_time")
+    rows = []
+    for t in runs:
+        stock, four = one(cells, policy="stock", user_time=t), one(cells, policy="4g4g", user_time=t)
+        wall = 100 * (mean(four, "cycles_total") / mean(stock, "cycles_total") - 1)
+        kernel = 100 * (mean(four, "cycles_kernel") / mean(stock, "cycles_kernel") - 1)
+        rows.append((entry_rate(stock), t, wall, kernel, stock, four))
+    rows.sort(key=lambda r: r[0])  # by kernel-entry rate, rising
+    rate, t, value, kernel, stock, four = rows[-1]  # the worst case: the most kernel-bound process
+    rel = combine(rel_ci(four, ("cycles_total",)), rel_ci(stock, ("cycles_total",)))
     err = None if rel is None else (100 + value) * rel
-    return Figure(value, err, "% more kernel cycles under 4g4g", f"syscall_rate {rate}; 4g4g lowmem "
-                  f"{_mib(mean(four, 'lowmem_total_bytes'))}", [(f"syscall_rate {r}", f"+{v:.0f}%") for r, v in slow],
-                  [("4g4g recovers about 3 GB of lowmem", mean(four, "lowmem_total_bytes") >= 2500 * MiB)])
+    low_kb = mean(four, "lowmem_total_bytes") / 1024
+    rising = all(a[2] < b[2] for a, b in zip(rows, rows[1:], strict=False))
+    return Figure(value, err, "% wall clock, 4g4g over stock, at the highest kernel-entry rate",
+                  f"{rate:,.0f} kernel entries/s (user_time {t} us per episode): +{value:.1f}% wall clock, "
+                  f"+{kernel:.0f}% of kernel cycles; {rows[0][0]:,.0f} entries/s: +{rows[0][2]:.1f}%. "
+                  f"4g4g LowTotal {low_kb:,.0f} kB against Molnar's {MOLNAR_LOWTOTAL_KB:,} kB "
+                  f"({100 * (low_kb / MOLNAR_LOWTOTAL_KB - 1):+.1f}%)",
+                  [(f"{r:,.0f} entries/s (user_time {u} us)", f"+{w:.1f}% wall, +{k:.0f}% kernel")
+                   for r, u, w, k, _, _ in rows],
+                  [("slowdown rises with the kernel-entry rate", rising),
+                   ("4g4g recovers about 3 GB of lowmem", mean(four, "lowmem_total_bytes") >= 2500 * MiB)])
 
 
 def p9(cells: Sequence[Cell]) -> Figure:
@@ -317,10 +345,15 @@ CLAIMS: tuple[Claim, ...] = (
           "shm without HIGHPTE then exhaust the rest", p7),
     Claim("P8", "p8-4g4g", "p8_4g4g.toml",
           "The 4G/4G split recovers lowmem but costs TLB flushes: 'around 30%' (§1.1).",
-          "4g4g's estimated kernel cycles over stock's, middle syscall rate",
-          Band((0, 30), (0, 60), "'around 30%' worst case; 0-30% depending on the workload"),
-          "two cr3 reloads per kernel entry; the model costs kernel work only, not user work, so the "
-          "slowdown is relative to kernel time and overstates the wall-clock figure", p8),
+          "4g4g's wall-clock cycles (kernel work plus user time) over stock's at the sweep's highest "
+          "kernel-entry rate, along user time per episode (the entry rate falls as user time grows)",
+          Band((20, 40), (10, 60), "'measured at around 30%' (§1.1, citing Molnar), the worst case of Molnar's "
+               "0-30% depending on the workload: 30% give or take a third"),
+          "two cr3 reloads (Molnar's ~3 us) on every kernel entry from user mode: syscalls, faults, fork/exec/exit "
+          "and the timer ticks of user time (hz); copy_to/from_user maps each user page through kmap_atomic. "
+          "User time per episode is a workload parameter ([est]); the sweep runs it from 1 us (a process that "
+          "does little but enter the kernel) to 1 ms (one tick), so the figure is where the most kernel-bound "
+          "of these lands", p8),
     Claim("P9", "p9-tlb-entries", "p9_tlb.toml",
           "Order-n kernel allocations can be covered by larger TLB entries (§4.4).",
           "tlb_entries_used with variable-size pages over without, at the sweep's largest block order",

@@ -13,6 +13,8 @@ forkexec_latency.png        p4-forkexec            estimated microseconds per fo
 flushes_per_io.png          p2-flushes-per-io      flushes_per_io against io_size, paper's 2 and 1
 io_gain.png                 p3-io-gain             gain in cycles per I/O over the baseline (%)
                                                    against io_size, paper's band 2%..10%
+slowdown_vs_entry_rate.png  p8-4g4g                wall-clock slowdown of 4g4g over stock (%)
+                                                   against kernel entries per second, Molnar's 0-30%
 alias_violations.png        p5-alias-violations    alias_violations per policy by machine and
                                                    touch_rate (symlog, every bar labelled)
 exhaustions_vs_window.png   p6-exhaustion          congruence_exhaustions and stale_reads against
@@ -22,8 +24,8 @@ tlb_entries.png             p9-tlb-entries         tlb_entries_used with and wit
 ==========================  =====================  ===================================================
 
 A point is a cell's mean over its seeds; its error bar is the half-width of the 95% confidence
-interval of that mean (``Stat.ci95``; none when a cell has one seed). The two derived quantities,
-fork/exec latency and I/O gain, are ratios of means and have no error bar. A cell that has no
+interval of that mean (``Stat.ci95``; none when a cell has one seed). The three derived quantities,
+fork/exec latency, I/O gain and 4G/4G slowdown, are ratios of means and have no error bar. A cell that has no
 successful run, or lacks the key or the axis a plot needs, is left out of it; a sweep missing from
 ``results`` (or left with no point) has no plot. Sizes on the x axis are parsed from the spec's
 strings with ``core.units.parse_size`` and drawn on a base-2 log scale, one tick per value.
@@ -46,6 +48,7 @@ from matplotlib.ticker import NullLocator
 
 from cluster.aggregate import Cell
 from cluster.store import canonical_json
+from core.machine import MACHINES
 from core.units import GiB, KiB, MiB, format_size, parse_size
 
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 5.0, 100  # 800 x 500 pixels
@@ -198,6 +201,38 @@ def io_gain_series(cells: Iterable[Cell], baseline: str = BASELINE) -> Series:
         return None if not ref or own is None else 100.0 * (1.0 - own / ref)
 
     return series([c for c in cells if c.policy != baseline], _size_axis("io_size", KiB), gain)
+
+
+def entry_rate(cell: Cell) -> float | None:
+    """Kernel entries per second of wall clock (cycles_total at the machine's clock)."""
+    entries, total, mhz = mean(cell, "kernel_entries"), mean(cell, "cycles_total"), _cpu_mhz(cell)
+    return None if not entries or not total or not mhz else entries / (total / (mhz * 1e6))
+
+
+def _cpu_mhz(cell: Cell) -> float | None:
+    value = setting(cell, "cpu_mhz")
+    if value is None:
+        machine = MACHINES.get(str(cell.config.get("machine")))
+        return None if machine is None else machine.cpu_mhz
+    return float(value)  # type: ignore[arg-type]
+
+
+def slowdown_series(cells: Iterable[Cell], baseline: str = BASELINE) -> Series:
+    """p8: per policy but the baseline, 100 * (cycles_total / the baseline's - 1) in %, against the
+    baseline cell's kernel entries per second (the cell with the same config but the policy)."""
+    cells = list(cells)
+    base = {_config_but_policy(c): c for c in cells if c.policy == baseline}
+
+    def x(cell: Cell) -> float | None:
+        ref = base.get(_config_but_policy(cell))
+        return None if ref is None else entry_rate(ref)
+
+    def y(cell: Cell) -> float | None:
+        ref = base.get(_config_but_policy(cell))
+        own, theirs = mean(cell, "cycles_total"), None if ref is None else mean(ref, "cycles_total")
+        return None if not own or not theirs else 100.0 * (own / theirs - 1.0)
+
+    return series([c for c in cells if c.policy != baseline], x, y)
 
 
 def _config_but_policy(cell: Cell) -> str:
@@ -367,6 +402,20 @@ def plot_io_gain(cells: Sequence[Cell], path: str) -> str | None:
     return save(fig, path)
 
 
+def plot_slowdown(cells: Sequence[Cell], path: str) -> str | None:
+    data = slowdown_series(cells)
+    if not _any(data):
+        return None
+    fig, (ax,) = _figure()
+    ax.axhspan(0, 30, color="tab:green", alpha=0.15, label="Molnar: 0-30%")
+    lines(ax, {f"{label} vs {BASELINE}": points for label, points in data.items()})
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    _finish(ax, "P8: wall-clock slowdown of the 4G/4G split (kernel work plus user time; means)",
+            "kernel entries per second under stock (log scale)", f"slowdown over {BASELINE} (%)")
+    return save(fig, path)
+
+
 def plot_aliases(cells: Sequence[Cell], path: str) -> str | None:
     data = alias_series(cells)
     if not _any(data):
@@ -409,6 +458,7 @@ PLOTS: dict[str, tuple[str, Callable[[Sequence[Cell], str], str | None]]] = {
     "forkexec_latency": ("p4-forkexec", plot_forkexec),
     "flushes_per_io": ("p2-flushes-per-io", plot_flushes),
     "io_gain": ("p3-io-gain", plot_io_gain),
+    "slowdown_vs_entry_rate": ("p8-4g4g", plot_slowdown),
     "alias_violations": ("p5-alias-violations", plot_aliases),
     "exhaustions_vs_window": ("p6-exhaustion", plot_exhaustion),
     "tlb_entries": ("p9-tlb-entries", plot_tlb),

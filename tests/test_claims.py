@@ -104,5 +104,6 @@ def test_zonesim_paper_quick_writes_a_report_with_every_claim_and_the_plots(zone
         assert "**Mechanism.**" in section and "| point | figure |" in section
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == sorted(["alias_violations.png", "exhaustions_vs_window.png", "flushes_per_io.png",
-                           "forkexec_latency.png", "io_gain.png", "lowmem_vs_memory.png", "tlb_entries.png"])
+                           "forkexec_latency.png", "io_gain.png", "lowmem_vs_memory.png", "slowdown_vs_entry_rate.png",
+                               "tlb_entries.png"])
     assert all(f"({name})" in report for name in pngs)

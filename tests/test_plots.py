@@ -23,6 +23,7 @@ from cluster.plots import (  # noqa: E402
     io_gain_series,
     lowmem_series,
     make_plots,
+    slowdown_series,
     tlb_series,
 )
 from cluster.spec import load_spec  # noqa: E402
@@ -64,6 +65,9 @@ def synthetic() -> dict[str, list[Cell]]:
     out["p3-io-gain"] = [cell(p, {"io_size": s}, ci=1.0, io_requests=10, cycles_io=1000 * k,
                               cycles_cache_flush_page=(120 if p == "stock" else 60) * k, cycles_page_copy=0)
                          for p in ("stock", "unmapped") for s, k in (("4KiB", 1), ("64KiB", 16), ("1MiB", 256))]
+    out["p8-4g4g"] = [cell(p, {"user_time": t}, "x86-pae-64g", "forkexec", ci=1e6, kernel_entries=1000,
+                           cycles_total=(1000 * 2800 * (1 + t)) * (1.3 if p == "4g4g" else 1.0))
+                      for p in ("stock", "4g4g") for t in (1, 10, 100)]
     out["p5-alias-violations"] = [cell(p, {"touch_rate": r}, m, "mixed", ci=3.0,
                                        alias_violations=(1000 * r if p == "stock" and m == "pa8800" else 0))
                                   for m in ("pa8800", "pa8700") for p in ("stock", "unmapped") for r in (0.1, 0.5)]
@@ -155,6 +159,26 @@ def test_forkexec_series_is_cycles_of_the_cycle_keys_per_fork_at_800_mhz():
     assert list(got) == ["stock", "unmapped"]
     assert got["stock"] == [Point(16.0, pytest.approx(10.0), None)]
     assert got["unmapped"] == [Point(4.0, pytest.approx(2.0), None), Point(16.0, pytest.approx(2.525), None)]
+
+
+def test_slowdown_series_is_4g4g_over_stock_against_stock_entries_per_second():
+    cells = [
+        # stock: 2,800,000 cycles at 2800 MHz = 1 ms for 500 entries: 500,000 entries/s; 4g4g 25% slower
+        cell("stock", {"user_time": 1}, "x86-pae-64g", "forkexec", kernel_entries=500, cycles_total=2.8e6),
+        cell("4g4g", {"user_time": 1}, "x86-pae-64g", "forkexec", kernel_entries=500, cycles_total=3.5e6),
+        # 10x the time for the same entries: 50,000 entries/s; 5% slower; cpu_mhz set: 1400 MHz halves the rate
+        cell("stock", {"user_time": 10}, "x86-pae-64g", "forkexec", kernel_entries=500, cycles_total=2.8e7),
+        cell("4g4g", {"user_time": 10}, "x86-pae-64g", "forkexec", kernel_entries=500, cycles_total=2.94e7),
+        cell("stock", {"user_time": 10, "cpu_mhz": 1400}, "x86-pae-64g", "forkexec", kernel_entries=500,
+             cycles_total=2.8e7),
+        cell("4g4g", {"user_time": 10, "cpu_mhz": 1400}, "x86-pae-64g", "forkexec", kernel_entries=500,
+             cycles_total=2.8e7),
+        cell("4g4g", {"user_time": 100}, "x86-pae-64g", "forkexec", kernel_entries=5, cycles_total=1.0),  # no stock
+    ]
+    got = slowdown_series(cells)
+    assert list(got) == ["4g4g"]
+    assert [p.x for p in got["4g4g"]] == pytest.approx([25_000, 50_000, 500_000])
+    assert [p.y for p in got["4g4g"]] == pytest.approx([0.0, 5.0, 25.0])
 
 
 def test_io_gain_series_compares_cycles_per_io_with_the_same_config_under_stock():
