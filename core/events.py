@@ -12,7 +12,7 @@ Fields:
   cpu     the CPU the event runs on (kmap_atomic slots and local flushes are per CPU)
   handle  the page (block head) the event is about, or -1
   addr    user virtual page number where one exists (congruence on VI machines); for K_RUN the
-          nanoseconds the task ran in user mode; else 0
+          nanoseconds the task ran in user mode; for K_FORK the PTEs the parent maps; else 0
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 EVENT = np.dtype([("kind", "u1"), ("order", "u1"), ("cpu", "u2"), ("handle", "i4"), ("addr", "u4")])
 
 K_SYSCALL = 0  # a system call: one kernel entry and exit
-K_FORK = 1  # fork(): a kernel entry plus dup_mm's base work
+K_FORK = 1  # fork(): a kernel entry plus dup_mm's base work; addr = PTEs copy_page_range copies
 K_EXEC = 2
 K_EXIT = 3
 K_ALLOC_ANON = 4  # user page fault: GFP_HIGHUSER page for an anonymous mapping
@@ -43,11 +43,12 @@ K_COPY = 15  # copy one page between kernel and user (copy_to_user / copy_from_u
 K_USER = 16  # a user load (order 0) or store (order 1) through the process's mapping of the page
 K_IRQ = 17  # an interrupt taken in user mode (the timer tick): a kernel entry and exit, no syscall
 K_RUN = 18  # the task runs in user mode for ``addr`` nanoseconds: wall-clock time no kernel path owns
-NKINDS = 19
+K_COW = 19  # do_wp_page copies the page (handle) into the one K_ALLOC_ANON just gave the faulting task
+NKINDS = 20
 
 KIND_NAMES = ("syscall", "fork", "exec", "exit", "alloc_anon", "alloc_pagecache", "alloc_slab",
               "alloc_stack", "alloc_pgtable", "free", "kmap", "kunmap", "kmap_atomic",
-              "pte_update", "io", "copy", "user", "irq", "run")
+              "pte_update", "io", "copy", "user", "irq", "run", "cow")
 
 # GFP classes of the allocating kinds.
 GFP_NONE, GFP_HIGHUSER, GFP_KERNEL, GFP_PGTABLE = 0, 1, 2, 3
@@ -63,7 +64,7 @@ ENTERS_KERNEL[[K_SYSCALL, K_FORK, K_EXEC, K_EXIT, K_ALLOC_ANON, K_IRQ]] = True
 
 # Kinds that take a handle.
 NEEDS_HANDLE = IS_ALLOC.copy()
-NEEDS_HANDLE[[K_FREE, K_KMAP, K_KUNMAP, K_KMAP_ATOMIC, K_PTE_UPDATE, K_IO, K_COPY, K_USER]] = True
+NEEDS_HANDLE[[K_FREE, K_KMAP, K_KUNMAP, K_KMAP_ATOMIC, K_PTE_UPDATE, K_IO, K_COPY, K_USER, K_COW]] = True
 
 # Kinds whose order field is a 0/1 flag (see the module docstring).
 HAS_FLAG = np.zeros(NKINDS, dtype=bool)

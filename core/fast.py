@@ -193,6 +193,9 @@ def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarra
     c.execs += int(counts[E.K_EXEC])
     c.exits += int(counts[E.K_EXIT])
     c.interrupts += int(counts[E.K_IRQ])
+    c.cow_copies += int(counts[E.K_COW])
+    if counts[E.K_FORK]:
+        c.fork_ptes += int(cols.addr[cols.kind == E.K_FORK].sum(dtype=np.int64))
     if counts[E.K_RUN]:
         c.user_ns += int(cols.addr[cols.kind == E.K_RUN].sum(dtype=np.int64))
     c.kmap_calls += int(counts[E.K_KMAP])
@@ -203,7 +206,7 @@ def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarra
     c.user_accesses += int(counts[E.K_USER])
     kind = cols.kind[cols.use]
     needs_map = (pfn >= 0) & ~has_address
-    atomic = int(np.count_nonzero(needs_map & (kind == E.K_KMAP_ATOMIC)))
+    atomic = int(np.count_nonzero(needs_map & ((kind == E.K_KMAP_ATOMIC) | (kind == E.K_COW))))
     pte = int(np.count_nonzero(needs_map & (kind == E.K_PTE_UPDATE)))
     c.kmap_atomic_maps += atomic
     c.pte_kmaps += pte

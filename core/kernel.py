@@ -33,6 +33,8 @@ class Counters:
     execs: int = 0
     exits: int = 0
     interrupts: int = 0  # interrupts taken in user mode (K_IRQ)
+    fork_ptes: int = 0  # PTEs copied by fork's copy_page_range (K_FORK's addr)
+    cow_copies: int = 0  # pages copied by copy-on-write faults (K_COW)
     user_ns: int = 0  # time the tasks ran in user mode (K_RUN)
     allocs: int = 0
     alloc_failures: int = 0

@@ -39,6 +39,8 @@ def _x86_costs(mhz: int) -> dict[str, Cost]:
         "tlb_flush_global": Cost(4 * us, "[est] flush_tlb_all: IPI to every CPU and wait, ~4 us"),
         "tlb_flush_local": Cost(200, "[est] one invlpg plus the refill it causes"),
         "pte_set": Cost(50, "[est] write one kernel PTE"),
+        "pte_copy": Cost(us * 15 // 100, "[est] copy_one_pte: the child's PTE, get_page and page_dup_rmap on the "
+                         "struct page (a cache miss), ~0.15 us"),
         "pkmap_flush_scan": Cost(5, "[est] per slot of flush_all_zero_pkmaps' scan"),
         "page_alloc": Cost(400, "[est] buffered_rmqueue fast path"),
         "page_free": Cost(300, "[est] free_hot_cold_page fast path"),
@@ -131,14 +133,36 @@ X86_PAE_64G = Machine(
 )
 
 
-def _parisc_costs(mhz: int) -> dict[str, Cost]:
+# rp3440 (4 x PA8800 at 800 MHz, Anglin 2024): the whole-cache flush walks the L1 I and D caches,
+# 768 KiB each in 128-byte lines, in 2,696,560 cycles; a 16 MiB range flush takes 5,080,984 cycles.
+# Per line walked [derived]: what the other parisc boxes' flushes are scaled by, line for line.
+RP3440_FLUSH_ALL, RP3440_LINES = 2_696_560, 2 * 768 * 1024 // 128
+RP3440_FDC_PER_LINE = 5_080_984 / (16 * MiB // 128)  # ~38.8 cycles
+
+
+def _parisc_costs(mhz: int, icache: int, dcache: int, line: int) -> dict[str, Cost]:
+    """The cost table of a parisc box with these L1 caches: the flushes scale by the lines their
+    loops walk (fdce / fice over both caches, fdc over one page), at the rp3440's cycles per line."""
     us = mhz
+    measured = (icache + dcache) // line == RP3440_LINES and line == 128
+    page_lines = 4096 // line
+    flush_page = round(RP3440_FDC_PER_LINE * page_lines)
+    flush_all = RP3440_FLUSH_ALL * (icache + dcache) // line // RP3440_LINES
+    if measured:
+        page_src = "REFERENCE s3: fdc over 4 KiB, 5,080,984 cycles per 16 MiB [derived]"
+        all_src = "REFERENCE s3: fdce over the whole cache on rp3440 (Anglin 2024)"
+    else:
+        page_src = f"[est] fdc over 4 KiB: {page_lines} lines of {line} B at the rp3440's ~38.8 cycles per line"
+        all_src = (f"[est] fdce/fice over {(icache + dcache) // line:,} lines ({icache >> 10} KiB I + "
+                   f"{dcache >> 10} KiB D in {line} B lines) at the rp3440's 2,696,560 cycles per 12,288 lines")
     return {
         "kernel_entry": Cost(1 * us, "[est] gateway page entry and exit, ~1 us"),
         "cr3_reload": Cost(0, "not on parisc: user and kernel live in separate spaces (sr3/sr7)"),
         "tlb_flush_global": Cost(30_877, "REFERENCE s3: whole TLB flush on rp3440 (Anglin 2024)"),
         "tlb_flush_local": Cost(440, "REFERENCE s3: TLB purge of one page ~440 cycles [derived]"),
         "pte_set": Cost(50, "[est] write one kernel PTE"),
+        "pte_copy": Cost(us * 15 // 100, "[est] copy_one_pte: the child's PTE, get_page and page_dup_rmap on the "
+                         "struct page (a cache miss), ~0.15 us"),
         "pkmap_flush_scan": Cost(0, "not on parisc: no pkmap pool"),
         "page_alloc": Cost(400, "[est] buffered_rmqueue fast path"),
         "page_free": Cost(300, "[est] free_hot_cold_page fast path"),
@@ -149,9 +173,10 @@ def _parisc_costs(mhz: int) -> dict[str, Cost]:
         "io_request": Cost(5 * us, "[est] block layer and driver work per page of I/O"),
         "kmap_wait": Cost(0, "not on parisc: kmap_kernel never sleeps"),
         "irq_handler": Cost(1 * us, "[est] timer tick: do_timer, update_process_times, scheduler_tick, ~1 us"),
-        "cache_flush_page": Cost(1_240, "REFERENCE s3: fdc over 4 KiB, 5,080,984 cycles per 16 MiB [derived]"),
-        "cache_flush_all": Cost(2_696_560, "REFERENCE s3: fdce over the whole cache on rp3440 (Anglin 2024)"),
-        "cache_flush_tmpalias": Cost(1_680, "REFERENCE s3: page flush 1,240 + tmpalias TLB purge 440 [derived]"),
+        "cache_flush_page": Cost(flush_page, page_src),
+        "cache_flush_all": Cost(flush_all, all_src),
+        "cache_flush_tmpalias": Cost(flush_page + 440, f"page flush {flush_page:,} + tmpalias TLB purge 440 "
+                                     "(REFERENCE s3) [derived]"),
     }
 
 
@@ -189,11 +214,14 @@ PA8800 = Machine(
     cache_line=128,
     l1d_size=768 * 1024,
     alias_detection=True,
-    costs=_parisc_costs(800),
+    costs=_parisc_costs(800, 768 * 1024, 768 * 1024, 128),
 )
-# The generation before (PA8700): same box without alias detection, where Linux "got away with"
-# inequivalent aliases because the CPU only objected when several became dirty (paper s2.2).
-PA8700 = dataclasses.replace(PA8800, name="pa8700", alias_detection=False, l1d_size=1536 * 1024)
+# The generation before (PA8700): without alias detection, where Linux "got away with" inequivalent
+# aliases because the CPU only objected when several became dirty (paper s2.2). Its own caches
+# ([est]: 768 KiB I + 1.5 MiB D on chip, 64-byte lines, no L2) and clock ([est] 750 MHz) give it
+# its own flush costs: three times the rp3440's lines to walk in a whole-cache flush.
+PA8700 = dataclasses.replace(PA8800, name="pa8700", alias_detection=False, l1d_size=1536 * 1024, cache_line=64,
+                             cpu_mhz=750, costs=_parisc_costs(750, 768 * 1024, 1536 * 1024, 64))
 
 MACHINES: dict[str, Machine] = {m.name: m for m in (X86_PAE_64G, PA8800, PA8700)}
 

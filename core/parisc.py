@@ -210,6 +210,24 @@ def copy(k, pfn: int, into: bool) -> None:
         transient_unmap(k, pfn, colour)
 
 
+def cow_copy(k, pfn: int) -> None:
+    """do_wp_page reads the page to copy it for the faulting task (the copy's destination is the
+    K_ALLOC_ANON before it, written at the user's colour). Stock reads through the offset map and
+    relies on fork's flush_cache_mm to have written the user's dirty lines back. A kernel that
+    flushes on free has no such flush, so when it reads through a colour not the user's it must
+    flush the user's colour first (flush_cache_page): congruent, it reads the user's own lines."""
+    colour = kernel_translation(k, pfn)
+    transient = colour < 0
+    if transient:
+        colour = transient_map(k, pfn)
+    u = int(k.vi.user_colour[pfn])
+    if k.policy.flush_on_free and u >= 0 and colour != u:
+        flush(k, pfn, u)
+    access(k, pfn, colour, write=False)
+    if transient:
+        transient_unmap(k, pfn, colour)
+
+
 def user_access(k, pfn: int, write: bool) -> None:
     """A user load or store. A page the process does not map (a stream naming a kernel page) is
     reached at its physical colour, as a process would through an equivalent mapping."""

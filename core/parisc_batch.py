@@ -189,7 +189,7 @@ class Colours:
         want_user = t.u if p.congruent_kmap else np.full(n, -1, dtype=np.int64)  # (u is -1 for none)
         self._alloc_pool(k, t)
         no_translation = ~t.amapped & (self.count == 0)
-        kernel_access = (t.kind == E.K_COPY) | (t.kind == E.K_PTE_UPDATE)
+        kernel_access = (t.kind == E.K_COPY) | (t.kind == E.K_PTE_UPDATE) | (t.kind == E.K_COW)
         io_transient = (t.kind == E.K_IO) & (not p.user_coherence_index)
         self.transient = no_translation & (kernel_access | io_transient)
         first_before = counts.first_before()
@@ -319,6 +319,7 @@ def expand(k, t: Timeline, c: Colours, n: int) -> Ops:
     ops.flush(v.row[v.tr_flush], 1, v.x[v.tr_flush])
     ops.put(v.row, 2, OP_R, v.eq)  # the TLB miss handler, in absolute mode
     _copy(p, _View(t, c, of[E.K_COPY]), ops)
+    _cow(p, _View(t, c, of[E.K_COW]), ops)
     v = _View(t, c, of[E.K_USER])
     ux = np.where(v.u >= 0, v.u, v.eq)
     ops.put(v.row, 0, np.where(v.flag == 1, OP_W, OP_R), ux)
@@ -363,6 +364,16 @@ def _copy(p, v: _View, ops: Ops) -> None:
     after = coherent & into
     ops.flush(v.row[after], 3, v.x[after])
     ops.flush(v.row[v.tr_flush], 4, v.x[v.tr_flush])
+
+
+def _cow(p, v: _View, ops: Ops) -> None:
+    """core.parisc.cow_copy: flush the user's colour first when fork did not flush the cache and
+    the copy reads through another colour; then the read; then kunmap_atomic."""
+    first = (v.u >= 0) & (v.x != v.u) & p.flush_on_free
+    ops.flush(v.row[first], 0, v.u[first])
+    ops.put(v.row, 1, OP_R, v.x)
+    ops.aliases += _aliases(v.kc, v.u, v.x)
+    ops.flush(v.row[v.tr_flush], 2, v.x[v.tr_flush])
 
 
 def _io(p, v: _View, ops: Ops) -> None:

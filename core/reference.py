@@ -132,6 +132,21 @@ def _user(k: Kernel, e: np.void) -> None:
     live_pfn(k, int(e["handle"]), "user access")
 
 
+def _fork(k: Kernel, e: np.void) -> None:
+    k.c.forks += 1
+    k.c.fork_ptes += int(e["addr"])
+
+
+def do_cow(k: Kernel, handle: int) -> None:
+    """copy_user_highpage's source: a page without a kernel address is mapped with kmap_atomic
+    (the destination's mapping is the K_KMAP_ATOMIC the stream puts after its K_ALLOC_ANON)."""
+    k.c.cow_copies += 1
+    pfn = live_pfn(k, handle, "cow")
+    if pfn >= 0 and not k.has_kernel_address(pfn):
+        k.c.kmap_atomic_maps += 1
+        k.c.tlb_flush_local += 1
+
+
 def _run(k: Kernel, e: np.void) -> None:
     k.c.user_ns += int(e["addr"])
 
@@ -142,7 +157,7 @@ def _alloc(k: Kernel, e: np.void) -> None:
 
 STEPS: dict[int, Callable[[Kernel, np.void], None]] = {
     E.K_SYSCALL: lambda k, e: None,
-    E.K_FORK: _count("forks"),
+    E.K_FORK: _fork,
     E.K_EXEC: _count("execs"),
     E.K_EXIT: _count("exits"),
     E.K_ALLOC_ANON: _alloc,
@@ -160,6 +175,7 @@ STEPS: dict[int, Callable[[Kernel, np.void], None]] = {
     E.K_USER: _user,
     E.K_IRQ: _count("interrupts"),
     E.K_RUN: _run,
+    E.K_COW: _with_handle(do_cow),
 }
 
 
@@ -196,6 +212,8 @@ def _vi_page(verb: Callable[[Kernel, int, np.void], None], counter: str | None =
 def _vi_teardown(counter: str) -> Callable[[Kernel, np.void], None]:
     def step(k: Kernel, e: np.void) -> None:
         setattr(k.c, counter, getattr(k.c, counter) + 1)
+        if counter == "forks":
+            k.c.fork_ptes += int(e["addr"])
         parisc.mm_teardown(k)
     return step
 
@@ -218,6 +236,7 @@ VI_STEPS: dict[int, Callable[[Kernel, np.void], None]] = {
                        "page_copies", "copy"),
     E.K_USER: _vi_page(lambda k, pfn, e: parisc.user_access(k, pfn, int(e["order"]) == 1), "user_accesses",
                        "user access"),
+    E.K_COW: _vi_page(lambda k, pfn, e: parisc.cow_copy(k, pfn), "cow_copies", "cow"),
 }
 
 

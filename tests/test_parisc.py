@@ -84,6 +84,56 @@ def test_exec_flushes_the_whole_cache_only_in_stock(engine: str) -> None:
     assert (off["cache_flush_all"], off["cache_flush_tmpalias"]) == (1, 0)
 
 
+# -- P4: fork's page-table copy and copy-on-write -------------------------------------------------
+
+def _cow_rows(addr: int) -> list[tuple]:
+    """A parent's page, dirtied by its store; fork copying its PTEs (and 41 others); the child's write
+    fault: a new page at the same address, do_wp_page's copy from the parent's page; then the
+    child reads its copy, which must be what the parent wrote."""
+    return [ev(E.K_ALLOC_ANON, 0, addr=addr), ev(E.K_USER, 0, order=1), ev(E.K_FORK, addr=42),
+            ev(E.K_ALLOC_ANON, 1, addr=addr), ev(E.K_COW, 0), ev(E.K_USER, 1, order=0)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("policy, set_, flush_all, page_flushes, stale", [
+    # stock: fork's flush_cache_mm writes the parent's line back; the copy reads memory through the
+    # offset map (no flush of its own); the new page was purged of its kernel alias on allocation
+    # (two: the parent's page and the child's, each at a colour not the user's)
+    ("stock", {}, 1, 2, 0),
+    # unmapped: no flush at fork; the copy reads through a transient mapping congruent with the
+    # user's, so it reads the parent's own dirty line: no flush at all
+    ("unmapped", {}, 0, 0, 0),
+    # unmapped with kmaps at any colour: flush_cache_page of the user's colour before the copy, and
+    # the transient mapping's lines after it: the protection fork's flush gave is kept
+    ("unmapped", {"congruent_kmap": False}, 0, 2, 0),
+])
+def test_fork_copies_ptes_and_cow_reads_what_the_parent_wrote(engine: str, policy: str, set_: dict, flush_all: int,
+                                                              page_flushes: int, stale: int) -> None:
+    addr = other_colour(first_pfn(policy=policy))
+    rec, _ = run(_cow_rows(addr), policy, engine, policy_set=set_)
+    assert (rec["forks"], rec["fork_ptes_copied"], rec["cow_copies"]) == (1, 42, 1)
+    assert rec["cache_flush_all"] == flush_all
+    assert rec["cache_flush_page"] == page_flushes
+    assert rec["stale_reads"] == stale
+    m = get_machine("pa8800")
+    assert rec["cycles_fork_ptes"] == 42 * m.cycles("pte_copy")
+    assert rec["cycles_cow"] == m.cycles("page_copy")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_without_fork_flush_or_congruence_the_cow_copy_would_read_stale(engine: str) -> None:
+    """What fork's flush protects: stock's copy reads through the offset map, so without
+    flush_cache_mm between the parent's store and the copy the child reads a stale page. (The
+    case above with congruent_kmap off is the same copy made safe without a fork flush.)"""
+    addr = other_colour(first_pfn())
+    rows = _cow_rows(addr)
+    rec, _ = run(rows, "stock", engine)
+    assert rec["stale_reads"] == 0
+    no_fork = [r for r in rows if r[0] != E.K_FORK]  # the parent's line is still dirty at the copy
+    rec, _ = run(no_fork, "stock", engine)
+    assert rec["stale_reads"] >= 1
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_munmap_in_stock_flushes_the_user_range(engine: str) -> None:
     """A free outside teardown is munmap's flush_cache_range: one page flush at the user colour."""

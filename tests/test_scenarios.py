@@ -203,6 +203,23 @@ def test_user_time_interrupts_and_4g4g_user_copies(engine: str, policy: str) -> 
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("policy", ["stock", "4g4g", "unmapped"])
+def test_fork_copies_ptes_and_a_cow_copy_kmaps_its_highmem_source(engine: str, policy: str) -> None:
+    """fork's copy_page_range: one PTE copied per page the parent maps (K_FORK's addr); a COW
+    copy maps its source with kmap_atomic when it has no kernel address (a highmem user page
+    under every policy), one invlpg; the destination's mapping is the stream's K_KMAP_ATOMIC."""
+    rows = _highmem_pages(1) + [ev(E.K_FORK, addr=300), ev(E.K_ALLOC_ANON, 1, addr=5), ev(E.K_COW, 0),
+                                ev(E.K_KMAP_ATOMIC, 1)]
+    rec, _ = run(rows, policy=policy, machine={"memory": "4GiB"}, engine=engine)
+    m = get_machine("x86-pae-64g")
+    assert (rec["fork_ptes_copied"], rec["cow_copies"]) == (300, 1)
+    assert rec["cycles_fork_ptes"] == 300 * m.cycles("pte_copy")
+    assert rec["cycles_cow"] == m.cycles("page_copy")
+    assert rec["kmap_atomic_maps"] == 2  # the source and the destination
+    assert rec["uaccess_kmaps"] == 0  # a COW copy is kernel to kernel, not a user copy
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_unmapped_kernel_mapped_bytes_are_live_kernel_allocations_plus_permanent_maps(engine: str) -> None:
     slabs, stacks = 7, 3
     rows = [ev(E.K_ALLOC_SLAB, h) for h in range(slabs)]

@@ -313,7 +313,7 @@ EDGE_SYSCALLS = {"execve": 2, "brk": 3, "mmap": 3, "openat": 4, "read": 1, "prea
 EDGE_KINDS = {"syscall": 24, "fork": 1, "exec": 2, "exit": 3, "alloc_anon": 19, "alloc_pagecache": 5,
               "alloc_slab": 4, "alloc_stack": 3, "alloc_pgtable": 15, "free": 39, "kmap": 2, "kunmap": 2,
               "kmap_atomic": 22, "pte_update": 52, "io": 8, "copy": 7, "user": 7,
-              "irq": 0, "run": 0}  # strace has no user-mode time or interrupts
+              "irq": 0, "run": 0, "cow": 0}  # strace has no user-mode time or interrupts; forks no COW
 
 
 def test_edge_log_converts_to_exact_counts():

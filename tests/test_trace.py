@@ -350,7 +350,7 @@ def test_a_missing_file(tmp_path):
      "corrupt batch 1 at byte {0}: crc must be an integer 0..2**32-1 (got 4294967296)"),
     ([{**batch_obj(ONE), "events": "text"}, END1],
      "corrupt batch 1 at byte {0}: n = 2 needs 24 bytes of events (got a str)"),
-    ([batch_obj([E.ev(99)]), END1], "invalid batch 1 at byte {0}: event kind 99 is unknown (0..18)"),
+    ([batch_obj([E.ev(99)]), END1], "invalid batch 1 at byte {0}: event kind 99 is unknown (0..19)"),
     ([batch_obj([E.ev(E.K_ALLOC_ANON, 10)]), END1], "invalid batch 1 at byte {0}: handle out of range 0..9"),
     ([batch_obj(ONE), {"end": True, "events": 3, "batches": 1}],
      "corrupt end marker at byte {1}: expected end = true, events = 2, batches = 1 "

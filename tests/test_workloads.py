@@ -93,7 +93,13 @@ def test_forkexec_churns_processes_with_teardown_frees() -> None:
     c = kinds(s)
     assert c[E.K_FORK] > 8 and c[E.K_EXEC] == c[E.K_FORK] and c[E.K_EXIT] == c[E.K_FORK] - 8
     teardown = (s["kind"] == E.K_FREE) & (s["order"] == 1)
-    assert teardown.sum() == c[E.K_EXIT] * 16  # every private page of an exiting process
+    cow = 2  # cow_pages: the child's copies, gone with its exec
+    assert teardown.sum() == c[E.K_EXIT] * (16 + cow)  # every private page of an exiting process, and the copies
+    assert c[E.K_COW] == c[E.K_EXIT] * cow
+    forks = s["addr"][s["kind"] == E.K_FORK]
+    ptes = 16 + (8 << 20) // 4096  # the parent's private pages and the shm it maps
+    assert set(forks.tolist()) == {0, ptes}  # init's forks at boot copy nothing
+    assert (forks == 0).sum() == 8
 
 
 def test_user_time_is_one_run_per_episode_and_a_tick_per_1_over_hz_of_it() -> None:

@@ -67,6 +67,10 @@ PARAM_HELP: tuple[tuple[str, str, str], ...] = (
     ("user_time", "microseconds each episode's process runs in user mode after its kernel work (0: kernel "
                   "time only; at most one tick, 1e6 / hz)", "us"),
     ("hz", "timer interrupts per second of user time, each a kernel entry (2.6 i386: 1000)", "int"),
+    ("cow_pages", "pages a forked child writes before it execs: copy-on-write faults, each a new page and a "
+                  "copy (at most anon_pages)", "int"),
+    ("exec_pages", "pages of its cached binary a new program faults in after exec (a kernel entry and a PTE "
+                   "write each)", "int"),
 )
 
 BASE: dict[str, object] = {
@@ -76,6 +80,7 @@ BASE: dict[str, object] = {
     "kmap_fraction": 0.0, "kmap_hold": 64, "touch_rate": 0.3, "store_fraction": 0.5, "syscall_rate": 0.15,
     "churn": 0.0, "fault_rate": 0.1, "open_rate": 0.0, "kalloc_rate": 0.0, "pgtable_rate": 0.0,
     "mapped_rate": 0.0, "msync_rate": 0.0, "evict_rate": 0.0, "user_time": 0.0, "hz": 1000,
+    "cow_pages": 2, "exec_pages": 16,  # [est]: a shell's child dirties its stack and one data page; a small program
 }
 
 RATES = ("syscall_rate", "churn", "fault_rate", "open_rate", "kalloc_rate", "pgtable_rate", "mapped_rate",

@@ -18,7 +18,8 @@ Fork, vfork, clone (on the parent's ``= CHILD`` line, or when the child's first 
   which ``strace -f`` often shows; the pending ``<unfinished ...>`` clone names the flags)
   Without CLONE_VM (fork): K_FORK (dup_mm), and the child's mm gets a PTE page for every region of
   the parent's (copy_page_range fills the child's tables) but no user pages: they are shared
-  copy-on-write, so the child's later writes (its I/O buffer) fault pages of its own. With
+  copy-on-write, so the child's later writes (its I/O buffer) fault pages of its own (as new pages:
+  no K_COW copy), and K_FORK's PTE count (addr) is left 0, not yet taken from the mm's pages. With
   CLONE_VM (threads, vfork, posix_spawn) the child shares the mm and the call is a K_SYSCALL:
   there is no dup_mm, and on parisc no flush_cache_mm. CLONE_FILES shares the fd table, otherwise
   it is copied (open file descriptions, and so offsets, stay shared, as in the kernel).

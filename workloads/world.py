@@ -56,7 +56,9 @@ class Layout:
         self.anon = int(p["anon_pages"])
         self.shm = int(p["shm"]) // PAGE
         self.ptes = int(p["shm"]) // PTE_SPAN + 1 + self.anon // 512
-        self.per_slot = 1 + self.ptes + self.anon  # stack, PTE pages, private pages
+        self.cow = min(int(p.get("cow_pages", 0)), self.anon)  # a child's copies of its parent's first pages
+        self.exec_pages = int(p.get("exec_pages", 0))
+        self.per_slot = 1 + self.ptes + self.anon + self.cow  # stack, PTE pages, private pages, COW copies
         self.pc = int(p["pagecache"]) // PAGE
         self.files = int(p["files"])
         self.pools = {
@@ -101,8 +103,13 @@ def check_kmap_guard(p: dict[str, object], lay: Layout) -> int:
 
 
 def _fork_template(lay: Layout, stack_order: int, teardown: bool) -> tuple[np.ndarray, ...]:
-    """A fork+exec in one slot (after an exit of the slot's old process when ``teardown``):
-    kinds, handle offsets in the slot, orders/flags and user-page offsets (-1: no address)."""
+    """A fork+exec in one slot: kinds, handle offsets in the slot, orders/flags and user-page
+    offsets (-1: no address). With ``teardown`` the slot's process forks (copy_page_range copies
+    a PTE for each page it maps: K_FORK's addr), the child writes ``cow_pages`` of its pages
+    before it execs (each a fault, a new page and do_wp_page's copy), execs (its copies go with
+    the old mm), and the parent exits; the child's new program then faults ``exec_pages`` pages
+    of its cached binary (a kernel entry and a PTE write each) and zeroes its private pages. At
+    boot (no ``teardown``) init's children fork with nothing to copy."""
     k: list[int] = []
     h: list[int] = []
     o: list[int] = []
@@ -115,7 +122,19 @@ def _fork_template(lay: Layout, stack_order: int, teardown: bool) -> tuple[np.nd
         a.append(addr)
 
     anon0, ptes = 1 + lay.ptes, range(1, 1 + lay.ptes)
+    cow0 = anon0 + lay.anon
     if teardown:
+        # every process maps its private pages, the whole shm and the shared file: 2.6.11's
+        # copy_page_range copies the PTEs of shared mappings too (addr: a count here)
+        add(E.K_FORK, addr=lay.anon + lay.shm + lay.mapped)
+        for j in range(lay.cow):
+            add(E.K_ALLOC_ANON, cow0 + j, 0, j)  # the write fault: a new page at the same address
+            add(E.K_COW, anon0 + j)  # copy_user_highpage from the parent's page ...
+            add(E.K_KMAP_ATOMIC, cow0 + j)  # ... into the new one, through a fixmap slot
+            add(E.K_PTE_UPDATE, lay.ptes)
+        add(E.K_EXEC)
+        for j in range(lay.cow):
+            add(E.K_FREE, cow0 + j, 1)  # the child's old mm goes with exec
         add(E.K_EXIT)
         for j in range(lay.anon):
             add(E.K_FREE, anon0 + j, 1)  # torn down with the address space
@@ -123,12 +142,18 @@ def _fork_template(lay: Layout, stack_order: int, teardown: bool) -> tuple[np.nd
             add(E.K_PTE_UPDATE, pte)
             add(E.K_FREE, pte)
         add(E.K_FREE, 0)
-    add(E.K_FORK)
+    else:
+        add(E.K_FORK)
     add(E.K_ALLOC_STACK, 0, stack_order)
-    add(E.K_EXEC)
+    if not teardown:
+        add(E.K_EXEC)
     for pte in ptes:
         add(E.K_ALLOC_PGTABLE, pte)
         add(E.K_PTE_UPDATE, pte)
+    if teardown:
+        for _ in range(lay.exec_pages):
+            add(E.K_SYSCALL)  # a minor fault on a text page of the cached binary ...
+            add(E.K_PTE_UPDATE, lay.ptes)  # ... mapped by one PTE write
     for j in range(lay.anon):
         add(E.K_ALLOC_ANON, anon0 + j, 0, j)
         add(E.K_KMAP_ATOMIC, anon0 + j)  # clear_user_highpage zeroes it through a fixmap slot
@@ -461,7 +486,8 @@ class Episodes:
         aoff[1:1 + k.size] = a
         s = self.slot[ep]
         handle = np.where(off >= 0, self.lay.slot_base(s)[:, None] + off, 0)
-        addr = np.where(aoff >= 0, self.w.heap[s][:, None] + aoff, 0)  # the slot's heap: no ASLR in 2.6
+        # user pages at the slot's heap (no ASLR in 2.6); a fork's addr is its PTE count, not a page
+        addr = np.where(aoff >= 0, np.where(kind == E.K_FORK, 0, self.w.heap[s][:, None]) + aoff, 0)
         self.g.put_flat(self.g.first[ep], kind, handle, order, addr, np.broadcast_to(self.cpu[ep][:, None],
                                                                                      (ep.size, width)))
 
