@@ -9,7 +9,8 @@ file                        sweep                  what
 lowmem_vs_memory.png        p7-lowmem              lowmem_free_min_bytes (MiB) and alloc_failures
                                                    against memory (GiB), a line per policy
 forkexec_latency.png        p4-forkexec            estimated microseconds per fork+exec+exit at
-                                                   800 MHz, bars per policy along anon_pages
+                                                   the machine's clock, bars per machine and
+                                                   policy along anon_pages
 flushes_per_io.png          p2-flushes-per-io      flushes_per_io against io_size, paper's 2 and 1
 io_gain.png                 p3-io-gain             gain in cycles per I/O over the baseline (%)
                                                    against io_size, paper's band 2%..10%
@@ -47,22 +48,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from cluster.aggregate import Cell
+from cluster.claims import FORK_KEYS, IO_KEYS
 from cluster.store import canonical_json
 from core.machine import MACHINES
 from core.units import GiB, KiB, MiB, format_size, parse_size
 
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 5.0, 100  # 800 x 500 pixels
-CPU_MHZ = 800  # cycles -> microseconds: the paper's rp3440 PA8800 runs at 800 MHz (P4)
 BASELINE = "stock"
 
-# The cycle keys of one fork+exec+exit: the calls themselves and the flushes and page traffic
-# that stock (cache_flush_all) and unmapped (flush on free) spend around them.
-FORKEXEC_CYCLE_KEYS = (
-    "cycles_fork", "cycles_exec", "cycles_exit", "cycles_cache_flush_all", "cycles_cache_flush_tmpalias",
-    "cycles_cache_flush_page", "cycles_page_alloc", "cycles_page_free",
-)
-# The cycle keys of one I/O request: the request, the flushes of the pages it moved, the copies.
-IO_CYCLE_KEYS = ("cycles_io", "cycles_cache_flush_page", "cycles_page_copy")
+# The cycle keys of one fork+exec+exit and of one I/O request: the claims' own (cluster.claims).
+FORKEXEC_CYCLE_KEYS = FORK_KEYS
+IO_CYCLE_KEYS = IO_KEYS
 
 
 @dataclass(frozen=True)
@@ -164,17 +160,21 @@ def lowmem_series(cells: Iterable[Cell]) -> tuple[Series, Series]:
 
 def forkexec_us(cell: Cell) -> float | None:
     """Estimated microseconds per fork+exec+exit: sum of the means of FORKEXEC_CYCLE_KEYS (a key the
-    cell lacks counts 0) over the mean of forks, at CPU_MHZ. None without forks."""
-    forks = mean(cell, "forks")
-    if not forks:
+    cell lacks counts 0) over the mean of forks, at the cell's machine's clock. None without forks."""
+    forks, mhz = mean(cell, "forks"), _cpu_mhz(cell)
+    if not forks or not mhz:
         return None
     cycles = math.fsum(mean(cell, key) or 0.0 for key in FORKEXEC_CYCLE_KEYS)
-    return cycles / forks / CPU_MHZ
+    return cycles / forks / mhz
+
+
+def _machine_policy(cell: Cell) -> str:
+    return f"{cell.config.get('machine')} {cell.policy}"
 
 
 def forkexec_series(cells: Iterable[Cell]) -> Series:
-    """p4: forkexec_us per policy along anon_pages (no error bars: a ratio of means)."""
-    return series(cells, _number_axis("anon_pages"), forkexec_us)
+    """p4: forkexec_us per machine and policy along anon_pages (no error bars: a ratio of means)."""
+    return series(cells, _number_axis("anon_pages"), forkexec_us, _machine_policy)
 
 
 def flushes_series(cells: Iterable[Cell]) -> Series:
@@ -367,8 +367,8 @@ def plot_forkexec(cells: Sequence[Cell], path: str) -> str | None:
     if not _any(data):
         return None
     fig, (ax,) = _figure()
-    grouped_bars(ax, data, "{:.1f}", lambda x: f"{x:g}")
-    _finish(ax, f"P4: estimated fork+exec+exit latency at {CPU_MHZ} MHz (means; no error bars)",
+    grouped_bars(ax, data, "{:.0f}", lambda x: f"{x:g}")
+    _finish(ax, "P4: estimated fork+exec+exit latency (means at each machine's clock; no error bars)",
             "anonymous pages per process", "microseconds per fork+exec+exit")
     return save(fig, path)
 

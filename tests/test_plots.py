@@ -13,7 +13,6 @@ pytest.importorskip("matplotlib")
 
 from cluster.aggregate import Cell, Stat, aggregate  # noqa: E402
 from cluster.plots import (  # noqa: E402
-    CPU_MHZ,
     PLOTS,
     Point,
     alias_series,
@@ -141,7 +140,7 @@ def test_the_same_cells_give_the_same_bytes_with_no_timestamp(tmp_path):
 # -- the numbers ---------------------------------------------------------------------------------
 
 
-def test_forkexec_series_is_cycles_of_the_cycle_keys_per_fork_at_800_mhz():
+def test_forkexec_series_is_cycles_of_the_cycle_keys_per_fork_at_the_machines_clock():
     cells = [
         # (8000 + 16000 + 4000 + 40000 + 0 + 0 + 8000 + 4000) / 10 forks = 8000 cycles = 10 us
         cell("stock", {"anon_pages": 16}, workload="forkexec", ci=7.0, forks=10, cycles_fork=8000,
@@ -153,12 +152,15 @@ def test_forkexec_series_is_cycles_of_the_cycle_keys_per_fork_at_800_mhz():
              cycles_exec=16000, cycles_exit=4000, cycles_cache_flush_page=12000, cycles_cache_flush_tmpalias=400),
         cell("unmapped", {"anon_pages": 4}, workload="forkexec", forks=1, cycles_fork=1600),  # 1600 = 2 us
         cell("unmapped", {"anon_pages": 64}, workload="forkexec", forks=0, cycles_fork=8000),  # no fork: left out
+        # the pa8700 runs at 750 MHz: 1500 cycles = 2 us; cycles_fork_ptes and cycles_cow are fork/exec's
+        cell("stock", {"anon_pages": 16}, "pa8700", workload="forkexec", forks=1, cycles_fork=1000,
+             cycles_fork_ptes=300, cycles_cow=200),
     ]
     got = forkexec_series(cells)
-    assert CPU_MHZ == 800
-    assert list(got) == ["stock", "unmapped"]
-    assert got["stock"] == [Point(16.0, pytest.approx(10.0), None)]
-    assert got["unmapped"] == [Point(4.0, pytest.approx(2.0), None), Point(16.0, pytest.approx(2.525), None)]
+    assert list(got) == ["pa8800 stock", "pa8800 unmapped", "pa8700 stock"]
+    assert got["pa8800 stock"] == [Point(16.0, pytest.approx(10.0), None)]
+    assert got["pa8800 unmapped"] == [Point(4.0, pytest.approx(2.0), None), Point(16.0, pytest.approx(2.525), None)]
+    assert got["pa8700 stock"] == [Point(16.0, pytest.approx(2.0), None)]
 
 
 def test_slowdown_series_is_4g4g_over_stock_against_stock_entries_per_second():
