@@ -93,17 +93,34 @@ def flush(k, pfn: int, colour: int, io: bool = False) -> None:
     k.c.io_flushes += io
 
 
+def kmap_want(k, pfn: int) -> int:
+    """The colour kmap_kernel looks for: the user's (congruent), else the page's equivalent colour
+    when its lines are left for later (defer_dcache_flush), else any (-1: the bucket counter)."""
+    u = int(k.vi.user_colour[pfn])
+    if u >= 0:
+        return u if k.policy.congruent_kmap else -1
+    return pfn % k.vi.colours if k.policy.defer_dcache_flush else -1
+
+
+def deferred(k, pfn: int, colour: int) -> bool:
+    """Lines a kunmap may leave: a page no process maps, at its equivalent colour, where every
+    later kernel mapping and the DMA coherence index will find them, and where clear_user_page
+    purges them when the frame next becomes a user page (as stock's offset map does: the data
+    of a freed page is dead, so a free needs no flush)."""
+    return k.policy.defer_dcache_flush and k.vi.user_colour[pfn] < 0 and colour == pfn % k.vi.colours
+
+
 def transient_map(k, pfn: int) -> int:
     """kmap_atomic for a page with no kernel translation: congruent with the user if it can be."""
-    u = int(k.vi.user_colour[pfn])
     k.c.kmap_atomic_maps += 1
     k.c.tlb_flush_local += 1  # the purge when it is unmapped
-    return k.vi.kmaps.peek(u if k.policy.congruent_kmap else -1)
+    return k.vi.kmaps.peek(kmap_want(k, pfn))
 
 
 def transient_unmap(k, pfn: int, colour: int, io: bool = False) -> None:
-    """kunmap_atomic: a mapping not congruent with the user's leaves lines nobody else can reach."""
-    if colour != k.vi.user_colour[pfn]:
+    """kunmap_atomic: a mapping not congruent with the user's leaves lines nobody else can reach,
+    unless they are left where the next user of the page will look (``deferred``)."""
+    if colour != k.vi.user_colour[pfn] and not deferred(k, pfn, colour):
         flush(k, pfn, colour, io)
 
 
@@ -127,6 +144,8 @@ def after_alloc(k, kind: int, pfn: int, order: int, addr: int) -> None:
         u = addr % vi.colours
         vi.user_colour[pfn] = u
         kcol = kernel_translation(k, pfn)
+        if kcol < 0 and p.defer_dcache_flush:  # where kunmaps may have left the old owner's lines
+            kcol = pfn % vi.colours
         if kcol >= 0 and kcol != u:  # clear_user_page purges the kernel alias first
             vi.cache.purge_page(pfn, kcol)
             k.c.cache_flush_page += 1
@@ -169,8 +188,7 @@ def kmap(k, pfn: int) -> None:
         return  # offset-mapped or mapped by __alloc_pages
     vi.kmap_count[pfn] += 1
     if vi.kmap_count[pfn] == 1:
-        u = int(vi.user_colour[pfn])
-        vi.kernel_colour[pfn] = vi.kmaps.get(u if k.policy.congruent_kmap else -1)
+        vi.kernel_colour[pfn] = vi.kmaps.get(kmap_want(k, pfn))
 
 
 def kunmap(k, pfn: int, handle: int) -> None:
@@ -256,6 +274,8 @@ def io(k, pfn: int, to_device: bool) -> None:
         index = kernel_translation(k, pfn)
         if index < 0 and not p.user_coherence_index:  # the kernel maps it to learn an index
             index = transient = transient_map(k, pfn)
+        elif index < 0 and p.defer_dcache_flush and u < 0:  # where the kunmaps left its lines
+            index = pfn % vi.colours
     if index >= 0:
         flush(k, pfn, index, io=True)
     if to_device:

@@ -179,6 +179,7 @@ class Colours:
         colours = vi.colours
         self.eq = t.pfn & (colours - 1)
         self.offset = p.offset_maps_lowmem
+        self.defer = p.defer_dcache_flush and not p.offset_maps_lowmem
         if p.offset_maps_lowmem:  # no pools, no kmap counts: every page has its kernel address
             self.first, self.last = np.zeros(n, bool), np.zeros(n, bool)
             self.kernel = self.eq
@@ -186,7 +187,10 @@ class Colours:
             return
         self.counts = counts = KmapCounts(t, cols)
         self.count, self.delta, self.first, self.last = counts.count, counts.delta, counts.first, counts.last
-        want_user = t.u if p.congruent_kmap else np.full(n, -1, dtype=np.int64)  # (u is -1 for none)
+        # core.parisc.kmap_want: the user's colour (congruent), else the equivalent one when kunmaps
+        # leave the lines (defer_dcache_flush), else any
+        colourless = self.eq if p.defer_dcache_flush else -1
+        want_user = np.where(t.u >= 0, t.u if p.congruent_kmap else -1, colourless)
         self._alloc_pool(k, t)
         no_translation = ~t.amapped & (self.count == 0)
         kernel_access = (t.kind == E.K_COPY) | (t.kind == E.K_PTE_UPDATE) | (t.kind == E.K_COW)
@@ -294,10 +298,17 @@ class _View:
 
     @cached_property
     def tr_flush(self) -> np.ndarray:
-        """kunmap_atomic of a non-congruent mapping."""
+        """kunmap_atomic of a non-congruent mapping (lines it may leave for later excepted)."""
         if self._c.offset:
             return np.zeros(self.i.size, dtype=bool)
-        return self.transient & (self.x != self.u)
+        return self.transient & (self.x != self.u) & ~_deferred(self._c.defer, self.u, self.x, self.eq)
+
+
+def _deferred(defer: bool, u: np.ndarray, colour: np.ndarray, eq: np.ndarray) -> np.ndarray:
+    """core.parisc.deferred: a page no process maps, unmapped at its equivalent colour."""
+    if not defer:
+        return np.zeros(u.size, dtype=bool)
+    return (u < 0) & (colour == eq)
 
 
 def expand(k, t: Timeline, c: Colours, n: int) -> Ops:
@@ -311,7 +322,8 @@ def expand(k, t: Timeline, c: Colours, n: int) -> Ops:
     _alloc_anon(p, _View(t, c, of[E.K_ALLOC_ANON]), t, ops)
     _free(p, _View(t, c, of[E.K_FREE]), t, c, ops)
     if not p.offset_maps_lowmem:
-        last = np.flatnonzero(c.last & (c.kmap_before != t.u))  # kunmap of a non-congruent slot
+        left = _deferred(c.defer, t.u, c.kmap_before, c.eq)
+        last = np.flatnonzero(c.last & (c.kmap_before != t.u) & ~left)  # kunmap of a non-congruent slot
         ops.flush(last, 0, c.kmap_before[last])
     v = _View(t, c, of[E.K_PTE_UPDATE])
     ops.put(v.row, 0, OP_W, v.x)
@@ -331,9 +343,10 @@ def expand(k, t: Timeline, c: Colours, n: int) -> Ops:
 def _alloc_anon(p, v: _View, t: Timeline, ops: Ops) -> None:
     """clear_user_page purges the kernel alias, then zeroes the page through tmpalias."""
     u = t.u_set[v.i]
-    kcol = v.eq if p.offset_maps_lowmem else np.full(v.i.size, -1)
-    purge = (kcol >= 0) & (kcol != u)
-    ops.put(v.row[purge], 0, OP_P, kcol[purge])
+    kcol = v.eq if p.offset_maps_lowmem else np.full(v.i.size, -1)  # the kernel's translation
+    lines = v.eq if p.offset_maps_lowmem or p.defer_dcache_flush else kcol  # where its lines may be
+    purge = (lines >= 0) & (lines != u)
+    ops.put(v.row[purge], 0, OP_P, lines[purge])
     ops.flush_page += int(np.count_nonzero(purge))
     ops.put(v.row, 1, OP_W, u)
     ops.aliases += _aliases(kcol, u, u)
@@ -380,7 +393,9 @@ def _io(p, v: _View, ops: Ops) -> None:
     user_index = p.user_coherence_index & (v.u >= 0)
     first = ~user_index & (v.u >= 0) & p.flush_dcache_page
     ops.flush(v.row[first], 0, v.u[first], io=True)
-    index = np.where(user_index, v.u, np.where(v.kc >= 0, v.kc, np.where(v.transient, v.x, -1)))
+    left = v.eq if p.defer_dcache_flush else -1  # where the kunmaps left a page's lines
+    index = np.where(user_index, v.u, np.where(v.kc >= 0, v.kc, np.where(v.transient, v.x,
+                                                                         np.where(v.u < 0, left, -1))))
     has = index >= 0
     ops.flush(v.row[has], 1, index[has], io=True)
     ops.put(v.row, 2, np.where(v.flag == IO_TO_DEVICE, OP_DEV, OP_D), index)

@@ -89,6 +89,9 @@ class Policy:
     user_coherence_index: bool = False  # DMA coherence index from the user address (bio_vec / sg)
     flush_on_free: bool = False  # tmpalias flush of freed user pages instead of flush_cache_all on mm teardown
     variable_pages: bool = False  # cover order-n kernel mappings with the fewest PA 2.0 page sizes
+    # a page no process maps is kmapped at its equivalent colour and its kernel lines stay there
+    # until DMA or its free needs them (PG_dcache_dirty), instead of being flushed at every kunmap
+    defer_dcache_flush: bool = False
     kernel_window: int = 2 << 30  # unmapped on parisc: virtual space for kernel mappings, bytes
 
     def kmap_ring_slots(self, m: Machine, freed_window_pages: int) -> int:
@@ -109,6 +112,9 @@ PARAM_HELP = {
     "user_coherence_index": "unmapped on parisc: DMA coherence index from the user address",
     "flush_on_free": "unmapped on parisc: tmpalias flush on free instead of flush_cache_all on fork/exec/exit",
     "variable_pages": "unmapped on parisc: order-n kernel mappings use the fewest PA 2.0 TLB page sizes",
+    "defer_dcache_flush": "parisc: a page no process maps is kmapped at its equivalent colour and its kernel "
+                          "lines flushed only when DMA or its free needs them (2.6's PG_dcache_dirty); stock's "
+                          "offset map always does this (true only), unmapped flushes at every kunmap by default",
     "kernel_window": "unmapped on parisc: kernel virtual space for kmap_kernel slots, a multiple of "
                      "congruence_stride (shrink it to exhaust the colour buckets)",
 }
@@ -118,7 +124,7 @@ _APPLIES = {"unmapped_kmap_share": (("unmapped",), ("x86", "parisc")), "unmap_fl
             "flush_dcache_page": (("stock", "unmapped"), _VI), "congruent_kmap": (("unmapped",), _VI),
             "equivalent_kernel": (("unmapped",), _VI), "user_coherence_index": (("unmapped",), _VI),
             "flush_on_free": (("unmapped",), _VI), "variable_pages": (("unmapped",), _VI),
-            "kernel_window": (("unmapped",), _VI)}
+            "kernel_window": (("unmapped",), _VI), "defer_dcache_flush": (("stock", "unmapped"), _VI)}
 
 STOCK = Policy(
     name="stock",
@@ -131,6 +137,7 @@ STOCK = Policy(
     offset_maps_lowmem=True,
     map_on_alloc=False,
     kernel_zonelist=(ZONE_NORMAL, ZONE_DMA),
+    defer_dcache_flush=True,  # what the offset map does by itself
 )
 FOUR_G_FOUR_G = dataclasses.replace(
     STOCK,
@@ -152,6 +159,7 @@ UNMAPPED = dataclasses.replace(
     user_coherence_index=True,
     flush_on_free=True,
     variable_pages=True,
+    defer_dcache_flush=False,  # the paper's kmap_kernel: any colour from the bucket counter, flushed at kunmap
     map_on_alloc=True,
     kernel_zonelist=(ZONE_NORMAL, ZONE_HIGHMEM, ZONE_DMA),
 )
@@ -188,6 +196,9 @@ def get_policy(name: str, machine: Machine, overrides: dict[str, object] | None 
                           f"not {machine.name} ({machine.arch})", name)
     changes = {key: _parse_param(key, value, policy, machine) for key, value in (overrides or {}).items()}
     policy = dataclasses.replace(policy, **changes)
+    if policy.offset_maps_lowmem and not policy.defer_dcache_flush:
+        raise ConfigError("defer_dcache_flush", f"true on {name}: its offset map keeps a page's kernel lines at "
+                          "the equivalent colour, flushed when needed", False)
     if policy.unmap_flush_batch < 1:
         raise ConfigError("unmap_flush_batch", "an integer >= 1", policy.unmap_flush_batch)
     if machine.virtually_indexed and policy.map_on_alloc:

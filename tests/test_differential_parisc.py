@@ -36,6 +36,9 @@ VARIANTS = {
     "unmapped": ("unmapped", {}),
     "unmapped-window": ("unmapped", {"kernel_window": "2x"}),  # two strides: one row per pool
     "unmapped-no-congruence": ("unmapped", {"congruent_kmap": "false", "equivalent_kernel": "false"}),
+    "unmapped-deferred": ("unmapped", {"defer_dcache_flush": "true"}),
+    "unmapped-deferred-kernel-index": ("unmapped", {"defer_dcache_flush": "true", "user_coherence_index": "false",
+                                                    "congruent_kmap": "false"}),
     "unmapped-kernel-index": ("unmapped", {"user_coherence_index": "false", "flush_on_free": "false",
                                            "variable_pages": "false"}),
 }

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from streams import processes
 
 from core import events as E
-from core.errors import StreamError
+from core.errors import ConfigError, StreamError
 from core.events import Stream, ev, make_batch
 from core.kernel import Kernel
 from core.machine import get_machine, with_overrides
@@ -82,6 +82,41 @@ def test_exec_flushes_the_whole_cache_only_in_stock(engine: str) -> None:
     assert unmapped["cache_flush_page"] == 1
     off, _ = run(rows, "unmapped", engine, policy_set={"flush_on_free": "false"})
     assert (off["cache_flush_all"], off["cache_flush_tmpalias"]) == (1, 0)
+
+
+# -- deferred flush_dcache_page (PG_dcache_dirty) --------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("defer, flushes, io_flushes", [
+    # the paper's kmap_kernel: each copy's transient mapping (any colour) is flushed at kunmap, and
+    # so is the sleeping kmap's; the DMA finds no line and flushes nothing; nothing is left at free
+    (False, 4, 0),
+    # deferred: every mapping of the page is at its equivalent colour and its lines stay there: the
+    # DMA from disk purges them at that colour, the DMA to the device writes the copied-in data
+    # back, and when the freed frame becomes a user page clear_user_page purges what was left
+    (True, 3, 2),
+])
+def test_deferred_flush_dcache_page_flushes_where_dma_and_reuse_need_it(engine: str, defer: bool, flushes: int,
+                                                                       io_flushes: int) -> None:
+    """A page-cache page no process maps: read from disk, copied to user three times (two through
+    kmap_atomic, one under a sleeping kmap), written by copy_from_user, written back, freed; then
+    the frame is a process's page at another colour, which reads what it was given."""
+    pfn = first_pfn(E.K_ALLOC_PAGECACHE, "unmapped")
+    rows = [ev(E.K_ALLOC_PAGECACHE, 0), ev(E.K_IO, 0, order=0), ev(E.K_COPY, 0), ev(E.K_COPY, 0),
+            ev(E.K_KMAP, 0), ev(E.K_COPY, 0), ev(E.K_KUNMAP, 0), ev(E.K_COPY, 0, order=1), ev(E.K_IO, 0, order=1),
+            ev(E.K_FREE, 0), ev(E.K_ALLOC_ANON, 1, addr=other_colour(pfn)), ev(E.K_USER, 1, order=0)]
+    rec, k = run(rows, "unmapped", engine, policy_set={"defer_dcache_flush": defer})
+    assert int(k.handle_pfn[1]) == pfn  # the same frame again
+    assert rec["cache_flush_page"] == flushes
+    assert rec["flushes_per_io"] * rec["io_requests"] == io_flushes
+    assert rec["stale_reads"] == 0 and rec["alias_violations"] == 0
+
+
+def test_stock_always_defers_and_refuses_otherwise() -> None:
+    m = with_overrides(get_machine("pa8800"), SMALL)
+    assert get_policy("stock", m).defer_dcache_flush
+    with pytest.raises(ConfigError, match="defer_dcache_flush"):
+        get_policy("stock", m, {"defer_dcache_flush": "false"})
 
 
 # -- P4: fork's page-table copy and copy-on-write -------------------------------------------------
@@ -304,10 +339,12 @@ def run_stream(events, policy: str, machine_set: dict, policy_set: dict | None =
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(PROC_OP, max_size=400), policy=st.sampled_from(["stock", "unmapped"]),
+@given(ops=st.lists(PROC_OP, max_size=400), policy=st.sampled_from(["stock", "unmapped", "unmapped-deferred"]),
        machine=st.sampled_from(sorted(VI_MACHINES)))
 def test_no_stale_reads_under_stock_or_unmapped(ops, policy, machine) -> None:
-    rec = run_stream(processes(ops), policy, VI_MACHINES[machine])
+    deferred = {"defer_dcache_flush": "true"} if policy == "unmapped-deferred" else {}
+    policy = policy.removesuffix("-deferred")
+    rec = run_stream(processes(ops), policy, VI_MACHINES[machine], deferred)
     assert rec["stale_reads"] == 0
     if policy == "unmapped":
         assert rec["alias_violations"] == 0
