@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cluster.aggregate import Cell, aggregate
-from cluster.claims import CLAIMS, Claim, Figure, verdict
+from cluster.claims import CLAIMS, KINDS, Claim, Figure, verdict
 from cluster.driver import Options
 from cluster.spec import Spec, load_spec, parse_spec, tomllib
 from cluster.store import Store
@@ -73,9 +73,9 @@ def summary(results: dict[str, list[Cell]]) -> list[tuple[Claim, Figure | None, 
 
 
 def summary_table(rows: Sequence[tuple[Claim, Figure | None, str]]) -> str:
-    lines = ["| claim | paper | simulated (95% CI) | verdict |", "|---|---|---|---|"]
+    lines = ["| claim | paper | simulated (95% CI) | verdict | kind |", "|---|---|---|---|---|"]
     for claim, fig, v in rows:
-        lines.append(f"| {claim.id} | {claim.paper} | {_fmt(fig) if fig else '-'} | {v} |")
+        lines.append(f"| {claim.id} | {claim.paper} | {_fmt(fig) if fig else '-'} | {v} | {claim.kind} |")
     return "\n".join(lines)
 
 
@@ -86,7 +86,7 @@ def report(rows: Sequence[tuple[Claim, Figure | None, str]], plots: dict[str, st
            "simulations' records only; the bands that decide each verdict are in `cluster/claims.py`, each "
            "with the paper's words that justify it.", "", summary_table(rows), ""]
     for claim, fig, v in rows:
-        out += [f"## {claim.id}: {v}", "", f"**Paper.** {claim.paper}", "",
+        out += [f"## {claim.id}: {v} ({claim.kind}: {claim.by})", "", f"**Paper.** {claim.paper}", "",
                 f"**Measured.** {claim.measure} (sweep `{claim.spec}`)."]
         if fig is None:
             out += ["", "Not run.", ""]
@@ -97,7 +97,8 @@ def report(rows: Sequence[tuple[Claim, Figure | None, str]], plots: dict[str, st
                 + (f"; partly in [{claim.band.partly[0]:g}, {claim.band.partly[1]:g}]" if claim.band.partly else "")
                 + ".", ""]
         out += [f"- check: {text}: {'yes' if ok else 'no'}" for text, ok in fig.checks]
-        out += ["", f"**Mechanism.** {claim.mechanism}.", "", "**Along the axis.**", "",
+        out += ["", f"**Kind.** {claim.kind}: {KINDS[claim.kind]}.", "", f"**Mechanism.** {claim.mechanism}.", "",
+                "**Along the axis.**", "",
                 "| point | figure |", "|---|---|"] + [f"| {a} | {b} |" for a, b in fig.trend] + [""]
     if plots:
         out += ["## Plots", ""] + [f"![{name}]({os.path.basename(path)})" for name, path in sorted(plots.items())]

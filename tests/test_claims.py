@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.aggregate import Cell, Stat
-from cluster.claims import CLAIMS, Band, Figure, forkexec_cycles, io_cycles, verdict
+from cluster.claims import CLAIMS, KINDS, Band, Figure, forkexec_cycles, io_cycles, verdict
 from cluster.paper import SPECS, quick, report, specs, summary
 from cluster.spec import load_spec
 
@@ -58,8 +58,8 @@ def test_p2_and_p3_figures_from_synthetic_cells() -> None:
                           cycles_page_copy=0, cycles_kmap_atomic=0, cycles_tlb_flush_local=0, io_requests=1,
                           stale_reads=0))
         cells.append(cell("unmapped", {"io_size": size}, flushes_per_io=u, cycles_io=900,
-                          cycles_cache_flush_page=50, cycles_page_copy=0, cycles_kmap_atomic=0, cycles_tlb_flush_local=0,
-                          io_requests=1, stale_reads=0))
+                          cycles_cache_flush_page=50, cycles_page_copy=0, cycles_kmap_atomic=0,
+                          cycles_tlb_flush_local=0, io_requests=1, stale_reads=0))
     p2 = next(c for c in CLAIMS if c.id == "P2").figure(cells)
     assert p2.value == 1.0 and [a for a, _ in p2.trend] == ["4KiB", "64KiB", "1MiB"]
     assert verdict(p2, next(c for c in CLAIMS if c.id == "P2").band) == "reproduced"
@@ -98,7 +98,7 @@ def test_a_report_has_every_claim_with_figure_interval_and_verdict() -> None:
              "reproduced")]
     text = report(rows, {"flushes_per_io": "/x/flushes_per_io.png"}, is_quick=True)
     assert text.startswith("# zonesim: the paper's claims, simulated")
-    assert "| P2 |" in text and "1 ± 0.05 flushes" in text and "## P2: reproduced" in text
+    assert "| P2 |" in text and "1 ± 0.05 flushes" in text and "## P2: reproduced (mechanism: " in text
     assert "**Band.** reproduced in [0.9, 1.1]" in text and "- check: stock flushes twice: yes" in text
     assert "![flushes_per_io](flushes_per_io.png)" in text
 
@@ -112,13 +112,25 @@ def test_zonesim_paper_quick_writes_a_report_with_every_claim_and_the_plots(zone
     report = (tmp_path / "report.md").read_text()
     for i in range(1, 10):
         section = report.split(f"## P{i}: ")[1].split("\n## ")[0]
-        verdict = section.split("\n")[0]
+        verdict, named = section.split("\n")[0].split(" (", 1)
         assert verdict in ("reproduced", "partly", "not reproduced"), verdict
+        kind, by = named.rstrip(")").split(": ", 1)  # the verdict line names what produced it
+        assert kind in KINDS and by
         figure = section.split("**Figure.** ")[1].split("\n")[0]
         assert " ± " in figure  # every figure has its 95% interval (two seeds)
         assert "**Mechanism.**" in section and "| point | figure |" in section
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == sorted(["alias_violations.png", "exhaustions_vs_window.png", "flushes_per_io.png",
                            "forkexec_latency.png", "io_gain.png", "lowmem_vs_memory.png", "slowdown_vs_entry_rate.png",
-                               "tlb_entries.png"])
+                           "tlb_entries.png"])
     assert all(f"({name})" in report for name in pngs)
+
+
+def test_every_claim_says_what_decides_it() -> None:
+    """Each band carries the paper's words behind it; each claim says whether the simulation
+    decides its figure (mechanism), prices it with estimates, or only carries out arithmetic or a
+    construction; and names the kernel mechanisms its verdict line shows."""
+    for claim in CLAIMS:
+        assert claim.band.why and claim.kind in KINDS and claim.by, claim.id
+        lo, hi = claim.band.reproduced
+        assert lo <= hi and (claim.band.partly is None or claim.band.partly[0] <= lo <= hi <= claim.band.partly[1])
