@@ -34,7 +34,7 @@ from core.errors import InvariantError, StreamError
 from core.kernel import H_FAILED, H_FREE, Kernel
 from core.mem_map import PG_alloc, PG_buddy, PG_mapped, PG_pcp
 from core.page_alloc import free_one_page, rmqueue, smallest_block
-from core.page_alloc_route import route
+from core.page_alloc_route import reflect, route
 from core.vec import stable_order
 
 
@@ -279,6 +279,9 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     zone_of[tf] = mm.zone_index(held)
     zone_of[lk] = zone_of[src[lk]]
     failed, cut = route(k, w.gfp, is_alloc, order, zone_of, src, noop, again)
+    if k.policy.map_on_alloc:  # unmapped: a kernel allocation the window has no room for fails first
+        full, cut = window_misses(k, is_alloc, mapped, noop, order, src, cut)
+        failed |= full
     if failed.any():
         noop |= linked & failed[np.maximum(src, 0)]  # frees of handles whose allocation failed
         pfn[failed | noop] = H_FAILED
@@ -362,3 +365,25 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
     c.kernel_unmaps += int(np.count_nonzero(mfree))
     c.tlb_flush_local += int(np.count_nonzero(mfree))
     pfn[noop] = H_FAILED
+
+
+def window_misses(k, is_alloc: np.ndarray, mapped: np.ndarray, noop: np.ndarray, order: np.ndarray,
+                  src: np.ndarray, cut: int) -> tuple[np.ndarray, int]:
+    """unmapped: the kernel allocations that find the kernel window full (do_alloc's check, before
+    any zone), and the cut. The window's free pages walk as a zone's do: -2**order per mapped
+    allocation, +2**order per free of a mapped block, so the same reflected walk finds the
+    order-0 requests that meet it full (``page_alloc_route.reflect``, frees of failed requests
+    giving nothing back); a larger request that finds some room but too little ends the window."""
+    n = is_alloc.size
+    ops = np.flatnonzero(mapped[:cut] & ~noop[:cut])
+    none = np.zeros(n, dtype=bool)
+    if not ops.size:
+        return none, cut
+    step = np.where(is_alloc[ops], -np.left_shift(1, order[ops]), np.left_shift(1, order[ops]))
+    room = k.window_pages - k.window_used
+    if room + int(np.cumsum(step).min()) >= 0:
+        return none, cut  # room for every request in the window (the common case)
+    missed, short = reflect(room, ops, step, is_alloc[ops] & (order[ops] == 0), n, src)
+    cut = min(cut, short)
+    missed[cut:] = False
+    return missed, cut

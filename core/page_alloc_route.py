@@ -92,7 +92,7 @@ class _Routing:
         step = np.where(wants[ops], -1, np.where(pushes[ops], 1, hi[ops]))
         if zone.free_pages + int(np.cumsum(step).min()) >= 0:
             return None  # this zone serves every request in the window
-        missed, short = _reflect(zone.free_pages, ops, step, wants[ops], wants.size, self.src)
+        missed, short = reflect(zone.free_pages, ops, step, wants[ops], wants.size, self.src)
         if short < self.cut:
             self.cut = short
             keep = self.idx < short
@@ -130,7 +130,7 @@ def _next_zone_table(k: Kernel) -> np.ndarray:
     return table
 
 
-def _reflect(free: int, ops: np.ndarray, step: np.ndarray, is_pop: np.ndarray, size: int,
+def reflect(free: int, ops: np.ndarray, step: np.ndarray, is_pop: np.ndarray, size: int,
              src: np.ndarray) -> tuple[np.ndarray, int]:
     """The requests a zone with ``free`` pages cannot serve (see route), and the index of the
     first larger request that finds some pages but fewer than it needs (or ``size``). ``ops``

@@ -262,6 +262,23 @@ def test_highpte_is_refused_on_parisc() -> None:
         with_overrides(get_machine("pa8800"), {"highpte": "true"})
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unmapped_kernel_allocations_fail_when_the_window_is_full_and_fit_again_after_frees(engine: str) -> None:
+    """do_alloc checks the window before any zone: with it full, a kernel allocation fails (and a
+    free of that handle gives nothing back); two frees make room for exactly two more."""
+    _, k = run([], policy="unmapped", machine={"memory": "64MiB"})
+    cap = k.window_pages
+    rows = [ev(E.K_ALLOC_SLAB, h) for h in range(cap)]
+    rows += [ev(E.K_ALLOC_SLAB, cap + h) for h in range(3)]  # no room: three failures
+    rows += [ev(E.K_FREE, cap), ev(E.K_FREE, 0), ev(E.K_FREE, 1)]  # a failed handle's free, two real ones
+    rows += [ev(E.K_ALLOC_SLAB, cap + h) for h in range(3)]  # two fit, the third fails
+    rec, k = run(rows, policy="unmapped", machine={"memory": "64MiB"}, engine=engine, max_handles=cap + 8)
+    assert rec["alloc_failures"] == 3 + 1
+    assert rec["ops_on_failed"] == 1
+    assert rec["kernel_map_pages"] == cap + 2 and k.window_used == cap
+    assert rec["lowmem_free_min_bytes"] == 0
+
+
 def test_unmapped_lazy_global_flush_per_batch_of_unmapped_pages() -> None:
     n = 10
     rows = [ev(E.K_ALLOC_SLAB, h) for h in range(n)] + [ev(E.K_FREE, h) for h in range(n)]
