@@ -23,9 +23,9 @@ from cluster.text import show_value, table
 from core import machine as machines
 from core import policy as policies
 from core.errors import ConfigError, StreamError
-from core.sim import ENGINES
+from core.sim import ENGINES, run
 from workloads import WORKLOADS
-from workloads.config import DEFAULTS, resolve, run_config
+from workloads.config import DEFAULTS, resolve
 from workloads.trace import trace_info, write_trace
 
 PROG = "zonesim"
@@ -78,7 +78,13 @@ def _json_default(value: object) -> object:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    record = run_config(config_from(args))
+    r = resolve(config_from(args))
+    events = int(r.stream.params.get("events", 0) or 0)
+    if 0 < events <= r.stream.setup_events:
+        print(f"zonesim: warning: events: {events:,} end inside the {r.identity['workload']} workload's set-up "
+              f"({r.stream.setup_events:,} events: shm, processes, pools), so no episode runs and every seed "
+              f"gives the same record; use events > {r.stream.setup_events:,}", file=sys.stderr)
+    record = run(r.machine, r.policy, r.stream, r.identity, engine=r.engine)
     print(json.dumps(record, indent=2, default=_json_default) if args.json else format_record(record))
     return 0
 

@@ -81,6 +81,7 @@ class Stream:
     max_handles: int
     source: str = "built"
     params: dict[str, object] = field(default_factory=dict)
+    setup_events: int = 0  # events before the workload's first episode (its prologue)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter(self.batches)

@@ -18,7 +18,8 @@ from core.record import build_record
 from core.sim import simulate
 from workloads import WORKLOADS
 from workloads.config import resolve
-from workloads.world import FILE_BASE, SHM_BASE
+from workloads.generators import weights
+from workloads.world import FILE_BASE, SHM_BASE, World
 
 NAMES = ("mixed", "io", "forkexec", "kalloc", "pagecache", "stress")
 SMALL = {"processes": 8, "anon_pages": 16, "shm": "8MiB", "pagecache": "64MiB", "files": 1024,
@@ -216,3 +217,23 @@ def test_an_empty_structure_drops_its_episodes(name: str, empty: str) -> None:
                      "set": {**small(name, 20_000), empty: EMPTY[empty]}})
         k = simulate(r.machine, r.policy, r.stream, check=True)
         assert build_record(k, r.identity)["events"] == 20_000
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_setup_events_is_the_prologue_length(name: str) -> None:
+    """What the CLI warns with is what the generator yields before its first episode."""
+    r = resolve({"workload": name, "set": small(name)})
+    first = next(iter(r.stream))
+    world = World({**WORKLOADS[name].resolve(small(name)), "cpus": 8, "stack_order": 1},
+                  weights(WORKLOADS[name].resolve(small(name))), 0)
+    assert r.stream.setup_events == world.prologue().size == world.setup_events
+    assert first.size >= min(r.stream.setup_events, 20_000)
+
+
+def test_a_stream_inside_the_set_up_is_warned_about_and_one_past_it_is_not(zonesim) -> None:
+    out = zonesim("run", "--workload", "io", "--machine", "pa8800", "--events", "1000")
+    assert out.returncode == 0
+    assert out.stderr.startswith("zonesim: warning: events: 1,000 end inside the io workload's set-up")
+    setup = resolve({"machine": "pa8800", "workload": "io"}).stream.setup_events
+    out = zonesim("run", "--workload", "io", "--machine", "pa8800", "--events", str(setup + 1000))
+    assert out.returncode == 0 and out.stderr == ""

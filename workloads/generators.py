@@ -135,7 +135,7 @@ def _builder(name: str):
         _check(p)
         world = World(p, weights(p), seed)
         stream = rebatch(world.chunks(), int(p["batch"]), int(p["events"]))
-        return Stream(stream, world.lay.handles, source=name, params=dict(p))
+        return Stream(stream, world.lay.handles, source=name, params=dict(p), setup_events=world.setup_events)
     return build
 
 

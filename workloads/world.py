@@ -219,6 +219,15 @@ class World:
 
     # -- the stream ----------------------------------------------------------------------------
 
+    @property
+    def setup_events(self) -> int:
+        """Events of the prologue, from the layout alone (what ``prologue`` yields): a stream no
+        longer than this never reaches an episode, so every seed gives the same record."""
+        lay = self.lay
+        pools = lay.pools
+        return (lay.shm + lay.procs * self.boot_t[0].size + pools["buffer_head"] + pools["dentry"]
+                + pools["inode"] + pools["kalloc"] + 2 * pools["pgtable"] + 2 * lay.mapped)
+
     def chunks(self) -> Iterator[np.ndarray]:
         yield self.prologue()
         while True:
