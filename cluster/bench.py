@@ -30,6 +30,7 @@ from core.machine import get_machine
 from core.policy import POLICIES
 from core.record import RECORD_KEYS, build_record
 from core.sim import simulate
+from core.state import state_arrays, state_bytes
 from workloads.config import DEFAULTS, resolve
 
 DEFAULT_EVENTS = 2_000_000  # past the set-up phase (shm and the first forks) into steady state
@@ -50,7 +51,8 @@ class PolicyBench:
     reference_events_per_s: float
     fast_events_per_s: float
     ratio: float  # fast / reference
-    state_bytes_per_frame: float  # kernel.mm.state_bytes() / machine.frames
+    state_bytes_per_frame: float  # every array the kernel holds after the run (core.state), per frame
+    state_arrays: dict[str, float]  # the same by array name, bytes per frame
     boot_s: float  # building the machine's kernel state: Kernel(machine, policy, 1)
     mismatch: list[str]  # record keys on which the engines disagree; empty when they agree
 
@@ -119,7 +121,8 @@ def bench_policy(config: dict[str, object], batches: list[np.ndarray], max_handl
         reference_events_per_s=ref_rate,
         fast_events_per_s=fast_rate,
         ratio=fast_rate / ref_rate,
-        state_bytes_per_frame=k.mm.state_bytes() / k.machine.frames,
+        state_bytes_per_frame=state_bytes(k) / k.machine.frames,
+        state_arrays={name: n / k.machine.frames for name, n in state_arrays(k).items()},
         boot_s=_boot_seconds(config),
         mismatch=[key for key in RECORD_KEYS if ref[key] != fast[key]],
     )

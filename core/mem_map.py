@@ -139,6 +139,3 @@ class MemMap:
             self.page_order[lo] = order
             zone.free_area[order][lo] = None
             lo += 1 << order
-
-    def state_bytes(self) -> int:
-        return sum(a.nbytes for a in (self.page_flags, self.page_order, self.pcp_stack, self.pkmap_slot))
