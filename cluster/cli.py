@@ -28,6 +28,7 @@ from workloads import WORKLOADS
 from workloads.config import DEFAULTS, resolve
 from workloads.trace import trace_info, write_trace
 
+GRACE = 15.0  # seconds a watched sweep's endpoint stays up: one Prometheus scrape interval and then some
 PROG = "zonesim"
 
 class UsageError(Exception):
@@ -345,14 +346,17 @@ def _exporter(args: argparse.Namespace, sweep: str, listeners: list[object]):
 def _after_sweep(args: argparse.Namespace, sweep: str, exporter) -> None:
     from cluster.metrics import wait_grace
 
+    # the last values wait for a scraper only if one has been scraping (or the user asked)
+    scraped = exporter.scrapes > 0
+    grace = args.metrics_grace if args.metrics_grace is not None else (GRACE if scraped else 0.0)
     if args.pushgateway:
         try:
             exporter.push(args.pushgateway, sweep)
         except OSError as err:
             print(f"{PROG}: warning: pushgateway {args.pushgateway}: {err}", file=sys.stderr)
-    if args.metrics_grace > 0:
-        print(f"metrics stay up {args.metrics_grace:g} s for a last scrape", file=sys.stderr)
-        wait_grace(args.metrics_grace)
+    if grace > 0:
+        print(f"metrics stay up {grace:g} s for a last scrape", file=sys.stderr)
+        wait_grace(grace)
     exporter.close()
 
 
@@ -383,8 +387,9 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--metrics-host", default="127.0.0.1", help="address of the /metrics endpoint "
                     "(default 127.0.0.1)")
     sw.add_argument("--metrics-port", type=int, default=9464, help="its port (default 9464; 0: any free port)")
-    sw.add_argument("--metrics-grace", type=float, default=15.0, metavar="S",
-                    help="seconds the last values stay scrapeable after the sweep (default 15)")
+    sw.add_argument("--metrics-grace", type=float, default=None, metavar="S",
+                    help=f"seconds the last values stay scrapeable after the sweep (default {GRACE:g} if "
+                         "something scraped the endpoint during the sweep, else 0)")
     sw.add_argument("--pushgateway", metavar="URL", help="also push the final values to this Pushgateway, "
                     "grouped by sweep")
     sw.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
@@ -450,8 +455,9 @@ def add_paper_parser(sub: argparse._SubParsersAction) -> None:
     pp.add_argument("--address", help="Ray cluster to join (default: an embedded single-node Ray)")
     pp.add_argument("--metrics-host", default="127.0.0.1", help="address of the /metrics endpoint")
     pp.add_argument("--metrics-port", type=int, default=9464, help="its port (default 9464)")
-    pp.add_argument("--metrics-grace", type=float, default=0.0, metavar="S",
-                    help="seconds the endpoint stays up after the run (default 0)")
+    pp.add_argument("--metrics-grace", type=float, default=None, metavar="S",
+                    help=f"seconds the endpoint stays up after the run (default {GRACE:g} if something scraped "
+                         "it during the run, else 0)")
     pp.add_argument("--pushgateway", metavar="URL", help="push the final values to this Pushgateway")
     pp.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
     pp.add_argument("--force", action="store_true", help="a sweep whose spec changed: move its old records "

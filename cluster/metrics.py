@@ -64,11 +64,25 @@ RESULTS: dict[str, list[tuple[str, dict[str, str]]]] = {
 }
 
 
+class _Scrapes:
+    """A collector with no metrics that counts how often the registry was collected (each scrape
+    of /metrics collects it once), so a sweep knows whether anything is watching."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def collect(self):
+        self.count += 1
+        return iter(())
+
+
 class Exporter:
     """The metric families in one registry, and what the result means are computed from."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._scrapes = _Scrapes()
+        self.registry.register(self._scrapes)
         kinds = {"counter": Counter, "gauge": Gauge}
         self.m = {}
         for name, (kind, text, labels) in FAMILIES.items():
@@ -93,6 +107,11 @@ class Exporter:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+    @property
+    def scrapes(self) -> int:
+        """Collections of the registry so far: scrapes of /metrics, and pushes."""
+        return self._scrapes.count
 
     def push(self, gateway: str, sweep: str) -> None:
         """The current values to a Pushgateway, grouped by sweep (they replace that group's last push)."""

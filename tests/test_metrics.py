@@ -153,3 +153,26 @@ def test_a_sweep_run_again_is_counted_afresh() -> None:
     cell = {"sweep": "s3", "machine": "pa8800", "policy": "unmapped", "workload": "io"}
     assert registry.get_sample_value("zonesim_result_simulations", cell) == 2
     assert registry.get_sample_value("zonesim_result_alias_violations", cell) == 3
+
+
+@pytest.mark.parametrize("given, scraped, waits", [
+    (None, False, 0.0),  # nothing watched the sweep: no grace wait
+    (None, True, 15.0),  # something scrapes: the last values stay up one more interval
+    (3.0, False, 3.0),  # the user asked
+    (0.0, True, 0.0),  # or asked for none
+])
+def test_the_grace_wait_only_when_something_scrapes_or_is_asked_for(monkeypatch, given, scraped, waits) -> None:
+    import argparse
+
+    from cluster import cli, metrics
+
+    waited = []
+    monkeypatch.setattr(metrics, "wait_grace", waited.append)
+    e, _ = fed()
+    port = e.serve("127.0.0.1", 0)
+    if scraped:
+        scrape(f"http://127.0.0.1:{port}/metrics")  # a real scrape of the real endpoint
+    assert (e.scrapes > 0) == scraped
+    cli._after_sweep(argparse.Namespace(metrics_grace=given, pushgateway=None), "s1", e)
+    assert waited == ([waits] if waits else [])
+    assert e.server is None  # closed either way
