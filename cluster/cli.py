@@ -25,7 +25,7 @@ from core import policy as policies
 from core.errors import ConfigError, StreamError
 from core.sim import ENGINES, run
 from workloads import WORKLOADS
-from workloads.config import DEFAULTS, resolve
+from workloads.config import DEFAULTS, inside_setup, resolve
 from workloads.trace import trace_info, write_trace
 
 GRACE = 15.0  # seconds a watched sweep's endpoint stays up: one Prometheus scrape interval and then some
@@ -80,11 +80,10 @@ def _json_default(value: object) -> object:
 
 def cmd_run(args: argparse.Namespace) -> int:
     r = resolve(config_from(args))
-    events = int(r.stream.params.get("events", 0) or 0)
-    if 0 < events <= r.stream.setup_events:
-        print(f"zonesim: warning: events: {events:,} end inside the {r.identity['workload']} workload's set-up "
-              f"({r.stream.setup_events:,} events: shm, processes, pools), so no episode runs and every seed "
-              f"gives the same record; use events > {r.stream.setup_events:,}", file=sys.stderr)
+    if short := inside_setup(r):
+        print(f"{PROG}: warning: events: {short[0]:,} end inside the {r.identity['workload']} workload's set-up "
+              f"({short[1]:,} events: shm, processes, pools), so no episode runs and every seed gives the same "
+              f"record; use events > {short[1]:,}", file=sys.stderr)
     record = run(r.machine, r.policy, r.stream, r.identity, engine=r.engine)
     print(json.dumps(record, indent=2, default=_json_default) if args.json else format_record(record))
     return 0
@@ -292,6 +291,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     directory = args.out or default_dir(spec)
     if args.num_cpus is not None and (args.num_cpus < 1 or args.address):
         raise ConfigError("num-cpus", "an integer >= 1, for an embedded Ray only (not with --address)", args.num_cpus)
+    _warn_short_cells(spec)
     store = open_store(spec, directory, args.resume, args.force)  # a refusal comes before Ray starts
     if store.recovered:
         print(f"{PROG}: {directory}: {store.recovered}", file=sys.stderr)
@@ -341,6 +341,18 @@ def _exporter(args: argparse.Namespace, sweep: str, listeners: list[object]):
     print(f"metrics: http://{args.metrics_host}:{port}/metrics", file=sys.stderr)
     listeners.append(exporter.listener(sweep))
     return exporter
+
+
+def _warn_short_cells(spec) -> None:
+    """One line if cells of the spec end inside their workload's set-up (their seeds all agree)."""
+    cells = spec.cells()
+    short = [(r.identity["workload"], s) for r in (resolve({**cell, "seed": 0}) for cell in cells)
+             if (s := inside_setup(r))]
+    if short:
+        workload, (events, setup) = short[0]
+        print(f"{PROG}: warning: events: {len(short)} of {len(cells)} cells end inside their workload's set-up, "
+              f"so no episode runs and every seed gives the same record (first: {workload} at {events:,} events "
+              f"of {setup:,})", file=sys.stderr)
 
 
 def _after_sweep(args: argparse.Namespace, sweep: str, exporter) -> None:

@@ -134,3 +134,14 @@ def test_every_claim_says_what_decides_it() -> None:
         assert claim.band.why and claim.kind in KINDS and claim.by, claim.id
         lo, hi = claim.band.reproduced
         assert lo <= hi and (claim.band.partly is None or claim.band.partly[0] <= lo <= hi <= claim.band.partly[1])
+
+
+def test_no_paper_sweep_ends_inside_its_workloads_set_up() -> None:
+    """A cell whose stream never leaves the prologue measures the set-up, the same for every seed."""
+    from cluster.paper import specs
+    from workloads.config import inside_setup, resolve
+
+    for is_quick in (False, True):
+        for claim, spec in specs(is_quick):
+            for cell in spec.cells():
+                assert inside_setup(resolve({**cell, "seed": 0})) is None, (claim.id, is_quick, cell)

@@ -237,3 +237,16 @@ def test_a_stream_inside_the_set_up_is_warned_about_and_one_past_it_is_not(zones
     setup = resolve({"machine": "pa8800", "workload": "io"}).stream.setup_events
     out = zonesim("run", "--workload", "io", "--machine", "pa8800", "--events", str(setup + 1000))
     assert out.returncode == 0 and out.stderr == ""
+
+
+def test_a_sweep_with_cells_inside_the_set_up_is_warned_about(tmp_path, capsys) -> None:
+    from cluster.cli import _warn_short_cells
+    from cluster.sweep import load_spec
+
+    spec = tmp_path / "short.toml"
+    spec.write_text('name = "short"\nseeds = 2\n[base]\nmachine = "pa8800"\nworkload = "io"\n[grid]\n'
+                    '"set.events" = [1000, 100000]\n')
+    _warn_short_cells(load_spec(str(spec)))
+    err = capsys.readouterr().err
+    assert err.startswith("zonesim: warning: events: 1 of 2 cells end inside their workload's set-up")
+    assert "io at 1,000 events of 16,955" in err

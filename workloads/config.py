@@ -72,6 +72,13 @@ def resolve(config: dict[str, object]) -> Resolved:
     return Resolved(machine, policy, stream, identity, str(cfg["engine"]))
 
 
+def inside_setup(r: Resolved) -> tuple[int, int] | None:
+    """(events, set-up events) when the stream ends inside its workload's prologue (no episode
+    runs, so every seed gives the same record), else None."""
+    events = int(r.stream.params.get("events", 0) or 0)
+    return (events, r.stream.setup_events) if 0 < events <= r.stream.setup_events else None
+
+
 def run_config(config: dict[str, object], check: bool = True, on_batch=None) -> dict[str, object]:
     """The plain worker function: config in, flat record out (``on_batch``: see core.sim.simulate)."""
     r = resolve(config)
