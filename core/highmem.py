@@ -41,6 +41,13 @@ class Pkmap:
         self.new_mappings = 0
 
 
+def new_page_virtual(frames: int, slots: int) -> np.ndarray:
+    """page->virtual for the pkmap pool (pkmap_slot: the slot holding each frame, or -1) in the
+    narrowest type that holds a slot number. ``frames`` is 0 where no page is ever kmapped
+    through the pool (a virtually indexed machine maps through kmap_kernel's buckets)."""
+    return np.full(frames, -1, dtype=np.int16 if slots <= np.iinfo(np.int16).max else np.int32)
+
+
 def flush_all_zero_pkmaps(pk: Pkmap, pkmap_slot: np.ndarray) -> None:
     """Free every count-1 slot; the caller's wrap pays one global TLB flush for all of them.
     (The kernel loops over LAST_PKMAP; a mask does the same in one step.)"""

@@ -6,8 +6,10 @@ Per-frame state is three flat arrays, one entry per 4 KiB frame (16,777,216 at 6
   page_order  int8,  order of the block whose head this frame is (free or allocated), else -1
   pcp_stack   int32, storage for the zones' per-CPU-style hot lists (see page_alloc)
 
-plus ``pkmap_slot`` (int32, the persistent-kmap slot holding the frame or -1; page->virtual for
-highmem) which mm/highmem.c owns but is sized here with the rest. Ten bytes per frame in all.
+plus ``pkmap_slot`` (the persistent-kmap slot holding the frame or -1; page->virtual for
+highmem), which mm/highmem.c owns: the kernel sizes it once the pkmap pool is known
+(highmem.new_page_virtual: int16 for the stock pool, none on a virtually indexed machine). Eight
+bytes per frame on x86 with the stock pool.
 
 Boot layout (i386): the kernel image and BIOS area sit at physical 0; bootmem places mem_map just
 above MAX_DMA_ADDRESS (16 MB); everything else is handed to the buddy allocator as the largest
@@ -88,7 +90,7 @@ class MemMap:
         self.page_flags = np.zeros(n, dtype=np.uint8)
         self.page_order = np.full(n, -1, dtype=np.int8)
         self.pcp_stack = np.empty(n, dtype=np.int32)
-        self.pkmap_slot = np.full(n, -1, dtype=np.int32)
+        self.pkmap_slot = np.zeros(0, dtype=np.int16)  # sized by the kernel once its pkmap pool is (new_page_virtual)
         dma_end = min(m.dma_zone, m.memory) // m.page_size
         low_end = self.layout.lowmem_end // m.page_size
         self.zones = [Zone(ZONE_DMA, 0, dma_end), Zone(ZONE_NORMAL, dma_end, low_end), Zone(ZONE_HIGHMEM, low_end, n)]
