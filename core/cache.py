@@ -8,7 +8,11 @@ What the flushes exist for is data, so the model follows data versions, not byte
   latest      per frame, the version of the most recent write (CPU or DMA)
 
 Versions are the sequence numbers of the operations that wrote them (``clock`` ticks once per
-operation), so they only grow; boot content is version 0 everywhere. A read returns the copy at its
+operation), so they only grow; boot content is version 0 everywhere. They are int32 (three per
+frame are most of a parisc machine's state): only their order and equality mean anything, so
+``renumber`` replaces them by their ranks when the clock passes VERSION_LIMIT, between batches,
+which keeps every comparison either engine makes. A batch must tick fewer than 2**31 -
+VERSION_LIMIT times (its operations are a few per event), checked. A read returns the copy at its
 colour if there is one, else memory (and leaves a clean copy); any read that returns something
 other than ``latest`` is a **stale read**, the corruption the flushes prevent. A device reading
 memory (DMA to a disk) is checked the same way.
@@ -28,7 +32,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.errors import StreamError
+
 MANY = -2  # FrameLines.colour of a frame with several lines: they are in ``more``
+VERSION = np.int32  # the dtype of every stored version
+VERSION_LIMIT = 1 << 30  # the clock past which versions are renumbered (see renumber)
 
 
 class FrameLines:
@@ -51,7 +59,7 @@ class FrameLines:
         # the smallest type that holds a colour, -1 and MANY: every page of these arrays is
         # written in a run, and a fresh page costs a fault
         self.colour = np.full(frames, -1, dtype=np.int16 if colours < 1 << 15 else np.int32)
-        self.version = np.zeros(frames, dtype=np.int64)
+        self.version = np.zeros(frames, dtype=VERSION)
         self.dirty = np.zeros(frames, dtype=bool)
         self.more = _no_lines()
         self.holders: list[np.ndarray] = []
@@ -146,8 +154,8 @@ class Cache:
         self.colours = colours
         self._lines: dict[int, list] | None = {}
         self._table: FrameLines | None = None
-        self.mem_version = np.zeros(frames, dtype=np.int64)
-        self.latest = np.zeros(frames, dtype=np.int64)
+        self.mem_version = np.zeros(frames, dtype=VERSION)
+        self.latest = np.zeros(frames, dtype=VERSION)
         self.clock = 0
         self.stale_reads = 0
         # per-frame scratch marks of cache_batch and FrameLines.holding(), all False (-1) between uses
@@ -182,6 +190,36 @@ class Cache:
         """Every line as (key, version, dirty) sorted by key = pfn * colours + colour, without
         changing which form is kept (tests, invariants)."""
         return self._table.sorted_lines() if self._table is not None else self._sorted_dict()
+
+    def renumber(self, limit: int | None = None) -> bool:
+        """If the clock has passed ``limit``, replace every version (memory, latest, lines) by its
+        rank among them and the clock by the highest rank: order and equality, all that the versions
+        are used for, are kept, and the clock is again far from int32's end. True if it did."""
+        if self.clock >= (1 << 31) - 1:
+            raise StreamError(f"cache clock {self.clock} overran int32 within a batch")
+        if self.clock <= (VERSION_LIMIT if limit is None else limit):
+            return False
+        table = self._table
+        if table is not None:
+            line_versions = [table.version[table.colour >= 0], table.more[1]]
+        else:
+            line_versions = [np.fromiter((v for v, _ in self._lines.values()), dtype=np.int64,
+                                         count=len(self._lines))]
+        values, rank = np.unique(np.concatenate([self.mem_version, self.latest, *line_versions]),
+                                 return_inverse=True)
+        n = self.frames
+        self.mem_version[:] = rank[:n]
+        self.latest[:] = rank[n:2 * n]
+        rest = rank[2 * n:]
+        if table is not None:
+            held = table.colour >= 0
+            table.version[held] = rest[:int(np.count_nonzero(held))]
+            table.more = (table.more[0], rest[int(np.count_nonzero(held)):].astype(np.int64), table.more[2])
+        else:
+            for line, v in zip(self._lines.values(), rest.tolist(), strict=True):
+                line[0] = v
+        self.clock = int(values.size) - 1  # the highest rank: the next operation ticks past it
+        return True
 
     def _tick(self) -> int:
         self.clock += 1

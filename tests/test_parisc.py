@@ -391,3 +391,25 @@ def test_heavy_mixed_stream_on_pa8800() -> None:
     shrunk = heavy("unmapped", kernel_window="32MiB")  # 4 slots per colour and pool
     assert shrunk["congruence_exhaustions"] > 0
     assert shrunk["stale_reads"] > 0  # page tables mapped inequivalently: the walker reads memory
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("workload, policy, policy_set", [
+    ("mixed", "stock", {}), ("io", "stock", {"flush_dcache_page": False}), ("io", "unmapped", {})])
+def test_versions_renumbered_every_batch_leave_the_record(engine, workload, policy, policy_set, monkeypatch) -> None:
+    """Whole runs with the cache's versions renumbered after every batch
+    (VERSION_LIMIT 0) give the record of runs that never renumber, broken kernels' stale reads
+    included: the int32 versions' renumbering is invisible to everything a run reports."""
+    from core import cache
+    from workloads.config import resolve
+    from core.sim import run as run_config
+
+    def record() -> dict:
+        r = resolve({"machine": "pa8800", "policy": policy, "workload": workload, "engine": engine,
+                     "set": {"memory": "256MiB", "events": 60_000, **policy_set}})
+        return run_config(r.machine, r.policy, r.stream, r.identity, engine=engine)
+
+    plain = record()
+    monkeypatch.setattr(cache, "VERSION_LIMIT", 0)
+    assert record() == plain
+    assert policy_set.get("flush_dcache_page", True) or plain["stale_reads"] > 0
