@@ -200,12 +200,7 @@ class Cache:
         if self.clock <= (VERSION_LIMIT if limit is None else limit):
             return False
         table = self._table
-        if table is not None:
-            line_versions = [table.version[table.colour >= 0], table.more[1]]
-        else:
-            line_versions = [np.fromiter((v for v, _ in self._lines.values()), dtype=np.int64,
-                                         count=len(self._lines))]
-        values, rank = np.unique(np.concatenate([self.mem_version, self.latest, *line_versions]),
+        values, rank = np.unique(np.concatenate([self.mem_version, self.latest, self.line_versions()]),
                                  return_inverse=True)
         n = self.frames
         self.mem_version[:] = rank[:n]
@@ -220,6 +215,14 @@ class Cache:
                 line[0] = v
         self.clock = int(values.size) - 1  # the highest rank: the next operation ticks past it
         return True
+
+    def line_versions(self) -> np.ndarray:
+        """Every line's version, in the order the lines are held (the table's frames, then its
+        frames with several; or the dict's order): what renumber ranks and the invariants bound."""
+        table = self._table
+        if table is not None:
+            return np.concatenate([table.version[table.colour >= 0], table.more[1]])
+        return np.fromiter((v for v, _ in self._lines.values()), dtype=np.int64, count=len(self._lines))
 
     def _tick(self) -> int:
         self.clock += 1
