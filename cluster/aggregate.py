@@ -24,10 +24,10 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from cluster.store import canonical_json, full_config
 from cluster.text import show_value, table
 from core.errors import ConfigError
 from core.record import COUNT_KEYS, CYCLE_KEYS, IDENTITY_KEYS
+from workloads.config import canonical_json, full_config
 
 FORMATS = ("table", "csv", "json", "markdown")
 

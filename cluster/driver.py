@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cluster.executor import WorkerDied
-from cluster.store import config_key
+from workloads.config import config_key
 
 Entry = dict[str, object]
 

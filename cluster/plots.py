@@ -49,9 +49,9 @@ from matplotlib.ticker import NullLocator
 
 from cluster.aggregate import Cell
 from cluster.claims import FORK_KEYS, IO_KEYS
-from cluster.store import canonical_json
 from core.machine import MACHINES
 from core.units import GiB, KiB, MiB, format_size, parse_size
+from workloads.config import canonical_json
 
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 5.0, 100  # 800 x 500 pixels
 BASELINE = "stock"

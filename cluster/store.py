@@ -50,8 +50,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import importlib.metadata
 import io
 import json
 import math
@@ -64,17 +62,8 @@ from typing import BinaryIO
 import msgpack
 
 from core.errors import StreamError
-from workloads.config import DEFAULTS
-
-
-def _installed_version() -> str:
-    try:
-        return importlib.metadata.version("zonesim")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-ZONESIM_VERSION = _installed_version()
+from workloads import config as identity
+from workloads.config import config_key, plain_value
 
 SPEC_TOML = "spec.toml"
 SPEC_JSON = "spec.json"
@@ -97,39 +86,6 @@ _READ_SIZE = 1 << 16
 
 class StoreError(StreamError):
     """A results store that cannot be opened, read or written; one line naming the store and the cause."""
-
-
-# -- keys ----------------------------------------------------------------------------------------
-
-
-def _plain(value: object) -> object:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    raise TypeError(f"not plain data: {type(value).__name__}")
-
-
-def full_config(config: dict[str, object]) -> dict[str, object]:
-    """The config with ``workloads.config.DEFAULTS`` filling what it leaves out (values kept as given)."""
-    return {**DEFAULTS, **config}
-
-
-def canonical_json(value: object) -> str:
-    """Sorted keys, no spaces, ASCII: the same text for the same data whatever the dict order."""
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_plain)
-    except (TypeError, ValueError) as err:
-        raise StoreError(f"config is not plain data: {err}") from None
-
-
-def config_key(config: dict[str, object]) -> str:
-    """The simulation's identity: 32 hex digits of the SHA-256 of the full config and ZONESIM_VERSION.
-
-    Missing config keys take ``DEFAULTS`` (so ``{}`` and the spelled-out default config are one
-    simulation); values are hashed exactly as given: ``"4KiB"`` and ``4096`` are different keys, so a
-    spec should write its values consistently.
-    """
-    text = canonical_json({"config": full_config(config), "zonesim": ZONESIM_VERSION})
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 # -- entries -------------------------------------------------------------------------------------
@@ -182,7 +138,7 @@ def _entry_problem(obj: object) -> str | None:
 
 def _crc(entry: dict) -> int:
     body = {name: value for name, value in entry.items() if name != "crc"}
-    return zlib.crc32(msgpack.packb(body, use_bin_type=True, default=_plain))
+    return zlib.crc32(msgpack.packb(body, use_bin_type=True, default=plain_value))
 
 
 class _Budget:
@@ -246,8 +202,8 @@ def make_entry(entry: dict[str, object]) -> tuple[dict[str, object], bytes]:
     body = {"key": key, "status": entry.get("status"), "config": config, "record": entry.get("record"),
             "error": error, "attempts": entry.get("attempts", 1), "seconds": entry.get("seconds", 0.0)}
     try:
-        body["crc"] = zlib.crc32(msgpack.packb(body, use_bin_type=True, default=_plain))
-        data = msgpack.packb(body, use_bin_type=True, default=_plain)
+        body["crc"] = zlib.crc32(msgpack.packb(body, use_bin_type=True, default=plain_value))
+        data = msgpack.packb(body, use_bin_type=True, default=plain_value)
     except (TypeError, ValueError, OverflowError) as err:
         raise StoreError(f"entry {key}: cannot pack: {err}") from None
     # read it back as a reader would: whatever is written can be read under the reader's limits
@@ -443,7 +399,7 @@ class Store:
             self._write_spec(spec_text, digest)
             return
         old_digest, old_version = spec["digest"], spec.get("zonesim")
-        if old_digest == digest and old_version == ZONESIM_VERSION:
+        if old_digest == digest and old_version == identity.ZONESIM_VERSION:
             self.spec = spec
             self.spec_text = self._read_text_or(spec_text)
             return
@@ -453,7 +409,7 @@ class Store:
             if old_text is not None:
                 reason += f" ({_first_difference(old_text, spec_text)})"
         else:
-            reason = f"its results were made by zonesim {old_version}, this is zonesim {ZONESIM_VERSION}"
+            reason = f"its results were made by zonesim {old_version}, this is zonesim {identity.ZONESIM_VERSION}"
         if not force:
             raise self.fail(f"{reason}; use --force to start over (the old records are kept aside)")
         self._move_aside()
@@ -493,7 +449,7 @@ class Store:
         _fsync_dir(self.directory)
 
     def _write_spec(self, spec_text: str, digest: str) -> None:
-        spec = {"digest": digest, "zonesim": ZONESIM_VERSION,
+        spec = {"digest": digest, "zonesim": identity.ZONESIM_VERSION,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         _write_atomic(os.path.join(self.directory, SPEC_TOML), spec_text.encode("utf-8"))
         _write_atomic(os.path.join(self.directory, SPEC_JSON), (json.dumps(spec, indent=2) + "\n").encode())

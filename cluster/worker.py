@@ -10,8 +10,7 @@ from __future__ import annotations
 import time
 import traceback
 
-from cluster.store import config_key
-from workloads.config import run_config
+from workloads.config import config_key, run_config
 
 
 class Reporter:

@@ -150,7 +150,7 @@ def test_order_does_not_depend_on_entry_order():
 
 
 def test_aggregates_what_the_store_reads(tmp_path):
-    from cluster.store import config_key
+    from workloads.config import config_key
 
     with Store.open(str(tmp_path), "spec", "d") as store:
         store.append(sample())

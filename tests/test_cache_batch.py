@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from core import cache_batch
 from core.cache import Cache
-from core.errors import StreamError
 from core.cache_batch import OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W
+from core.errors import StreamError
 from core.vec import run_first
 
 FRAMES, COLOURS = 6, 4

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from cluster.driver import Options, run_sweep
 from cluster.executor import LocalExecutor, WorkerDied
-from cluster.store import Store, config_key
+from cluster.store import Store
+from workloads.config import config_key
 
 TINY = {"events": 3000, "processes": 4, "anon_pages": 8, "shm": "4MiB", "pagecache": "8MiB", "files": 256}
 

@@ -401,8 +401,8 @@ def test_versions_renumbered_every_batch_leave_the_record(engine, workload, poli
     (VERSION_LIMIT 0) give the record of runs that never renumber, broken kernels' stale reads
     included: the int32 versions' renumbering is invisible to everything a run reports."""
     from core import cache
-    from workloads.config import resolve
     from core.sim import run as run_config
+    from workloads.config import resolve
 
     def record() -> dict:
         r = resolve({"machine": "pa8800", "policy": policy, "workload": workload, "engine": engine,

@@ -22,12 +22,11 @@ from cluster.store import (
     MAX_ENTRY_BYTES,
     MAX_ERROR_CHARS,
     SIGNATURE,
-    ZONESIM_VERSION,
     Store,
     StoreError,
-    config_key,
 )
 from core.errors import StreamError
+from workloads.config import ZONESIM_VERSION, config_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = 'machine = "x86-pae-64g"\npolicy = ["stock", "4g4g"]\nseeds = 3\n'
@@ -88,7 +87,7 @@ def test_config_key_fills_defaults_and_includes_the_version(monkeypatch):
     assert config_key({}) == config_key({"seed": 0}) == config_key(
         {"machine": "x86-pae-64g", "policy": "stock", "workload": "mixed", "seed": 0, "engine": "fast", "set": {}})
     before = config_key(config(0))
-    monkeypatch.setattr("cluster.store.ZONESIM_VERSION", "9.9.9")
+    monkeypatch.setattr("workloads.config.ZONESIM_VERSION", "9.9.9")
     assert config_key(config(0)) != before
     assert ZONESIM_VERSION != "9.9.9"
 
@@ -400,7 +399,7 @@ def test_force_moves_the_old_log_aside(tmp_path):
 
 def test_same_spec_under_another_zonesim_version_is_refused(tmp_path, monkeypatch):
     write(tmp_path, [ok(0)])
-    monkeypatch.setattr("cluster.store.ZONESIM_VERSION", "9.9.9")
+    monkeypatch.setattr("workloads.config.ZONESIM_VERSION", "9.9.9")
     with pytest.raises(StoreError, match="made by zonesim .* this is zonesim 9.9.9; use --force"):
         opened(tmp_path)
 

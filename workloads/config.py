@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
 from dataclasses import dataclass
 
 from core import machine as machines
@@ -21,6 +24,50 @@ from workloads import get_workload
 DEFAULTS: dict[str, object] = {"machine": "x86-pae-64g", "policy": "stock", "workload": "mixed", "seed": 0,
                                "engine": "fast", "set": {}}
 CONFIG_KEYS = tuple(DEFAULTS)
+
+
+def _installed_version() -> str:
+    try:
+        return importlib.metadata.version("zonesim")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+ZONESIM_VERSION = _installed_version()  # part of every simulation's identity: a new model is a new key
+
+
+# -- identity: what a store keys a simulation by, and what aggregation groups on -------------------
+
+
+def plain_value(value: object) -> object:
+    """numpy scalars as Python ones (json and msgpack's default hook); anything else refused."""
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"not plain data: {type(value).__name__}")
+
+
+def full_config(config: dict[str, object]) -> dict[str, object]:
+    """The config with DEFAULTS filling what it leaves out (values kept as given)."""
+    return {**DEFAULTS, **config}
+
+
+def canonical_json(value: object) -> str:
+    """Sorted keys, no spaces, ASCII: the same text for the same data whatever the dict order."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=plain_value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError("config", f"plain data (numbers, strings, booleans, lists, tables): {err}") from None
+
+
+def config_key(config: dict[str, object]) -> str:
+    """The simulation's identity: 32 hex digits of the SHA-256 of the full config and ZONESIM_VERSION.
+
+    Missing config keys take ``DEFAULTS`` (so ``{}`` and the spelled-out default config are one
+    simulation); values are hashed exactly as given: ``"4KiB"`` and ``4096`` are different keys, so a
+    spec should write its values consistently.
+    """
+    text = canonical_json({"config": full_config(config), "zonesim": ZONESIM_VERSION})
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass
