@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from cluster.text import show_value, table
 from core.errors import ConfigError
 from core.record import COUNT_KEYS, CYCLE_KEYS, IDENTITY_KEYS
+from core.units import is_int
 from workloads.config import canonical_json, full_config
 
 FORMATS = ("table", "csv", "json", "markdown")
@@ -143,11 +144,7 @@ def _numeric(value: object) -> bool:
 
 
 def _seed_order(seed: object) -> tuple:
-    return (0, seed, "") if _is_int(seed) else (1, 0, str(seed))
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return (0, seed, "") if is_int(seed) else (1, 0, str(seed))
 
 
 def _cell_id(config: dict[str, object]) -> str:

@@ -80,6 +80,7 @@ import numpy as np
 from core.errors import ConfigError, StreamError
 from core.mem_map import compute_layout
 from core.sim import ENGINES
+from core.units import is_int
 from workloads.config import DEFAULTS, resolve
 
 try:
@@ -164,12 +165,8 @@ def _join(path: str, key: object) -> str:
 # -- checks of single values ---------------------------------------------------------------------
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number(value: object) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and not isinstance(value, bool)
+    return (is_int(value) or isinstance(value, float)) and not isinstance(value, bool)
 
 
 def _finite(value: object) -> float | None:
@@ -200,7 +197,7 @@ def _no_unknown(table: dict, path: str, allowed: tuple[str, ...]) -> None:
 
 
 def _seed_int(value: object, path: str) -> int:
-    if not _is_int(value) or not 0 <= value <= MAX_SEED:  # type: ignore[operator]
+    if not is_int(value) or not 0 <= value <= MAX_SEED:  # type: ignore[operator]
         raise SpecError(path, "an integer from 0 to 2**63-1", value)
     return value  # type: ignore[return-value]
 
@@ -211,7 +208,7 @@ def _axis_value(key: str, value: object, path: str) -> object:
         if not isinstance(value, str):
             raise SpecError(path, f"a {key} name (a string)", value)
         return value
-    if isinstance(value, str | bool) or _is_int(value):
+    if isinstance(value, str | bool) or is_int(value):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -253,7 +250,7 @@ def _parse_seeds(data: dict) -> tuple[int, ...]:
     if "seeds" not in data:
         raise SpecError("seeds", "required: an integer n (seeds 0..n-1) or a list of seeds")
     seeds = data["seeds"]
-    if _is_int(seeds):
+    if is_int(seeds):
         if not 1 <= seeds <= MAX_CONFIGS:
             raise SpecError("seeds", f"a count from 1 to {MAX_CONFIGS}, or a list of seeds", seeds)
         return tuple(range(seeds))
@@ -348,7 +345,7 @@ def _parse_range(key: str, value: object, path: str, ints: bool) -> tuple:
     if not isinstance(value, list) or len(value) != 2:
         raise SpecError(path, what + ", lo <= hi", value)
     for i, bound in enumerate(value):
-        ok = (_is_int(bound) and 1 <= bound <= MAX_SEED) if ints else _finite(bound) is not None
+        ok = (is_int(bound) and 1 <= bound <= MAX_SEED) if ints else _finite(bound) is not None
         if not ok:
             raise SpecError(f"{path}[{i}]", what.split(", ", 1)[1], bound)
     lo, hi = value
@@ -369,7 +366,7 @@ def _parse_sample(data: dict) -> _Sample | None:
     if "n" not in sample:
         raise SpecError("sample.n", "required: the number of random points, an integer >= 1")
     n = sample["n"]
-    if not _is_int(n) or not 1 <= n <= MAX_CONFIGS:
+    if not is_int(n) or not 1 <= n <= MAX_CONFIGS:
         raise SpecError("sample.n", f"an integer from 1 to {MAX_CONFIGS}", n)
     if "seed" not in sample:
         raise SpecError("sample.seed", "required: the seed the points are drawn from, an integer >= 0")

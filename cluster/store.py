@@ -62,6 +62,7 @@ from typing import BinaryIO
 import msgpack
 
 from core.errors import StreamError
+from core.units import is_int
 from workloads import config as identity
 from workloads.config import config_key, plain_value
 
@@ -89,10 +90,6 @@ class StoreError(StreamError):
 
 
 # -- entries -------------------------------------------------------------------------------------
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: object) -> bool:
@@ -123,13 +120,13 @@ def _entry_problem(obj: object) -> str | None:
         return "a failed entry has no record"
     if error is not None and not isinstance(error, str):
         return f"error must be a string or nil (got {type(error).__name__})"
-    if not _is_int(obj["attempts"]) or obj["attempts"] < 0:
+    if not is_int(obj["attempts"]) or obj["attempts"] < 0:
         return f"attempts must be an integer >= 0 (got {obj['attempts']!r:.80})"
     seconds = obj["seconds"]
     if not _is_number(seconds) or not (seconds >= 0 and math.isfinite(seconds)):
         return f"seconds must be a finite number >= 0 (got {seconds!r:.80})"
     crc = obj["crc"]
-    if not _is_int(crc) or not 0 <= crc < 1 << 32:
+    if not is_int(crc) or not 0 <= crc < 1 << 32:
         return f"crc must be an integer 0..2**32-1 (got {crc!r:.80})"
     if _crc(obj) != crc:
         return "crc mismatch"

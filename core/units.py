@@ -18,6 +18,11 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
+def is_int(value: object) -> bool:
+    """An integer and not a bool (bool is an int subclass; a config's true is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def parse_size(field: str, text: str | int) -> int:
     """Parse a byte size; binary units throughout, as the kernel counts (1 GB = 2**30 bytes)."""
     if isinstance(text, bool):

@@ -31,6 +31,7 @@ import numpy as np
 
 from core.errors import StreamError
 from core.events import EVENT, KIND_NAMES, NEEDS_HANDLE, NKINDS, Stream, check_batch
+from core.units import is_int
 from workloads.base import Param, Workload
 
 FORMAT = "zonesim-trace"
@@ -54,10 +55,6 @@ _PLACEHOLDER = 0xFFFFFFFF  # packs as a fixed-width uint32 (0xce + 4 bytes) that
 
 class TraceError(StreamError):
     """A trace file that cannot be read or written; the message names the file and the byte offset."""
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _a(value: object) -> str:
@@ -90,7 +87,7 @@ def write_trace(path: str, stream: Stream, seed: int | None = None) -> dict[str,
     header's ``max_handles`` is the largest handle used + 1, patched in after the last batch.
     """
     problem = _check_params(stream.params)
-    if problem or not (seed is None or (_is_int(seed) and seed >= 0)):
+    if problem or not (seed is None or (is_int(seed) and seed >= 0)):
         raise TraceError(f"{path}: cannot record: {problem or f'seed must be an integer >= 0 (got {seed!r})'}")
     header = {"format": FORMAT, "version": VERSION, "source": str(stream.source), "params": dict(stream.params),
               "seed": seed, "dtype": EVENT_LAYOUT, "max_handles": _PLACEHOLDER}  # max_handles last: patched
@@ -197,7 +194,7 @@ class _Reader:
             got = _a(head) if not isinstance(head, dict) else "a map without format: " + FORMAT
             raise self.fail(f"not a zonesim trace (it starts with {got}, not the header)")
         version = head.get("version")
-        if version != VERSION or not _is_int(version):
+        if version != VERSION or not is_int(version):
             raise self.fail(f"trace format version {version!r} is not supported (this zonesim reads {VERSION})")
         missing = [key for key in HEADER_KEYS if key not in head]
         if missing:
@@ -230,9 +227,9 @@ class _Reader:
             shown = sorted(obj) if isinstance(obj, dict) else _a(obj)
             raise self.fail(f"{at}: expected a map of {', '.join(sorted(BATCH_KEYS))} (got {shown})")
         n, crc, payload = obj["n"], obj["crc"], obj["events"]
-        if not _is_int(n) or not 0 <= n <= MAX_BATCH:
+        if not is_int(n) or not 0 <= n <= MAX_BATCH:
             raise self.fail(f"{at}: n must be an integer 0..{MAX_BATCH} (got {n!r})")
-        if not _is_int(crc) or not 0 <= crc < 1 << 32:
+        if not is_int(crc) or not 0 <= crc < 1 << 32:
             raise self.fail(f"{at}: crc must be an integer 0..2**32-1 (got {crc!r})")
         if not isinstance(payload, bytes) or len(payload) != n * RECORD_BYTES:
             got = f"{len(payload)} bytes" if isinstance(payload, bytes) else _a(payload)
@@ -247,7 +244,7 @@ class _Reader:
         return batch
 
     def end(self, start: int, obj: dict, events: int, count: int) -> None:
-        totals_ok = all(_is_int(obj.get(k)) for k in ("events", "batches"))  # False == 0 in Python: not here
+        totals_ok = all(is_int(obj.get(k)) for k in ("events", "batches"))  # False == 0 in Python: not here
         if (set(obj) != END_KEYS or obj["end"] is not True or not totals_ok or obj["events"] != events
                 or obj["batches"] != count):
             raise self.fail(f"corrupt end marker at byte {start}: expected end = true, events = {events}, "
@@ -265,11 +262,11 @@ def _header_problem(head: dict) -> str | None:
     problem = _check_params(head["params"])
     if problem:
         return problem
-    if seed is not None and (not _is_int(seed) or seed < 0):
+    if seed is not None and (not is_int(seed) or seed < 0):
         return f"seed must be an integer >= 0 or nil (got {seed!r})"
     if dtype != EVENT_LAYOUT:
         return f"dtype must be {EVENT_LAYOUT!r} (got {dtype!r})"
-    if not _is_int(max_handles) or not 0 <= max_handles <= MAX_HANDLES:
+    if not is_int(max_handles) or not 0 <= max_handles <= MAX_HANDLES:
         return f"max_handles must be an integer 0..{MAX_HANDLES} (got {max_handles!r})"
     return None
 
@@ -327,9 +324,9 @@ def open_trace(path: str, cpus: int | None = None, events: int = 0) -> Stream:
     CPUs replays on one with fewer. ``events`` > 0 stops after that many events. The stream can be
     iterated more than once (each pass reads the file again).
     """
-    if cpus is not None and (not _is_int(cpus) or cpus < 1):
+    if cpus is not None and (not is_int(cpus) or cpus < 1):
         raise TraceError(f"{path}: cpus must be an integer >= 1 (got {cpus!r})")
-    if not _is_int(events) or events < 0:
+    if not is_int(events) or events < 0:
         raise TraceError(f"{path}: events must be an integer >= 0 (got {events!r})")
     header = read_header(path)
     return Stream(_Batches(path, header, cpus, events), int(header["max_handles"]), source=f"trace:{path}",
