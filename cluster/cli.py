@@ -484,21 +484,15 @@ def _join_ray(address: str | None, embedded: bool = False) -> bool:
     """Join ``address``, else RAY_ADDRESS, else the cluster this machine runs (``ray start`` or a
     `zonesim serve` in the foreground); with ``embedded``, start one if there is none. Returns
     whether an embedded instance was started."""
-    import ray
+    from cluster.executor import init_ray
 
-    options = {"log_to_driver": False, "logging_level": "ERROR"}
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, **options)
-        return False
     try:
-        ray.init(address="auto", **options)
-        return False
+        return init_ray(address, running_only=True)
     except ConnectionError:
         if not embedded:
             raise UsageError("no Ray cluster found: give --address, set RAY_ADDRESS, or start one "
                              "(`ray start --head`, or `zonesim serve` in another terminal)") from None
-    ray.init(include_dashboard=False, **options)
-    return True
+    return init_ray()
 
 
 def _call(method, *args):

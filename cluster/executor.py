@@ -16,6 +16,23 @@ from collections.abc import Sequence
 from cluster.worker import run_batch
 
 
+def init_ray(address: str | None = None, num_cpus: int | None = None, running_only: bool = False) -> bool:
+    """The one place zonesim calls ``ray.init``: join ``address`` (or RAY_ADDRESS), else with
+    ``running_only`` the cluster this machine runs (ConnectionError if none), else start an embedded
+    single-node instance. Driver logs stay off (the CLI reports); True if it started one."""
+    import ray
+
+    options = {"log_to_driver": False, "logging_level": "ERROR"}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, **options)
+        return False
+    if running_only:
+        ray.init(address="auto", **options)
+        return False
+    ray.init(num_cpus=num_cpus, include_dashboard=False, **options)
+    return True
+
+
 class WorkerDied(Exception):
     """The process running a task died before returning it."""
 
@@ -84,11 +101,7 @@ class RayExecutor:
         self._ray = ray
         self._owns = not ray.is_initialized()
         if self._owns:
-            options = {"log_to_driver": False, "logging_level": "ERROR"}
-            if address or os.environ.get("RAY_ADDRESS"):
-                ray.init(address=address, **options)
-            else:
-                ray.init(num_cpus=num_cpus, include_dashboard=False, **options)
+            init_ray(address, num_cpus=num_cpus)
         self._task = ray.remote(max_retries=0)(run_batch)
         self.slots = max(int(ray.cluster_resources().get("CPU", 1)), 1)
         self._sink = ray.remote(ProgressSink).options(num_cpus=0).remote() if progress else None
