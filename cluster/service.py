@@ -13,6 +13,7 @@ sweeps), each through ``sweep.run_spec``, the code path of ``zonesim sweep``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,8 @@ from cluster.driver import Options
 from cluster.spec import spec_from_text
 from cluster.store import StoreError
 from cluster.sweep import open_store, run_spec
+
+log = logging.getLogger("zonesim.service")
 
 NAME, NAMESPACE = "zonesim-coordinator", "zonesim"
 STATE = "service.json"
@@ -99,8 +102,8 @@ class Coordinator:
             try:
                 self._set(name, state="running", started=time.time())
                 self._run(name)
-            except OSError:  # its directory went away or turned read-only: nowhere to record it; go on
-                continue
+            except OSError as err:  # its directory went away or turned read-only: nowhere to record it
+                self._unrecorded(name, err)
 
     def _run(self, name: str) -> None:
         directory = self.state[name]["directory"]
@@ -114,6 +117,14 @@ class Coordinator:
             self._set(name, state=state, finished=time.time(), failed=len(out.failed), error=None)
         except Exception as err:  # noqa: BLE001 - the service outlives one sweep's trouble
             self._set(name, state="failed", finished=time.time(), error=f"{type(err).__name__}: {err}")
+
+    def _unrecorded(self, name: str, err: OSError) -> None:
+        """A sweep whose state file cannot be written: failed in memory (what `zonesim status`
+        shows), said on the service's log, and the queue goes on."""
+        message = f"cannot record sweep {name}'s state: {err}"
+        with self.lock:
+            self.state[name].update(state="failed", finished=time.time(), error=message)
+        log.error("%s", message)
 
     # -- state on disk --------------------------------------------------------------------------
 

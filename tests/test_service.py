@@ -99,3 +99,20 @@ def test_cancel_of_a_queued_sweep_takes_it_off_the_queue(tmp_path) -> None:
     long = wait(c, "long")
     assert long["state"] == "cancelled" and 0 < long["done"] < 20
     assert c.status("next")[0]["state"] == "cancelled"
+
+
+def test_a_sweep_whose_directory_vanished_fails_and_says_so(tmp_path, caplog) -> None:
+    """Its state cannot be written: the sweep is failed (not left "running"), the service's log
+    says why in one line, and the queue goes on to the next."""
+    import shutil
+
+    c = Coordinator(str(tmp_path), executor=LocalExecutor)
+    c.submit(SPEC.format(name="a", seeds=4))
+    c.submit(SPEC.format(name="b", seeds=1))
+    c.submit(SPEC.format(name="c", seeds=1))
+    shutil.rmtree(tmp_path / "b")  # while "a" runs, "b" is queued
+    with caplog.at_level("ERROR", logger="zonesim.service"):
+        b = wait(c, "b")
+        assert wait(c, "c")["state"] == "finished"
+    assert b["state"] == "failed" and "cannot record sweep b's state" in b["error"]
+    assert [r.getMessage() for r in caplog.records if "sweep b" in r.getMessage()]
