@@ -18,9 +18,14 @@ still parked cancels it (the blocked caller never got its mapping, so it has not
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from core.errors import StreamError
+
+if TYPE_CHECKING:
+    from core.kernel import Kernel
 
 
 class Pkmap:
@@ -110,3 +115,13 @@ def kunmap_high(pk: Pkmap, pkmap_slot: np.ndarray, handle: int, pfn: int) -> Non
         parked, pk.waiters = pk.waiters, []
         for h, p in parked:
             kmap_high(pk, pkmap_slot, h, p)
+
+
+def kmap_atomic(k: Kernel, pfn: int) -> bool:
+    """kmap_atomic (arch/i386/mm/highmem.c): a page with a kernel address is used through it; one
+    without gets its CPU's fixmap PTE for the type, and the old translation goes with one local
+    invlpg (counted here). True if it had to map; the caller counts what it mapped for."""
+    if k.has_kernel_address(pfn):
+        return False
+    k.c.tlb_flush_local += 1
+    return True

@@ -16,7 +16,7 @@ import numpy as np
 from core import events as E
 from core import parisc
 from core.errors import StreamError
-from core.highmem import kmap_high, kunmap_high
+from core.highmem import kmap_atomic, kmap_high, kunmap_high
 from core.kernel import H_FAILED, H_FREE, Kernel
 from core.mem_map import PG_mapped
 from core.page_alloc import alloc_pages, free_pages
@@ -93,18 +93,17 @@ def do_kmap_atomic(k: Kernel, handle: int) -> None:
     """kmap_atomic: a page without a kernel address gets a fixmap PTE and one local invlpg."""
     k.c.kmap_atomic_calls += 1
     pfn = live_pfn(k, handle, "kmap_atomic")
-    if pfn >= 0 and not k.has_kernel_address(pfn):
+    if pfn >= 0 and kmap_atomic(k, pfn):
         k.c.kmap_atomic_maps += 1
-        k.c.tlb_flush_local += 1
 
 
 def do_pte_update(k: Kernel, handle: int) -> None:
-    """pte_offset_map: a PTE page without a kernel address is reached through kmap_atomic."""
+    """pte_offset_map: a PTE page without a kernel address is reached through kmap_atomic
+    (KM_PTE0), counted as a PTE kmap rather than a caller's."""
     k.c.pte_updates += 1
     pfn = live_pfn(k, handle, "pte_update")
-    if pfn >= 0 and not k.has_kernel_address(pfn):
+    if pfn >= 0 and kmap_atomic(k, pfn):
         k.c.pte_kmaps += 1
-        k.c.tlb_flush_local += 1
 
 
 def _count(name: str) -> Callable[[Kernel, np.void], None]:
@@ -142,9 +141,8 @@ def do_cow(k: Kernel, handle: int) -> None:
     (the destination's mapping is the K_KMAP_ATOMIC the stream puts after its K_ALLOC_ANON)."""
     k.c.cow_copies += 1
     pfn = live_pfn(k, handle, "cow")
-    if pfn >= 0 and not k.has_kernel_address(pfn):
+    if pfn >= 0 and kmap_atomic(k, pfn):
         k.c.kmap_atomic_maps += 1
-        k.c.tlb_flush_local += 1
 
 
 def _run(k: Kernel, e: np.void) -> None:
