@@ -4,18 +4,21 @@ What the flushes exist for is data, so the model follows data versions, not byte
 
   lines       {pfn * colours + colour: [version, dirty]}: which colours hold a copy of the
               frame's data, of which version, and whether it is newer than memory (dirty)
-  mem_version per frame, the version memory holds
-  latest      per frame, the version of the most recent write (CPU or DMA)
+  mem_stale   per frame, whether memory holds anything but the frame's latest write
 
-Versions are the sequence numbers of the operations that wrote them (``clock`` ticks once per
-operation), so they only grow; boot content is version 0 everywhere. They are int32 (three per
-frame are most of a parisc machine's state): only their order and equality mean anything, so
-``renumber`` replaces them by their ranks when the clock passes VERSION_LIMIT, between batches,
-which keeps every comparison either engine makes. A batch must tick fewer than 2**31 -
-VERSION_LIMIT times (its operations are a few per event), checked. A read returns the copy at its
-colour if there is one, else memory (and leaves a clean copy); any read that returns something
-other than ``latest`` is a **stale read**, the corruption the flushes prevent. A device reading
-memory (DMA to a disk) is checked the same way.
+Within a batch a version is the sequence number of the operation that wrote it (``clock`` ticks
+once per operation from 0), and a frame's memory version and latest write (CPU or DMA) are kept
+for the frames the batch touches. A read returns the copy at its colour if there is one, else
+memory (and leaves a clean copy); any read that returns something other than the latest write is
+a **stale read**, the corruption the flushes prevent. A device reading memory (DMA to a disk) is
+checked the same way.
+
+Between batches the cache is **settled** (``settle``): every version is CURRENT (equal to its
+frame's latest write) or STALE, and the clock is back at 0. Nothing is lost: a read compares what
+it returns only with the latest write, new versions are always newer than every old one, so a
+copy that is stale stays stale until overwritten and two stale versions are never compared. So
+versions never wrap, and a frame costs one bool of memory state and one int8 per line, where
+absolute versions cost three int32s per frame.
 
 Verbs, one per primitive: ``flush_page`` (fdc loop: write back if dirty, invalidate: one colour),
 ``purge_page`` (pdc: invalidate without write back), ``dma_write`` (memory takes a new version;
@@ -32,11 +35,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.errors import StreamError
-
 MANY = -2  # FrameLines.colour of a frame with several lines: they are in ``more``
-VERSION = np.int32  # the dtype of every stored version
-VERSION_LIMIT = 1 << 30  # the clock past which versions are renumbered (see renumber)
+CURRENT, STALE = 0, -1  # a settled version: the frame's latest write, or anything older
+VERSION = np.int8  # the dtype of the table's settled versions
 
 
 class FrameLines:
@@ -54,7 +55,7 @@ class FrameLines:
                       to append to than to keep exact; compacted when it has grown
     """
 
-    def __init__(self, frames: int, colours: int, mark: np.ndarray) -> None:
+    def __init__(self, frames: int, colours: int, scratch: np.ndarray) -> None:
         self.shift = colours.bit_length() - 1  # colours is a power of two
         # the smallest type that holds a colour, -1 and MANY: every page of these arrays is
         # written in a run, and a fresh page costs a fault
@@ -65,16 +66,20 @@ class FrameLines:
         self.holders: list[np.ndarray] = []
         self._held = 0  # entries in holders
         self._compact_at = 1 << 16
-        self._mark = mark  # a per-frame int32 scratch, all -1 (the cache's colour_mark)
+        self._scratch = scratch  # a per-frame bool scratch, all False (the cache's)
 
     def holding(self) -> np.ndarray:
         """The frames that hold a line, each once, in no particular order."""
         h = np.concatenate(self.holders) if self.holders else np.zeros(0, dtype=np.int64)
         h = h[self.colour[h] != -1]
-        at = np.arange(h.size, dtype=np.int32)
-        self._mark[h] = at  # of repeats, the last written wins: keep that one
-        h = h[self._mark[h] == at]
-        self._mark[h] = -1
+        # each once: marked in the scratch and read back, which costs a pass over a bool per
+        # frame; a sort costs more once the holders are a few per cent of the frames
+        if h.size * 64 < self.colour.size:
+            h = np.unique(h)
+        else:
+            self._scratch[h] = True
+            h = np.flatnonzero(self._scratch)
+            self._scratch[h] = False
         self.holders, self._held = [h], h.size
         return h
 
@@ -129,9 +134,9 @@ class FrameLines:
                 np.concatenate([self.dirty[f], self.more[2]])[order])
 
     @classmethod
-    def of(cls, frames: int, colours: int, mark: np.ndarray, scratch: np.ndarray, keys: np.ndarray,
+    def of(cls, frames: int, colours: int, scratch: np.ndarray, keys: np.ndarray,
            version: np.ndarray, dirty: np.ndarray) -> FrameLines:
-        table = cls(frames, colours, mark)
+        table = cls(frames, colours, scratch)
         held = np.unique(keys >> table.shift)
         table.replace(held, (keys, version, dirty), scratch, everything=True)
         return table
@@ -143,24 +148,26 @@ def _no_lines() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class Cache:
-    """The lines, memory versions and latest versions of every frame.
+    """The lines and the memory state of every frame.
 
     The lines live in one of two forms: a dict (the reference's verbs, one line at a time) or
     a ``FrameLines`` table (the batched engine: ``cache_batch``). Whichever form an engine asks
-    for is made from the other on demand, so a run could even switch engines between batches."""
+    for is made from the other on demand, so a run could even switch engines between batches.
+    The verbs keep this batch's memory versions and latest writes in ``_mem`` and ``_latest``
+    (frames absent from them hold what the settled state says) until ``settle``."""
 
     def __init__(self, frames: int, colours: int) -> None:
         self.frames = frames
         self.colours = colours
         self._lines: dict[int, list] | None = {}
         self._table: FrameLines | None = None
-        self.mem_version = np.zeros(frames, dtype=VERSION)
-        self.latest = np.zeros(frames, dtype=VERSION)
+        self.mem_stale = np.zeros(frames, dtype=bool)
+        self._mem: dict[int, int] = {}
+        self._latest: dict[int, int] = {}
         self.clock = 0
         self.stale_reads = 0
-        # per-frame scratch marks of cache_batch and FrameLines.holding(), all False (-1) between uses
+        # a per-frame scratch mark of cache_batch and FrameLines, all False between uses
         self.scratch = np.zeros(frames, dtype=bool)
-        self.colour_mark = np.full(frames, -1, dtype=np.int32)
 
     @property
     def lines(self) -> dict[int, list]:
@@ -171,10 +178,10 @@ class Cache:
         return self._lines
 
     def table(self) -> FrameLines:
-        """The lines as a per-frame table (the batched form)."""
+        """The lines as a per-frame table (the batched form, which holds settled versions only)."""
         if self._table is None:
-            self._table = FrameLines.of(self.frames, self.colours, self.colour_mark, self.scratch,
-                                        *self._sorted_dict())
+            self.settle()
+            self._table = FrameLines.of(self.frames, self.colours, self.scratch, *self._sorted_dict())
             self._lines = None
         return self._table
 
@@ -191,34 +198,34 @@ class Cache:
         changing which form is kept (tests, invariants)."""
         return self._table.sorted_lines() if self._table is not None else self._sorted_dict()
 
-    def renumber(self, limit: int | None = None) -> bool:
-        """If the clock has passed ``limit``, replace every version (memory, latest, lines) by its
-        rank among them and the clock by the highest rank: order and equality, all that the versions
-        are used for, are kept, and the clock is again far from int32's end. True if it did."""
-        if self.clock >= (1 << 31) - 1:
-            raise StreamError(f"cache clock {self.clock} overran int32 within a batch")
-        if self.clock <= (VERSION_LIMIT if limit is None else limit):
-            return False
-        table = self._table
-        values, rank = np.unique(np.concatenate([self.mem_version, self.latest, self.line_versions()]),
-                                 return_inverse=True)
-        n = self.frames
-        self.mem_version[:] = rank[:n]
-        self.latest[:] = rank[n:2 * n]
-        rest = rank[2 * n:]
-        if table is not None:
-            held = table.colour >= 0
-            table.version[held] = rest[:int(np.count_nonzero(held))]
-            table.more = (table.more[0], rest[int(np.count_nonzero(held)):].astype(np.int64), table.more[2])
-        else:
-            for line, v in zip(self._lines.values(), rest.tolist(), strict=True):
-                line[0] = v
-        self.clock = int(values.size) - 1  # the highest rank: the next operation ticks past it
-        return True
+    def settle(self) -> None:
+        """End of a batch: every version becomes CURRENT or STALE against its frame's latest write
+        and the clock goes back to 0 (see the module's docstring for why nothing is lost). Only the
+        frames whose latest write moved have anything to change: elsewhere every version is still
+        a settled one (a new version is only ever made by a write, which moves the latest)."""
+        latest, mem = self._latest, self._mem
+        if latest or mem:
+            stale = self.mem_stale
+            for pfn, v in mem.items():
+                stale[pfn] = v != latest.get(pfn, CURRENT)
+            for pfn in latest.keys() - mem.keys():
+                stale[pfn] = True  # memory still holds a settled version, older than this write
+            if latest:
+                colours = self.colours
+                for key, line in self.lines.items():
+                    v = latest.get(key // colours)
+                    if v is not None:
+                        line[0] = CURRENT if line[0] == v else STALE
+            mem.clear()
+            latest.clear()
+        self.clock = 0
+
+    def settled(self) -> bool:
+        return self.clock == 0 and not self._mem and not self._latest
 
     def line_versions(self) -> np.ndarray:
         """Every line's version, in the order the lines are held (the table's frames, then its
-        frames with several; or the dict's order): what renumber ranks and the invariants bound."""
+        frames with several; or the dict's order): what the invariants check."""
         table = self._table
         if table is not None:
             return np.concatenate([table.version[table.colour >= 0], table.more[1]])
@@ -231,29 +238,33 @@ class Cache:
     def _key(self, pfn: int, colour: int) -> int:
         return pfn * self.colours + colour
 
+    def _memory(self, pfn: int) -> int:
+        v = self._mem.get(pfn)
+        return v if v is not None else STALE if self.mem_stale[pfn] else CURRENT
+
     def write(self, pfn: int, colour: int) -> None:
         """A CPU store through a translation of this colour."""
         v = self._tick()
         self.lines[self._key(pfn, colour)] = [v, True]
-        self.latest[pfn] = v
+        self._latest[pfn] = v
 
     def read(self, pfn: int, colour: int) -> None:
         """A CPU load through a translation of this colour."""
         self._tick()
         line = self.lines.get(self._key(pfn, colour))
         if line is None:
-            v = int(self.mem_version[pfn])
+            v = self._memory(pfn)
             self.lines[self._key(pfn, colour)] = [v, False]
         else:
             v = line[0]
-        if v != self.latest[pfn]:
+        if v != self._latest.get(pfn, CURRENT):
             self.stale_reads += 1
 
     def flush_page(self, pfn: int, colour: int) -> None:
         self._tick()
         line = self.lines.pop(self._key(pfn, colour), None)
         if line is not None and line[1]:
-            self.mem_version[pfn] = line[0]
+            self._mem[pfn] = line[0]
 
     def purge_page(self, pfn: int, colour: int) -> None:
         self._tick()
@@ -262,14 +273,14 @@ class Cache:
     def dma_write(self, pfn: int, colour: int) -> None:
         """The device writes memory; colour is the coherence index (-1: none is invalidated)."""
         v = self._tick()
-        self.mem_version[pfn] = v
-        self.latest[pfn] = v
+        self._mem[pfn] = v
+        self._latest[pfn] = v
         if colour >= 0:
             self.lines.pop(self._key(pfn, colour), None)
 
     def device_read(self, pfn: int) -> None:
         self._tick()
-        if self.mem_version[pfn] != self.latest[pfn]:
+        if self._memory(pfn) != self._latest.get(pfn, CURRENT):
             self.stale_reads += 1
 
     def flush_all(self) -> None:
@@ -277,5 +288,5 @@ class Cache:
         for key in sorted(self.lines):
             version, dirty = self.lines[key]
             if dirty:
-                self.mem_version[key // self.colours] = version
+                self._mem[key // self.colours] = version
         self.lines.clear()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.cache import CURRENT, STALE
 from core.vec import run_first, run_last, stable_order
 
 # Operation codes. The line operations (W..D) come first: ``typ <= OP_D`` selects them. Whole-cache
@@ -101,13 +102,6 @@ def _run_index(start: np.ndarray, n: int) -> np.ndarray:
     return np.cumsum(first) - 1
 
 
-def _store_last(target: np.ndarray, frame: np.ndarray, value: np.ndarray) -> None:
-    """``target[f]`` = the value of each frame's last element (``frame`` grouped into runs, in
-    time order within each)."""
-    last = run_last(frame)
-    target[frame[last]] = value[last]
-
-
 class _Flushes:
     """The batch's whole-cache flushes by time: ``first_after[t]`` is the time of the first one
     after t (``span`` if none), ``last_upto[t]`` that of the last one at or before t (-1 if none).
@@ -182,35 +176,34 @@ class _ClosedForms:
         single = (single_colour >= 0) & (single_out == 0)
         reads = ~single & (reads_out == 0)
         # carried lines: a single-line frame may have one at its own colour, a store-free one none
-        # (its mark, C, is no line's colour)
-        mark, frames = cache.colour_mark, pfn[start]
-        either = np.flatnonzero(single | reads)
-        cand = frames[either]
-        mark[cand] = np.where(single[either], single_colour[either], C)
-        line_frame, line_colour = keys >> shift, keys & (C - 1)
-        m = mark[line_frame]
-        mark[line_frame[(m >= 0) & (m != line_colour)]] = -2
-        kept = mark[frames] >= 0
-        self.line = mark[line_frame] >= 0
-        mark[cand] = -1
+        # (C, what it wants, is no line's colour). Each line finds its frame among the batch's,
+        # which are in order (a binary search: per-frame marks would cost 4 bytes a frame)
+        frames = pfn[start]
+        want = np.where(single, single_colour, np.where(reads, C, -1))  # -1: no closed form
+        line_frame = keys >> shift
+        at = np.minimum(np.searchsorted(frames, line_frame), frames.size - 1)
+        wanted = np.where(frames[at] == line_frame, want[at], -1)  # (-1 too: a frame not in the batch)
+        kept = np.ones(frames.size, dtype=bool)
+        kept[at[(wanted >= 0) & (wanted != (keys & (C - 1)))]] = False
+        self.line = (wanted >= 0) & kept[at]
         single &= kept
         reads &= kept
         self.single, self.reads = single[frame_of], reads[frame_of]
         self.colour = np.where(single, single_colour, read_colour)[frame_of]
 
 
-def play_single(cache, lane: _ClosedForms, ops: tuple, lines: tuple, flushes: _Flushes,
+def play_single(out: _Versions, lane: _ClosedForms, ops: tuple, lines: tuple, flushes: _Flushes,
                 shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The single-line frames (``_ClosedForms``): each a sequence of stores, flushes and purges on
     one line, after the line carried in (if any). A dirty line is written back iff the next thing
     to reach it is a flush or a whole-cache flush: then memory gets its version. Memory ends with
     the last write-back, the latest version is the last store's, and the line survives, dirty, if
     the frame's last operation is a store with no whole-cache flush after it (a carried line never
-    survives as it was: a store or flush always follows it). Returns the lines left (keys,
-    absolute versions, dirty)."""
+    survives as it was: a store or flush always follows it). Memory's and the latest versions go
+    to ``out``; returns the lines left (keys, versions, dirty)."""
     typ, pfn, col, rel = ops
     keys, lver, ldirty = lines
-    t0, span = cache.clock, flushes.span
+    span = flushes.span
     i = np.flatnonzero(lane.single & ((typ != OP_P) | (col == lane.colour)))  # purges elsewhere find no line
     if not i.size:
         empty = np.zeros(0, dtype=np.int64)
@@ -229,23 +222,22 @@ def play_single(cache, lane: _ClosedForms, ops: tuple, lines: tuple, flushes: _F
         line_frame = keys[j] >> shift
         first = start[np.searchsorted(f[start], line_frame)]  # (both in frame order)
         wb = np.flatnonzero(ldirty[j] & ((ty[first] == OP_F) | (flushes.first < t[first])))
-        cache.mem_version[line_frame[wb]] = lver[j[wb]]
+        out.memory(line_frame[wb], lver[j[wb]])
     wb = np.flatnonzero(is_w & (next_flush | (fa_after < next_t)))  # flush and operation times never coincide
-    _store_last(cache.mem_version, f[wb], t[wb] + t0)  # each frame's last write-back is memory's
+    out.memory(*_last(f[wb], t[wb]))  # each frame's last write-back is memory's
     w = np.flatnonzero(is_w)
-    _store_last(cache.latest, f[w], t[w] + t0)
+    out.latest(*_last(f[w], t[w]))
     stays = np.flatnonzero(np.append(~same, True) & is_w & (fa_after == span))
-    return (f[stays] << shift) + col[i[stays]], t[stays] + t0, np.ones(stays.size, dtype=bool)
+    return (f[stays] << shift) + col[i[stays]], t[stays], np.ones(stays.size, dtype=bool)
 
 
-def play_read_only(cache, lane: _ClosedForms, ops: tuple, flushes: _Flushes,
+def play_read_only(cache, out: _Versions, lane: _ClosedForms, ops: tuple, flushes: _Flushes,
                    shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The store-free frames (``_ClosedForms``). A read or device read before the frame's first
     DMA is stale iff memory and the latest version differed at the start of the batch (after it
     they are equal); the last DMA sets both; the read colour's line survives, clean, holding
     memory as it then stands, if its last fill has nothing after it. Returns the lines left."""
     typ, pfn, col, rel = ops
-    t0 = cache.clock
     i = np.flatnonzero(lane.reads)
     empty = np.zeros(0, dtype=np.int64)
     if not i.size:
@@ -258,16 +250,16 @@ def play_read_only(cache, lane: _ClosedForms, ops: tuple, flushes: _Flushes,
     d_before = np.cumsum(is_d) - is_d  # DMAs before each operation, in the batch so far
     d_seen = d_before > d_before[start][frame_of]  # ... and in its own frame
     reads = (ty == OP_R) | (ty == OP_DEV)
-    mem0 = cache.mem_version[frames]
-    differ = (mem0 != cache.latest[frames])[frame_of]
-    cache.stale_reads += int(np.count_nonzero(reads & ~d_seen & differ))
-    memory = mem0.copy()  # memory (and the latest version) at the end of the batch
+    differ = cache.mem_stale[frames]
+    cache.stale_reads += int(np.count_nonzero(reads & ~d_seen & differ[frame_of]))
+    memory = np.where(differ, STALE, CURRENT)  # memory (and the latest version) at the end of the batch
     d = np.flatnonzero(is_d)
     if d.size:
         end = d[run_last(f[d])]  # each frame's last DMA
         dma = frame_of[end]
-        memory[dma] = t[end] + t0
-        cache.mem_version[frames[dma]] = cache.latest[frames[dma]] = memory[dma]
+        memory[dma] = t[end]
+        out.memory(frames[dma], memory[dma])
+        out.latest(frames[dma], memory[dma])
     # the read colour's line: the frame's last operation on it is a read with no flush after it
     on_line = np.flatnonzero((ty == OP_R) | is_d | (((ty == OP_F) | (ty == OP_P)) & (col[i] == c)))
     if not on_line.size:
@@ -279,14 +271,16 @@ def play_read_only(cache, lane: _ClosedForms, ops: tuple, flushes: _Flushes,
 
 def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarray, fa: np.ndarray,
          ticks: int) -> None:
-    """Apply a batch's operations to ``cache``: stale reads counted, lines and versions updated.
+    """Apply a batch's operations to ``cache``: stale reads counted, lines and memory updated, and
+    the cache left settled (``Cache.settle``).
 
     The operations come frame-major (by pfn, then time); ``rel`` is each one's time in the batch
-    (its version is clock + rel), ``fa`` the sorted times of the whole-cache flushes, ``ticks`` how
+    (1 .. ticks: its version), ``fa`` the sorted times of the whole-cache flushes, ``ticks`` how
     far the clock moves in all (operations that change nothing may have been left out)."""
     if not ticks:
         return
-    C, t0 = cache.colours, cache.clock
+    cache.settle()  # (the scalar verbs may have run since the last batch: tests do that)
+    C = cache.colours
     shift = C.bit_length() - 1  # colours is a power of two: key >> shift is the frame, key & (C-1) the colour
     span = ticks + 2
     # the lines carried in: those of the frames the batch touches, and every line when it flushes
@@ -303,9 +297,9 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     # frames with a closed form first; the general pass below takes the rest, and every carried
     # line the single-line frames do not
     lane = _ClosedForms(cache, typ, pfn, col, keys, shift, start)
-    ops, flushes = (typ, pfn, col, rel), _Flushes(fa, span)
-    extra = [play_single(cache, lane, ops, (keys, lver, ldirty), flushes, shift),
-             play_read_only(cache, lane, ops, flushes, shift)]
+    ops, flushes, out = (typ, pfn, col, rel), _Flushes(fa, span), _Versions()
+    extra = [play_single(out, lane, ops, (keys, lver, ldirty), flushes, shift),
+             play_read_only(cache, out, lane, ops, flushes, shift)]
     rest = np.flatnonzero(~lane.single & ~lane.reads)
     if rest.size < typ.size:
         typ, pfn, col, rel = typ[rest], pfn[rest], col[rest], rel[rest]
@@ -316,7 +310,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     g = np.concatenate([keys[take], (pfn[li] << shift) + col[li]])
     t = np.concatenate([np.zeros(nl, dtype=np.int64), rel[li]])
     ty = np.concatenate([np.full(nl, LOAD, dtype=typ.dtype), typ[li]])
-    ver = np.concatenate([lver[take] - t0, rel[li]])  # versions relative to t0 too (may be <= 0)
+    ver = np.concatenate([lver[take], rel[li]])  # (the carried lines' are settled: <= 0)
     dl = np.concatenate([ldirty[take], np.zeros(li.size, dtype=bool)])
     # by line, then time: the carried lines (time 0) come first and the operations are frame-major
     # in time order, so a stable sort by line alone is enough
@@ -359,7 +353,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     is_r = ty == OP_R
     absent_r = np.flatnonzero(is_r & ~present)
     f_absent = frame[absent_r]
-    value[absent_r] = mem.before(f_absent, t[absent_r], cache.mem_version[f_absent] - t0)
+    value[absent_r] = mem.before(f_absent, t[absent_r], _memory_at_start(cache, f_absent))
     prev_fill = runs.prev(fill)
     hit = np.flatnonzero(is_r & present)
     value[hit] = np.where(dirty[hit], w_version[hit], value[np.maximum(prev_fill[hit], 0)])
@@ -367,15 +361,17 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     value[stores] = ver[stores]
     r = np.flatnonzero(is_r)
     f_r = frame[r]
-    stale = int(np.count_nonzero(value[r] != latest.before(f_r, t[r], cache.latest[f_r] - t0)))
+    stale = int(np.count_nonzero(value[r] != latest.before(f_r, t[r], np.full(r.size, CURRENT))))
     dev = np.flatnonzero(typ == OP_DEV)
-    seen = mem.before(pfn[dev], rel[dev], cache.mem_version[pfn[dev]] - t0)
-    stale += int(np.count_nonzero(seen != latest.before(pfn[dev], rel[dev], cache.latest[pfn[dev]] - t0)))
+    seen = mem.before(pfn[dev], rel[dev], _memory_at_start(cache, pfn[dev]))
+    stale += int(np.count_nonzero(seen != latest.before(pfn[dev], rel[dev], np.full(dev.size, CURRENT))))
     cache.stale_reads += stale
     # -- the state after the batch --------------------------------------------------------------
     prev = {"inv": prev_inv, "set": prev_set, "w": prev_w}
-    _write_back(cache, runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, frames, mem, latest, extra)
-    cache.clock = t0 + ticks
+    for lookup, keep in ((mem, out.memory), (latest, out.latest)):
+        keep(*lookup.last_per_frame())
+    lines = _lines_left(runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, extra)
+    _settle(cache, out, frames, lines, shift, everything=bool(fa.size))
 
 
 def _written_back_by_fa(runs, t, is_w, is_inv, prev_mark, nxt_fa, span):
@@ -395,14 +391,9 @@ def _written_back_by_fa(runs, t, is_w, is_inv, prev_mark, nxt_fa, span):
     return wb
 
 
-def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, frames, mem, latest, extra):
-    """Memory and latest versions per touched frame; the lines of ``frames`` (those carried in)
-    as they stand after the batch: those the general pass leaves, and ``extra``, those the frames
-    with a closed form leave (each keys, versions, dirty)."""
-    t0 = cache.clock
-    for lookup, target in ((mem, cache.mem_version), (latest, cache.latest)):
-        frames_set, values = lookup.last_per_frame()
-        target[frames_set] = values + t0
+def _lines_left(runs, g, t, ver, value, marks, prev, fa, extra):
+    """The lines of the frames carried in as they stand after the batch: those the general pass
+    leaves, and ``extra``, those the frames with a closed form leave (each keys, versions, dirty)."""
     parts = [e for e in extra if e[0].size]
     if g.size:
         end = runs.ends
@@ -415,11 +406,67 @@ def _write_back(cache, runs, g, t, ver, value, marks, prev, fa, frames, mem, lat
         dirty = present & (w >= 0) & (t[np.maximum(w, 0)] > t_inv)
         version = np.where(dirty, ver[np.maximum(w, 0)], value[np.maximum(s, 0)])
         left = np.flatnonzero(present)
-        parts.append((g[end[left]], version[left] + t0, dirty[left]))
+        parts.append((g[end[left]], version[left], dirty[left]))
     if len(parts) == 1:
-        lines = parts[0]
-    elif parts:
-        lines = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
-    else:
-        lines = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))
-    cache.table().replace(frames, lines, cache.scratch, everything=bool(fa.size))
+        return parts[0]
+    if parts:
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+
+
+class _Versions:
+    """The batch's memory versions and latest writes of the frames it touches, as (frames,
+    versions) parts in the order they happened: a frame's last part is its final value."""
+
+    def __init__(self) -> None:
+        self.mem: list[tuple[np.ndarray, np.ndarray]] = []
+        self.last: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def memory(self, frames: np.ndarray, versions: np.ndarray) -> None:
+        self.mem.append((frames, versions))
+
+    def latest(self, frames: np.ndarray, versions: np.ndarray) -> None:
+        self.last.append((frames, versions))
+
+    @staticmethod
+    def final(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """Each frame once, sorted, with its last version."""
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        f = np.concatenate([p[0] for p in parts])
+        v = np.concatenate([p[1] for p in parts])
+        o = np.argsort(f, kind="stable")
+        f, v = f[o], v[o]
+        end = run_last(f)
+        return f[end], v[end]
+
+
+def _last(frame: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's last element (``frame`` grouped into runs, in time order within each)."""
+    end = run_last(frame)
+    return frame[end], value[end]
+
+
+def _memory_at_start(cache, frames: np.ndarray) -> np.ndarray:
+    return np.where(cache.mem_stale[frames], STALE, CURRENT)
+
+
+def _settle(cache, out: _Versions, frames: np.ndarray, lines: tuple, shift: int, everything: bool) -> None:
+    """``Cache.settle`` for the batch's results: memory is stale where it is not the latest write
+    (a frame written and not written back holds an older, settled version), a line is CURRENT iff
+    it holds its frame's latest write (an untouched frame's latest is CURRENT); then the lines of
+    ``frames`` become ``lines``."""
+    wf, wv = out.final(out.last)
+    mf, mv = out.final(out.mem)
+
+    def latest_of(f: np.ndarray) -> np.ndarray:
+        if not wf.size:
+            return np.full(f.size, CURRENT)
+        j = np.minimum(np.searchsorted(wf, f), wf.size - 1)
+        return np.where(wf[j] == f, wv[j], CURRENT)
+
+    cache.mem_stale[wf] = True
+    cache.mem_stale[mf] = mv != latest_of(mf)
+    keys, version, dirty = lines
+    version = np.where(version == latest_of(keys >> shift), CURRENT, STALE)
+    cache.table().replace(frames, (keys, version, dirty), cache.scratch, everything)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.cache import CURRENT, STALE
 from core.errors import InvariantError
 from core.kernel import Kernel
 from core.mem_map import PG_alloc, PG_buddy, PG_mapped, PG_pcp, PG_reserved
@@ -36,7 +37,7 @@ def _free_heads(k: Kernel) -> tuple[np.ndarray, np.ndarray]:
 
 def _hot_pages(k: Kernel) -> np.ndarray:
     mm = k.mm
-    return np.concatenate([mm.pcp_stack[z.start:z.start + z.pcp_top] for z in mm.zones]).astype(np.int64)
+    return np.concatenate([z.pcp[:z.pcp_top] for z in mm.zones]).astype(np.int64)
 
 
 ORDER_BITS = 6  # a block's key is start << ORDER_BITS | order: orders up to 63
@@ -147,7 +148,7 @@ def check_mapped(k: Kernel) -> None:
 
 def check_vi(k: Kernel) -> None:
     """Virtually indexed machines: translations only on allocated frames, the colour pools'
-    occupancy equal to the mappings that hold slots, versions that never run ahead of the clock."""
+    occupancy equal to the mappings that hold slots, and a settled cache."""
     if not k.vi:
         return
     vi, mm = k.vi, k.mm
@@ -168,11 +169,11 @@ def check_vi(k: Kernel) -> None:
     for name, pool in (("kmaps", vi.kmaps), ("allocs", vi.allocs)):
         if np.any(pool.used < 0) or int(pool.used.sum()) != pool.pages:
             _fail("pool-used", f"{name}: bucket occupancy negative or not summing to {pool.pages}")
-    clock = vi.cache.clock
-    if np.any(vi.cache.line_versions() > clock) or np.any(vi.cache.latest > clock):
-        _fail("cache-versions", "a version newer than the clock")
-    if np.any(vi.cache.mem_version > vi.cache.latest):
-        _fail("cache-versions", "memory holds a version newer than the frame's last write")
+    if not vi.cache.settled():
+        _fail("cache-settled", "the cache holds this batch's versions between batches")
+    versions = vi.cache.line_versions()
+    if np.any((versions != CURRENT) & (versions != STALE)):
+        _fail("cache-versions", "a settled line holds neither the latest write nor an older one")
 
 
 def check_all(k: Kernel) -> None:

@@ -1,15 +1,17 @@
 """Physical memory at boot: mem_map, zones and what bootmem reserves (mm/page_alloc.c, 2.6.11).
 
-Per-frame state is three flat arrays, one entry per 4 KiB frame (16,777,216 at 64 GB):
+Per-frame state is two flat arrays, one entry per 4 KiB frame (16,777,216 at 64 GB):
 
   page_flags  uint8, bit set of PG_* below
   page_order  int8,  order of the block whose head this frame is (free or allocated), else -1
-  pcp_stack   int32, storage for the zones' per-CPU-style hot lists (see page_alloc)
+
+and each zone keeps its per-CPU-style hot list (see page_alloc) in an int32 array that grows as
+the list does (``Zone.pcp``: it has no high mark, so a run's longest list decides its size).
 
 plus ``pkmap_slot`` (the persistent-kmap slot holding the frame or -1; page->virtual for
 highmem), which mm/highmem.c owns: the kernel sizes it once the pkmap pool is known
-(highmem.new_page_virtual: int16 for the stock pool, none on a virtually indexed machine). Eight
-bytes per frame on x86 with the stock pool.
+(highmem.new_page_virtual: int16 for the stock pool, none on a virtually indexed machine). Four
+bytes per frame on x86 with the stock pool, and the hot lists.
 
 Boot layout (i386): the kernel image and BIOS area sit at physical 0; bootmem places mem_map just
 above MAX_DMA_ADDRESS (16 MB); everything else is handed to the buddy allocator as the largest
@@ -46,7 +48,17 @@ class Zone:
     free_pages: int = 0  # buddy plus hot list
     # free_area[order]: head pfns in LIFO order (dict keeps insertion order; popitem takes the head).
     free_area: list[dict[int, None]] = field(default_factory=lambda: [{} for _ in range(MAX_ORDER)])
-    pcp_top: int = 0  # pages on the hot list; they live in pcp_stack[start : start + pcp_top]
+    pcp_top: int = 0  # pages on the hot list; they live in pcp[:pcp_top], the top last
+    pcp: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+
+    def pcp_room(self, pages: int) -> np.ndarray:
+        """The hot list's storage, with room for ``pages`` pages: doubled when it is short, so a
+        list that grows page by page is copied a logarithmic number of times."""
+        if pages > self.pcp.size:
+            grown = np.empty(max(pages, 2 * self.pcp.size, 1024), dtype=np.int32)
+            grown[:self.pcp_top] = self.pcp[:self.pcp_top]
+            self.pcp = grown
+        return self.pcp
 
     @property
     def name(self) -> str:
@@ -89,7 +101,6 @@ class MemMap:
         n = m.frames
         self.page_flags = np.zeros(n, dtype=np.uint8)
         self.page_order = np.full(n, -1, dtype=np.int8)
-        self.pcp_stack = np.empty(n, dtype=np.int32)
         self.pkmap_slot = np.zeros(0, dtype=np.int16)  # sized by the kernel once its pkmap pool is (new_page_virtual)
         dma_end = min(m.dma_zone, m.memory) // m.page_size
         low_end = self.layout.lowmem_end // m.page_size

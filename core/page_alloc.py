@@ -3,7 +3,7 @@
 Free memory of a zone is in two places:
   - the buddy free lists ``zone.free_area[order]`` (heads flagged PG_buddy, order in page_order),
     split by ``expand`` and merged by ``__free_one_page`` exactly as the kernel does;
-  - the zone's hot list of order-0 pages (``pcp_stack``), a LIFO like the kernel's per-CPU
+  - the zone's hot list of order-0 pages (``zone.pcp``), a LIFO like the kernel's per-CPU
     ``free_hot_cold_page`` lists: order-0 frees go there and order-0 allocations come from there.
 
 Simplifications: the kernel's hot lists are per CPU, hold at most ``pcp->high`` pages and trade
@@ -85,8 +85,8 @@ def pcp_refill(mm: MemMap, zone: Zone) -> bool:
     mm.page_flags[pfn] &= 0xFF ^ PG_buddy
     mm.page_order[pfn] = -1
     n = 1 << order
-    base = zone.start + zone.pcp_top
-    mm.pcp_stack[base:base + n] = range(pfn + n - 1, pfn - 1, -1)
+    base = zone.pcp_top
+    zone.pcp_room(base + n)[base:base + n] = range(pfn + n - 1, pfn - 1, -1)
     mm.page_flags[pfn:pfn + n] |= PG_pcp
     zone.pcp_top += n
     return True
@@ -97,14 +97,14 @@ def pcp_pop(mm: MemMap, zone: Zone) -> int:
     if zone.pcp_top == 0 and not pcp_refill(mm, zone):
         return -1
     zone.pcp_top -= 1
-    pfn = int(mm.pcp_stack[zone.start + zone.pcp_top])
+    pfn = int(zone.pcp[zone.pcp_top])
     mm.page_flags[pfn] &= 0xFF ^ PG_pcp
     return pfn
 
 
 def pcp_push(mm: MemMap, zone: Zone, pfn: int) -> None:
     """free_hot_cold_page: an order-0 page goes on top of the hot list."""
-    mm.pcp_stack[zone.start + zone.pcp_top] = pfn
+    zone.pcp_room(zone.pcp_top + 1)[zone.pcp_top] = pfn
     zone.pcp_top += 1
     mm.page_flags[pfn] |= PG_pcp
 
@@ -113,7 +113,7 @@ def drain_pcp(mm: MemMap, zone: Zone) -> None:
     """drain_all_pages: return the hot list to the buddy, top first, merging as the pages go."""
     while zone.pcp_top:
         zone.pcp_top -= 1
-        pfn = int(mm.pcp_stack[zone.start + zone.pcp_top])
+        pfn = int(zone.pcp[zone.pcp_top])
         mm.page_flags[pfn] &= 0xFF ^ PG_pcp
         free_one_page(mm, zone, pfn, 0)
 

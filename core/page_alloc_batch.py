@@ -188,7 +188,7 @@ def _match(k: Kernel, z: _Zone, cut: int, ptr: np.ndarray, val: np.ndarray) -> n
     keep = slice(0, int(np.searchsorted(z.ops_idx, cut)))  # ops_idx rises: the ones before the cut
     ops, level, is_pop = z.ops_idx[keep], z.level[keep], z.is_pop[keep]
     supply = z.supply()
-    stack = k.mm.pcp_stack[z.zone.start: z.zone.start + z.s0]
+    stack = z.zone.pcp[:z.s0]
     if is_pop.all():
         return _match_pops(z, ops, stack, supply, val)
     srt = stable_order(level)  # by level, ties in time order
@@ -338,8 +338,7 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
         zone = mm.zones[zi]
         stack = -slots - 2
         stack[slots >= 0] = pfn[slots[slots >= 0]]
-        base = zone.start + kept
-        mm.pcp_stack[base: base + stack.size] = stack
+        zone.pcp_room(kept + stack.size)[kept: kept + stack.size] = stack
         zone.pcp_top = kept + stack.size
         mm.page_flags[stack] = (mm.page_flags[stack] & (0xFF ^ (PG_alloc | PG_mapped))) | PG_pcp
         mm.page_order[stack] = -1

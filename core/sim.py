@@ -35,7 +35,7 @@ def simulate(machine: Machine, policy: Policy, stream: Stream, engine: str = "fa
             check_batch(batch, stream.max_handles, machine.cpus)
             run_batch(k, batch)
             if k.vi is not None:
-                k.vi.cache.renumber()
+                k.vi.cache.settle()
         except StreamError as err:  # say where: a trace or a log is fixed by finding the event
             raise StreamError(f"{stream.source}: batch {number} (events {seen}..{seen + len(batch) - 1}): "
                               f"{err}") from None

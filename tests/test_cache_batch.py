@@ -2,7 +2,8 @@
 
 A random history is applied to a ``Cache`` one verb at a time; then a random batch of operations
 goes through the scalar verbs on one copy and through ``play`` on another, and everything the two
-leave (lines, versions, memory and latest versions, the clock, stale reads) must be equal. The
+leave, settled (lines, their versions, which frames' memory is stale, the clock, stale reads),
+must be equal. The
 batches are small and dense, a few frames and colours, so that the frames ``play`` closes in one
 step (single-line frames: stores and flushes through one colour, nothing read; store-free frames:
 reads and DMA through one colour) meet carried lines, whole-cache flushes and purges at other
@@ -20,9 +21,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core import cache_batch
-from core.cache import Cache
+from core.cache import CURRENT, STALE, Cache
 from core.cache_batch import OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W
-from core.errors import StreamError
 from core.vec import run_first
 
 FRAMES, COLOURS = 6, 4
@@ -58,10 +58,12 @@ def batched(cache: Cache, ops: list[tuple[int, int, int]]) -> None:
 
 
 def state(cache: Cache) -> dict[str, object]:
+    """What the cache holds, settled (on a copy: the scalar verbs leave this batch's versions)."""
+    cache = copy.deepcopy(cache)
+    cache.settle()
     keys, version, dirty = cache.snapshot()
     return {"keys": keys.tolist(), "version": version.tolist(), "dirty": dirty.tolist(),
-            "mem_version": cache.mem_version.tolist(), "latest": cache.latest.tolist(),
-            "clock": cache.clock, "stale_reads": cache.stale_reads}
+            "mem_stale": cache.mem_stale.tolist(), "clock": cache.clock, "stale_reads": cache.stale_reads}
 
 
 class _NoClosedForms(cache_batch._ClosedForms):
@@ -122,7 +124,7 @@ def test_closed_forms_are_found():
     assert lane.reads.tolist() == [True] * 3 + [False] * 5
     assert lane.single.tolist() == [False] * 3 + [True] * 3 + [False] * 2
     assert lane.line.tolist() == [True]
-    assert (cache.colour_mark == -1).all()
+    assert not cache.scratch.any()
 
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
@@ -142,7 +144,7 @@ def test_lines_carried_from_batch_to_batch(history, batches, compact):
             cache.table()._compact_at = 0
         batched(cache, batch)
         assert state(cache) == state(expected)
-        assert (cache.colour_mark == -1).all() and not cache.scratch.any()  # the scratch arrays left clean
+        assert not cache.scratch.any()  # the scratch left clean
     table = cache.table()
     held = set(table.holding().tolist())
     assert len(held) == table.holding().size  # each once
@@ -150,9 +152,11 @@ def test_lines_carried_from_batch_to_batch(history, batches, compact):
 
 
 def test_lines_convert_between_forms():
-    """dict -> FrameLines -> dict gives the same lines, frames with several lines included."""
+    """dict -> FrameLines -> dict gives the same lines, frames with several lines included (the
+    table holds settled versions: the dict is settled first)."""
     cache = Cache(FRAMES, COLOURS)
     scalar(cache, [(OP_W, 0, 1), (OP_R, 0, 3), (OP_W, 2, 2), (OP_R, 5, 0), (OP_R, 5, 1), (OP_R, 5, 2)])
+    cache.settle()
     before = copy.deepcopy(cache.lines)
     table = cache.table()
     assert table.colour.tolist() == [-2, -1, 2, -1, -1, -2]
@@ -200,42 +204,56 @@ def test_carried_clean_line_older_than_memory(batch, monkeypatch):
         check([(OP_R, 4, 1), (OP_D, 4, 2)], batch, shortcut, monkeypatch)
 
 
-def _ranks(cache: Cache) -> list[int]:
-    """Every version the cache holds (memory, latest, lines) replaced by its rank among them."""
-    _, version, _ = cache.snapshot()
-    values = np.concatenate([cache.mem_version, cache.latest, version])
-    return np.unique(values, return_inverse=True)[1].tolist()
+def _unsettled_state(cache: Cache) -> dict[str, object]:
+    """What the scalar verbs hold, read without settling: each line and each frame's memory
+    compared with the frame's latest write, by the definition ``settle`` must keep."""
+    latest = [cache._latest.get(pfn, 0) for pfn in range(FRAMES)]
+    keys, version, dirty = cache.snapshot()
+    return {"keys": keys.tolist(), "dirty": dirty.tolist(), "stale_reads": cache.stale_reads,
+            "current": [int(v) == latest[int(k) // COLOURS] for k, v in zip(keys, version, strict=True)],
+            "mem_stale": [cache._memory(pfn) != latest[pfn] for pfn in range(FRAMES)]}
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+class _NeverSettled(Cache):
+    """The cache as if a whole run were one batch: versions are sequence numbers throughout."""
+
+    def settle(self) -> None:
+        pass
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(history=st.lists(operation, max_size=30), batch=st.lists(operation, min_size=1, max_size=30),
        table=st.booleans())
-def test_renumbered_versions_change_nothing_but_their_values(history, batch, table):
-    """Versions renumbered by rank between two batches (in either form of the lines): the next
-    batch reads stale exactly as often, leaves the same lines and dirty bits, and versions in the
-    same order, as without; and the batched pass still equals the scalar verbs after it."""
-    plain = Cache(FRAMES, COLOURS)
+def test_settling_between_batches_changes_nothing_a_read_can_see(history, batch, table):
+    """Versions settled to CURRENT / STALE between two batches (in either form of the lines): the
+    next batch reads stale exactly as often and leaves the same lines, dirty bits, current copies
+    and stale memory as a cache that never settles; and the batched pass equals the scalar verbs
+    after it."""
+    plain = _NeverSettled(FRAMES, COLOURS)
     scalar(plain, history)
-    renumbered = copy.deepcopy(plain)
+    settled = Cache(FRAMES, COLOURS)
+    scalar(settled, history)
+    settled.settle()
+    assert settled.settled() and settled.clock == 0
+    assert set(settled.line_versions().tolist()) <= {CURRENT, STALE}
     if table:
-        renumbered.table()
-    assert renumbered.renumber(limit=0) == (plain.clock > 0)
-    assert renumbered.clock <= plain.clock
-    batched_copy = copy.deepcopy(renumbered)
+        settled.table()
+    batched_copy = copy.deepcopy(settled)
     scalar(plain, batch)
-    scalar(renumbered, batch)
+    scalar(settled, batch)
     batched(batched_copy, batch)
-    assert renumbered.stale_reads == plain.stale_reads
-    assert renumbered.snapshot()[0].tolist() == plain.snapshot()[0].tolist()
-    assert renumbered.snapshot()[2].tolist() == plain.snapshot()[2].tolist()
-    assert _ranks(renumbered) == _ranks(plain)
-    assert state(batched_copy) == state(renumbered)
+    assert _unsettled_state(settled) == _unsettled_state(plain)
+    assert state(batched_copy) == state(settled)
 
 
-def test_renumber_waits_for_its_limit_and_refuses_an_overrun():
+def test_settle_marks_memory_and_lines_behind_the_latest_write_stale():
     cache = Cache(FRAMES, COLOURS)
-    scalar(cache, [(OP_W, 1, 0), (OP_R, 1, 1), (OP_D, 2, 0)])
-    assert not cache.renumber(limit=cache.clock)
-    cache.clock = (1 << 31) - 1
-    with pytest.raises(StreamError, match="overran int32"):
-        cache.renumber()
+    # frame 1: a store at colour 0, a read at colour 1 fills from memory (stale), the store flushed;
+    # frame 2: a DMA, then a clean read of it; frame 3: a store never written back
+    scalar(cache, [(OP_W, 1, 0), (OP_R, 1, 1), (OP_F, 1, 0), (OP_D, 2, 0), (OP_R, 2, 1), (OP_W, 3, 2)])
+    cache.settle()
+    keys, version, dirty = cache.snapshot()
+    assert dict(zip(keys.tolist(), zip(version.tolist(), dirty.tolist(), strict=True), strict=True)) == {
+        1 * COLOURS + 1: (STALE, False), 2 * COLOURS + 1: (CURRENT, False), 3 * COLOURS + 2: (CURRENT, True)}
+    assert cache.mem_stale.tolist() == [False, False, False, True, False, False]
+    assert cache.stale_reads == 1 and cache.clock == 0

@@ -72,7 +72,7 @@ def state_of(k: Kernel) -> dict[str, object]:
     for z in mm.zones:
         state[f"{z.name}.free_pages"] = z.free_pages
         state[f"{z.name}.pcp_top"] = z.pcp_top
-        state[f"{z.name}.pcp_stack"] = mm.pcp_stack[z.start:z.start + z.pcp_top]
+        state[f"{z.name}.pcp_stack"] = z.pcp[:z.pcp_top]
         for order, area in enumerate(z.free_area):
             state[f"{z.name}.free_area[{order}]"] = list(area)  # LIFO order is part of the state
     state.update({
@@ -94,7 +94,7 @@ def state_of(k: Kernel) -> dict[str, object]:
         state.update({
             "vi.user_colour": vi.user_colour, "vi.kernel_colour": vi.kernel_colour, "vi.kmap_count": vi.kmap_count,
             "cache.keys": keys, "cache.version": version, "cache.dirty": dirty,
-            "cache.mem_version": cache.mem_version, "cache.latest": cache.latest, "cache.clock": cache.clock,
+            "cache.mem_stale": cache.mem_stale, "cache.clock": cache.clock,
             "cache.stale_reads": cache.stale_reads,
         })
         for name, pool in (("kmaps", vi.kmaps), ("allocs", vi.allocs)):

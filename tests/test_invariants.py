@@ -120,7 +120,7 @@ def test_pg_pcp_on_a_page_off_the_hot_list_breaks_pcp_flag(stock):
 
 def test_a_hot_list_page_without_pg_pcp_breaks_pcp_flag(stock):
     zone = next(z for z in stock.mm.zones if z.pcp_top)
-    top = int(stock.mm.pcp_stack[zone.start + zone.pcp_top - 1])
+    top = int(zone.pcp[zone.pcp_top - 1])
     stock.mm.page_flags[top] &= 0xFF ^ PG_pcp
     assert violated(stock) in {"pcp-flag", "tiling"}
 
