@@ -55,7 +55,7 @@ class FrameLines:
                       to append to than to keep exact; compacted when it has grown
     """
 
-    def __init__(self, frames: int, colours: int, scratch: np.ndarray) -> None:
+    def __init__(self, frames: int, colours: int) -> None:
         self.shift = colours.bit_length() - 1  # colours is a power of two
         # the smallest type that holds a colour, -1 and MANY: every page of these arrays is
         # written in a run, and a fresh page costs a fault
@@ -66,20 +66,20 @@ class FrameLines:
         self.holders: list[np.ndarray] = []
         self._held = 0  # entries in holders
         self._compact_at = 1 << 16
-        self._scratch = scratch  # a per-frame bool scratch, all False (the cache's)
 
-    def holding(self) -> np.ndarray:
-        """The frames that hold a line, each once, in no particular order."""
+    def holding(self, scratch: np.ndarray | None = None) -> np.ndarray:
+        """The frames that hold a line, each once, in no particular order; ``scratch``, if given,
+        a per-frame bool array, all False, left so."""
         h = np.concatenate(self.holders) if self.holders else np.zeros(0, dtype=np.int64)
         h = h[self.colour[h] != -1]
         # each once: marked in the scratch and read back, which costs a pass over a bool per
         # frame; a sort costs more once the holders are a few per cent of the frames
-        if h.size * 64 < self.colour.size:
+        if scratch is None or h.size * 64 < self.colour.size:
             h = np.unique(h)
         else:
-            self._scratch[h] = True
-            h = np.flatnonzero(self._scratch)
-            self._scratch[h] = False
+            scratch[h] = True
+            h = np.flatnonzero(scratch)
+            scratch[h] = False
         self.holders, self._held = [h], h.size
         return h
 
@@ -123,7 +123,7 @@ class FrameLines:
         self.holders.append(f)
         self._held += f.size
         if self._held > self._compact_at:  # repeats and frames since emptied: drop them
-            self._compact_at = 4 * self.holding().size + (1 << 16)
+            self._compact_at = 4 * self.holding(scratch).size + (1 << 16)
 
     def sorted_lines(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every line, sorted by key (a pass over every frame: conversions and checks only)."""
@@ -134,11 +134,11 @@ class FrameLines:
                 np.concatenate([self.dirty[f], self.more[2]])[order])
 
     @classmethod
-    def of(cls, frames: int, colours: int, scratch: np.ndarray, keys: np.ndarray,
-           version: np.ndarray, dirty: np.ndarray) -> FrameLines:
-        table = cls(frames, colours, scratch)
+    def of(cls, frames: int, colours: int, keys: np.ndarray, version: np.ndarray,
+           dirty: np.ndarray) -> FrameLines:
+        table = cls(frames, colours)
         held = np.unique(keys >> table.shift)
-        table.replace(held, (keys, version, dirty), scratch, everything=True)
+        table.replace(held, (keys, version, dirty), np.zeros(frames, dtype=bool), everything=True)
         return table
 
 
@@ -166,8 +166,6 @@ class Cache:
         self._latest: dict[int, int] = {}
         self.clock = 0
         self.stale_reads = 0
-        # a per-frame scratch mark of cache_batch and FrameLines, all False between uses
-        self.scratch = np.zeros(frames, dtype=bool)
 
     @property
     def lines(self) -> dict[int, list]:
@@ -181,7 +179,7 @@ class Cache:
         """The lines as a per-frame table (the batched form, which holds settled versions only)."""
         if self._table is None:
             self.settle()
-            self._table = FrameLines.of(self.frames, self.colours, self.scratch, *self._sorted_dict())
+            self._table = FrameLines.of(self.frames, self.colours, *self._sorted_dict())
             self._lines = None
         return self._table
 

@@ -286,14 +286,17 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     # the lines carried in: those of the frames the batch touches, and every line when it flushes
     # the whole cache
     table = cache.table()
+    # a per-frame mark for this batch, all False between uses (not kept between batches: it
+    # would be a byte of state per frame)
+    scratch = np.zeros(cache.frames, dtype=bool)
     start = run_first(pfn)  # each frame's first operation
     frames = pfn[start]
     if fa.size:
-        held = table.holding()
-        cache.scratch[frames] = True
-        frames = np.concatenate([frames, held[~cache.scratch[held]]])
-        cache.scratch[frames] = False
-    keys, lver, ldirty = table.lines_of(frames, cache.scratch)
+        held = table.holding(scratch)
+        scratch[frames] = True
+        frames = np.concatenate([frames, held[~scratch[held]]])
+        scratch[frames] = False
+    keys, lver, ldirty = table.lines_of(frames, scratch)
     # frames with a closed form first; the general pass below takes the rest, and every carried
     # line the single-line frames do not
     lane = _ClosedForms(cache, typ, pfn, col, keys, shift, start)
@@ -371,7 +374,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     for lookup, keep in ((mem, out.memory), (latest, out.latest)):
         keep(*lookup.last_per_frame())
     lines = _lines_left(runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, extra)
-    _settle(cache, out, frames, lines, shift, everything=bool(fa.size))
+    _settle(cache, out, frames, lines, shift, scratch, everything=bool(fa.size))
 
 
 def _written_back_by_fa(runs, t, is_w, is_inv, prev_mark, nxt_fa, span):
@@ -451,7 +454,8 @@ def _memory_at_start(cache, frames: np.ndarray) -> np.ndarray:
     return np.where(cache.mem_stale[frames], STALE, CURRENT)
 
 
-def _settle(cache, out: _Versions, frames: np.ndarray, lines: tuple, shift: int, everything: bool) -> None:
+def _settle(cache, out: _Versions, frames: np.ndarray, lines: tuple, shift: int, scratch: np.ndarray,
+            everything: bool) -> None:
     """``Cache.settle`` for the batch's results: memory is stale where it is not the latest write
     (a frame written and not written back holds an older, settled version), a line is CURRENT iff
     it holds its frame's latest write (an untouched frame's latest is CURRENT); then the lines of
@@ -469,4 +473,4 @@ def _settle(cache, out: _Versions, frames: np.ndarray, lines: tuple, shift: int,
     cache.mem_stale[mf] = mv != latest_of(mf)
     keys, version, dirty = lines
     version = np.where(version == latest_of(keys >> shift), CURRENT, STALE)
-    cache.table().replace(frames, (keys, version, dirty), cache.scratch, everything)
+    cache.table().replace(frames, (keys, version, dirty), scratch, everything)

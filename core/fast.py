@@ -157,10 +157,9 @@ def _last_key_below(k: Kernel, key_handle: np.ndarray, keys: np.ndarray, use_key
     last key (found through a per-handle table, not a binary search) and steps back at most twice;
     the few still short of their key take a binary search."""
     last = run_last(key_handle)
-    table = k.handle_scratch
+    table = np.full(k.handle_pfn.size, -1, dtype=np.int32)  # (per call: kept, it would be state)
     table[key_handle[last]] = last
     j = table[use_handle].astype(np.int64)  # -1: the handle has no key in the batch
-    table[key_handle[last]] = -1
     for _ in range(2):  # a key above the use's: step back (off the handle's keys is below all its keys)
         j -= (j >= 0) & (keys[np.maximum(j, 0)] > use_key)
     far = np.flatnonzero((j >= 0) & (keys[np.maximum(j, 0)] > use_key))

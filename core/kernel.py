@@ -84,8 +84,6 @@ class Kernel:
         self.pk = Pkmap(1 if self.vi else policy.kmap_ring_slots(machine, lowmem_pages - reserved))
         self.mm.pkmap_slot = new_page_virtual(0 if self.vi else machine.frames, self.pk.slots)
         self.handle_pfn = np.full(max_handles, H_FREE, dtype=np.int64)
-        # the fast engine's per-handle marks, -1 between batches
-        self.handle_scratch = np.full(max_handles, -1, dtype=np.int32)
         self.c = Counters()
         self.permanent_pages = reserved  # kernel image + mem_map: mapped under every policy
         # pfns below this have a permanent kernel address (the offset map), if the policy keeps it.

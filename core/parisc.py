@@ -7,7 +7,9 @@ indexed machine. Per frame, on top of mem_map:
                 congruent: SHMLBA), or -1 when no process maps it
   kernel_colour int16, unmapped only: colour of the kernel translation made by __alloc_pages or by
                 kmap (stock's translation is the offset map, at the physical colour), or -1
-  kmap_count    int32, unmapped only: kmap users of a page that has no allocation mapping
+  kmap_count    int16, unmapped only: kmap users of a page that has no allocation mapping; a
+                stream that holds more than KMAP_COUNT_MAX kmaps of one page is refused (a
+                kernel's sleeping kmaps are a few per page; 32,767 is far past any workload's)
 
 An access through a translation of colour x counts an **alias violation** when the frame's
 translations (kernel, user, x) are not all equivalent: every translation here is writable, which
@@ -34,6 +36,11 @@ from core.policy import Policy
 FREE_TEARDOWN = 1  # K_FREE order: the page goes with an address space torn down (exit, exec)
 IO_TO_DEVICE = 1  # K_IO order: 0 = device -> memory (a read from disk), 1 = memory -> device
 COPY_INTO_PAGE = 1  # K_COPY order: 0 = the kernel reads the page (copy_to_user), 1 = it writes it
+KMAP_COUNT_MAX = np.iinfo(np.int16).max  # kmaps of one page held at once (kmap_count's dtype)
+
+
+def kmap_overflow(pfn: int) -> str:
+    return f"page {pfn} kmapped more than {KMAP_COUNT_MAX} times at once (kunmap the ones held)"
 
 
 def tlb_entries(order, variable_pages: bool):
@@ -53,7 +60,7 @@ class PariscState:
         self.colours = colours
         self.user_colour = np.full(frames, -1, dtype=np.int16)
         self.kernel_colour = np.full(frames, -1, dtype=np.int16)
-        self.kmap_count = np.zeros(frames, dtype=np.int32)
+        self.kmap_count = np.zeros(frames, dtype=np.int16)
         self.cache = Cache(frames, colours)
         # the window's rows of slots, split between the pools (policy checks there are two or more)
         rows = policy.kernel_window // machine.congruence_stride if policy.map_on_alloc else 2
@@ -186,6 +193,8 @@ def kmap(k, pfn: int) -> None:
     vi = k.vi
     if kernel_translation(k, pfn) >= 0 and not vi.kmap_count[pfn]:
         return  # offset-mapped or mapped by __alloc_pages
+    if vi.kmap_count[pfn] == KMAP_COUNT_MAX:
+        raise StreamError(kmap_overflow(pfn))
     vi.kmap_count[pfn] += 1
     if vi.kmap_count[pfn] == 1:
         vi.kernel_colour[pfn] = vi.kmaps.get(kmap_want(k, pfn))

@@ -19,7 +19,7 @@ from core import events as E
 from core import kmap_kernel as pools
 from core.cache_batch import LOAD, OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, Runs, play
 from core.errors import StreamError
-from core.parisc import COPY_INTO_PAGE, FREE_TEARDOWN, IO_TO_DEVICE, tlb_entries
+from core.parisc import COPY_INTO_PAGE, FREE_TEARDOWN, IO_TO_DEVICE, KMAP_COUNT_MAX, kmap_overflow, tlb_entries
 from core.vec import ranges, stable_order
 
 SLOTS = 5  # slot positions per event; an event fills at most four (copy: 0/1/2/4 or 0/2/3/4)
@@ -129,9 +129,12 @@ class KmapCounts:
         self.first, self.last = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         self.first[s] = counted & (delta > 0) & (before == 0)
         self.last[s] = counted & (delta < 0) & (before == 1)
-        bad = np.concatenate([s[(delta < 0) & (before == 0)], np.flatnonzero(t.is_free & (self.count > 0))])
+        bad = np.concatenate([s[(delta < 0) & (before == 0)], np.flatnonzero(t.is_free & (self.count > 0)),
+                              s[(delta > 0) & (before >= KMAP_COUNT_MAX)]])
         if bad.size:
             i = bad[np.argmin(t.pos[bad])]
+            if self.delta[i] > 0:
+                raise StreamError(kmap_overflow(int(t.pfn[i])))
             if t.is_free[i]:
                 raise StreamError(f"free of handle {int(cols.handle[t.pos[i]])} while it is kmapped")
             raise StreamError(f"kunmap of handle {int(cols.handle[t.pos[i]])}, which is not kmapped")

@@ -227,6 +227,23 @@ def test_kmap_misuse_is_refused_by_both_engines(engine: str, rows: list, batches
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("cut", [1, 20_000])
+def test_kmap_count_is_bounded_by_its_dtype_in_both_engines(engine: str, cut: int) -> None:
+    """kmap_count is int16: KMAP_COUNT_MAX kmaps of one page held at once are counted (and all
+    kunmapped again), one more is refused by name, in one batch or carried across two."""
+    from core.parisc import KMAP_COUNT_MAX
+    m = with_overrides(get_machine("pa8800"), SMALL)
+    held = [ev(E.K_ALLOC_ANON, 0, addr=5)] + [ev(E.K_KMAP, 0)] * KMAP_COUNT_MAX
+    k = simulate(m, get_policy("unmapped", m, {}), Stream([make_batch(held[:cut]), make_batch(held[cut:])], 64),
+                 engine=engine)
+    assert int(k.vi.kmap_count.max()) == KMAP_COUNT_MAX
+    rows = held + [ev(E.K_KMAP, 0)]
+    with pytest.raises(StreamError, match=f"kmapped more than {KMAP_COUNT_MAX} times"):
+        simulate(m, get_policy("unmapped", m, {}), Stream([make_batch(rows[:cut]), make_batch(rows[cut:])], 64),
+                 engine=engine)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("into, flag", [(False, 0), (True, 1)])
 def test_copies_of_user_mapped_pages_flush_twice_in_stock_and_never_when_congruent(engine: str, into: bool,
                                                                                    flag: int) -> None:
