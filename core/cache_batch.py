@@ -89,10 +89,7 @@ class _Lookup:
         return np.where(ok, self.value[np.maximum(j, 0)], default)
 
     def last_per_frame(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self.pfn.size:
-            return self.pfn, self.value
-        end = run_last(self.pfn)
-        return self.pfn[end], self.value[end]
+        return _last(self.pfn, self.value)
 
 
 def _run_index(start: np.ndarray, n: int) -> np.ndarray:
@@ -250,9 +247,8 @@ def play_read_only(cache, out: _Versions, lane: _ClosedForms, ops: tuple, flushe
     d_before = np.cumsum(is_d) - is_d  # DMAs before each operation, in the batch so far
     d_seen = d_before > d_before[start][frame_of]  # ... and in its own frame
     reads = (ty == OP_R) | (ty == OP_DEV)
-    differ = cache.mem_stale[frames]
-    cache.stale_reads += int(np.count_nonzero(reads & ~d_seen & differ[frame_of]))
-    memory = np.where(differ, STALE, CURRENT)  # memory (and the latest version) at the end of the batch
+    memory = _memory_at_start(cache, frames)  # memory (and the latest version) at the end of the batch
+    cache.stale_reads += int(np.count_nonzero(reads & ~d_seen & (memory != CURRENT)[frame_of]))
     d = np.flatnonzero(is_d)
     if d.size:
         end = d[run_last(f[d])]  # each frame's last DMA
@@ -438,10 +434,8 @@ class _Versions:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         f = np.concatenate([p[0] for p in parts])
         v = np.concatenate([p[1] for p in parts])
-        o = np.argsort(f, kind="stable")
-        f, v = f[o], v[o]
-        end = run_last(f)
-        return f[end], v[end]
+        o = stable_order(f)
+        return _last(f[o], v[o])
 
 
 def _last(frame: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
