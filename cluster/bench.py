@@ -5,7 +5,10 @@ engine. Each engine then runs it through ``core.sim.simulate`` on a freshly reso
 policy. An engine's clock starts when ``simulate`` begins reading the stream, i.e. after the
 kernel state is built: at 64 GB building that state takes about as long as a few hundred thousand
 events, so it is timed on its own (``boot_s``, one ``Kernel(machine, policy, 1)``) rather than
-hidden in the events per second. Invariants are checked after the clock stops.
+hidden in the events per second. Invariants are checked after the clock stops and timed on their
+own too (``check_s``, on the fast engine's kernel): ``check_share`` is that check's part of a
+whole fast run as ``zonesim run`` makes it, generating the stream, booting, simulating and
+checking (``generate_s + boot_s + events / fast_events_per_s + check_s``).
 
 The two records must be identical; keys that differ are reported in ``mismatch``. With
 ``repeat`` > 1 the engines run that many times each, alternating, and each keeps its best time:
@@ -54,6 +57,8 @@ class PolicyBench:
     state_bytes_per_frame: float  # every array the kernel holds after the run (core.state), per frame
     state_arrays: dict[str, float]  # the same by array name, bytes per frame
     boot_s: float  # building the machine's kernel state: Kernel(machine, policy, 1)
+    check_s: float  # core.invariants.check_all on the fast engine's kernel (best of ``repeat``)
+    check_share: float  # check_s / (generate_s + boot_s + fast run + check_s): see the module docstring
     mismatch: list[str]  # record keys on which the engines disagree; empty when they agree
 
 
@@ -88,14 +93,16 @@ def _config(machine: str, policy: str, events: int, seed: int) -> dict[str, obje
 
 
 def _engine_run(config: dict[str, object], batches: list[np.ndarray], max_handles: int,
-                engine: str) -> tuple[dict[str, object], Kernel, float]:
-    """Run the batches on a fresh machine and policy; the record, the kernel and the run's seconds."""
+                engine: str) -> tuple[dict[str, object], Kernel, float, float]:
+    """Run the batches on a fresh machine and policy; the record, the kernel, the run's seconds
+    and the invariant check's."""
     r = resolve(config)  # the stream it builds is never read: the batches stand in for it
     clocked = _Clocked(batches)
     k = simulate(r.machine, r.policy, Stream(clocked, max_handles), engine=engine, check=False)
     seconds = time.perf_counter() - clocked.started
+    start = time.perf_counter()
     check_all(k)
-    return build_record(k, r.identity), k, seconds
+    return build_record(k, r.identity), k, seconds, time.perf_counter() - start
 
 
 def _boot_seconds(config: dict[str, object]) -> float:
@@ -106,16 +113,18 @@ def _boot_seconds(config: dict[str, object]) -> float:
 
 
 def bench_policy(config: dict[str, object], batches: list[np.ndarray], max_handles: int,
-                 repeat: int = 1) -> PolicyBench:
-    """Both engines on ``batches`` under one policy (best of ``repeat`` alternating runs each), and
-    the boot time of its kernel state."""
+                 repeat: int = 1, generate_s: float = 0.0) -> PolicyBench:
+    """Both engines on ``batches`` under one policy (best of ``repeat`` alternating runs each), the
+    boot time of its kernel state and the invariant check's time."""
     events = sum(len(b) for b in batches)
-    ref, _, ref_s = _engine_run(config, batches, max_handles, "reference")
-    fast, k, fast_s = _engine_run(config, batches, max_handles, "fast")
+    ref, _, ref_s, _ = _engine_run(config, batches, max_handles, "reference")
+    fast, k, fast_s, check_s = _engine_run(config, batches, max_handles, "fast")
     for _ in range(repeat - 1):
         ref_s = min(ref_s, _engine_run(config, batches, max_handles, "reference")[2])
-        fast_s = min(fast_s, _engine_run(config, batches, max_handles, "fast")[2])
+        _, _, seconds, checked = _engine_run(config, batches, max_handles, "fast")
+        fast_s, check_s = min(fast_s, seconds), min(check_s, checked)
     ref_rate, fast_rate = events / ref_s, events / fast_s
+    boot_s = _boot_seconds(config)
     return PolicyBench(
         policy=str(config["policy"]),
         reference_events_per_s=ref_rate,
@@ -123,7 +132,9 @@ def bench_policy(config: dict[str, object], batches: list[np.ndarray], max_handl
         ratio=fast_rate / ref_rate,
         state_bytes_per_frame=state_bytes(k) / k.machine.frames,
         state_arrays={name: n / k.machine.frames for name, n in state_arrays(k).items()},
-        boot_s=_boot_seconds(config),
+        boot_s=boot_s,
+        check_s=check_s,
+        check_share=check_s / (generate_s + boot_s + fast_s + check_s),
         mismatch=[key for key in RECORD_KEYS if ref[key] != fast[key]],
     )
 
@@ -143,7 +154,7 @@ def run_bench(machine: str = str(DEFAULTS["machine"]), policies: Sequence[str] |
     start = time.perf_counter()
     batches = list(first.stream)
     generate_s = time.perf_counter() - start
-    results = [bench_policy(c, batches, first.stream.max_handles, repeat) for c in configs]
+    results = [bench_policy(c, batches, first.stream.max_handles, repeat, generate_s) for c in configs]
     return Bench(machine=first.machine.name, workload=str(first.identity["workload"]), seed=seed,
                  events=sum(len(b) for b in batches), generate_s=generate_s, results=results, repeat=repeat)
 
@@ -153,10 +164,12 @@ def format_bench(b: Bench) -> str:
     best = f", best of {b.repeat} runs per engine" if b.repeat > 1 else ""
     head = (f"{b.machine}, workload {b.workload}, seed {b.seed}: {b.events} events "
             f"(generated in {b.generate_s:.2f} s, not timed below{best})")
-    columns = ("policy", "reference ev/s", "fast ev/s", "fast/ref", "state B/frame", "boot s")
+    columns = ("policy", "reference ev/s", "fast ev/s", "fast/ref", "state B/frame", "boot s", "check ms",
+               "check/run")
     rows = [columns] + [
         (r.policy, f"{r.reference_events_per_s:,.0f}", f"{r.fast_events_per_s:,.0f}", f"{r.ratio:.1f}x",
-         f"{r.state_bytes_per_frame:.2f}", f"{r.boot_s:.2f}")
+         f"{r.state_bytes_per_frame:.2f}", f"{r.boot_s:.2f}", f"{r.check_s * 1e3:.1f}",
+         f"{r.check_share:.1%}")
         for r in b.results
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]

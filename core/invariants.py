@@ -7,6 +7,8 @@ message says what was expected and what was found. All checks are vectorized: at
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from core.cache import CURRENT, STALE
@@ -22,22 +24,29 @@ def _fail(name: str, detail: str) -> None:
 FLAGS = PG_reserved | PG_buddy | PG_pcp | PG_alloc
 
 
-def _free_heads(k: Kernel) -> tuple[np.ndarray, np.ndarray]:
-    """Every buddy free list's heads and their orders (the lists, not the flags)."""
+@dataclass(frozen=True)
+class Owners:
+    """Who owns which frames, by the lists and the handle table (not by the flags): every check
+    reads the same snapshot, taken once per ``check_all``."""
+
+    live: np.ndarray  # the live handles' block heads
+    heads: np.ndarray  # every buddy free list's heads ...
+    orders: np.ndarray  # ... and their orders
+    hot: np.ndarray  # every zone's hot-list pages
+
+
+def owners(k: Kernel) -> Owners:
     heads, orders = [], []
     for z in k.mm.zones:
         for order, area in enumerate(z.free_area):
             if area:
                 heads.append(np.fromiter(area, dtype=np.int64, count=len(area)))
                 orders.append(np.full(len(area), order, dtype=np.int64))
-    if not heads:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(heads), np.concatenate(orders)
-
-
-def _hot_pages(k: Kernel) -> np.ndarray:
-    mm = k.mm
-    return np.concatenate([z.pcp[:z.pcp_top] for z in mm.zones]).astype(np.int64)
+    empty = np.zeros(0, dtype=np.int64)
+    return Owners(live=k.handle_pfn[k.handle_pfn >= 0],
+                  heads=np.concatenate(heads) if heads else empty,
+                  orders=np.concatenate(orders) if orders else empty,
+                  hot=np.concatenate([z.pcp[:z.pcp_top] for z in k.mm.zones]).astype(np.int64))
 
 
 ORDER_BITS = 6  # a block's key is start << ORDER_BITS | order: orders up to 63
@@ -54,27 +63,27 @@ def _aligned_blocks(lo: int, hi: int) -> list[tuple[int, int]]:
     return out
 
 
-def check_frames(k: Kernel) -> None:
+def check_frames(k: Kernel, own: Owners) -> None:
     """No frame owned twice: the reserved ranges, the buddy blocks on the free lists, the hot-list
     pages and the live handles' blocks tile memory exactly, and each kind's head carries its flag
     and no other, with no flag anywhere else. The tiling is checked on the blocks themselves (one
     sort of start << ORDER_BITS | order keys: no pass over every frame), the flags with one
     counting pass over the frames that carry any bit at all (every set bit is one of FLAGS or
     PG_mapped, which check_mapped holds to allocated heads, so the count is exact)."""
-    mm = k.mm
-    live = k.handle_pfn[k.handle_pfn >= 0]
+    mm, live, heads, orders, hot = k.mm, own.live, own.heads, own.orders, own.hot
     live_flags = mm.page_flags[live] & FLAGS
     if np.any((live_flags & PG_alloc) == 0):
         _fail("alloc-flag", "a live handle's block is not flagged allocated")
-    heads, orders = _free_heads(k)
-    hot = _hot_pages(k)
     reserved = [b for lo, hi in mm.layout.reserved_ranges for b in _aligned_blocks(lo, hi)]
-    keys = np.concatenate([np.array([(lo << ORDER_BITS) | o for lo, o in reserved], dtype=np.int64),
-                           (heads << ORDER_BITS) | orders, hot << ORDER_BITS,
-                           (live << ORDER_BITS) | mm.page_order[live].astype(np.int64)])
-    keys.sort(kind="stable")  # (int64 keys: a radix-like stable sort, several times np.argsort's speed)
+    # int32 keys whenever every frame's key fits (64 GB is 2**24 frames): half the bytes to
+    # sort and to shift, which halves this check on the default machines
+    key = np.int32 if mm.page_flags.size << ORDER_BITS < 2**31 else np.int64
+    keys = np.concatenate([np.array([(lo << ORDER_BITS) | o for lo, o in reserved], dtype=key),
+                           (heads.astype(key) << ORDER_BITS) | orders.astype(key), hot.astype(key) << ORDER_BITS,
+                           (live.astype(key) << ORDER_BITS) | mm.page_order[live].astype(key)])
+    keys.sort(kind="stable")  # (integer keys: a radix-like stable sort, several times np.argsort's speed)
     start = keys >> ORDER_BITS
-    ends = start + np.left_shift(1, keys & ((1 << ORDER_BITS) - 1))
+    ends = start + (np.ones(1, dtype=key) << (keys & ((1 << ORDER_BITS) - 1)))
     gap = np.flatnonzero(start[1:] != ends[:-1])
     if start.size == 0 or start[0] != 0 or ends[-1] != mm.page_flags.size or gap.size:
         ordered = np.sort(live)
@@ -96,7 +105,7 @@ def check_frames(k: Kernel) -> None:
         _fail(name, f"{flagged} frames carry a flag, the lists and handles account for {expected}")
 
 
-def check_zones(k: Kernel) -> None:
+def check_zones(k: Kernel, own: Owners) -> None:
     """Each zone's free count equals its buddy pages plus its hot list; lists match the flags."""
     mm = k.mm
     for z in mm.zones:
@@ -112,9 +121,8 @@ def check_zones(k: Kernel) -> None:
             buddy += len(area) << order
         if z.free_pages != buddy + z.pcp_top:
             _fail("zone-free", f"{z.name}: free_pages {z.free_pages} != buddy {buddy} + hot list {z.pcp_top}")
-    heads, _ = _free_heads(k)
     # (a PG_buddy anywhere else is check_frames's: it counts every frame that carries a bit)
-    if np.any((mm.page_flags[heads] & PG_buddy) == 0):
+    if np.any((mm.page_flags[own.heads] & PG_buddy) == 0):
         _fail("buddy-flag", "a free list's head is not flagged PG_buddy")
 
 
@@ -129,27 +137,25 @@ def check_pkmap(k: Kernel) -> None:
     pages = pk.pkmap_page[used]
     if np.any(slot_of[pages] != used):
         _fail("pkmap-virtual", "a slot's page does not point back at the slot")
-    # every other page must hold -1: with the slots' own pages set aside, that is max == min == -1
-    # (two reductions, several times cheaper than a comparison and a count over every frame)
+    # every other page must hold -1: with the slots' own pages set aside, every bit of every entry
+    # is set, so their AND is -1 (one reduction pass; a comparison and a count would be three)
     slot_of[pages] = -1
     try:
-        stray = slot_of.size and (int(slot_of.max()) != -1 or int(slot_of.min()) != -1)
+        stray = slot_of.size and int(np.bitwise_and.reduce(slot_of)) != -1
     finally:
         slot_of[pages] = used
     if stray:
         _fail("pkmap-virtual", "a page points at a slot that does not hold it")
 
 
-def check_mapped(k: Kernel) -> None:
+def check_mapped(k: Kernel, own: Owners) -> None:
     """unmapped policy: every kernel-mapped block is allocated and the window count is exact.
     PG_mapped anywhere but an allocated head: check_frames has counted every frame that carries
     a bit against the lists' heads, the hot pages, the reserved frames and the live heads, so
     only those others need looking at (no pass over every frame)."""
     mm = k.mm
-    live = k.handle_pfn[k.handle_pfn >= 0]
-    heads = live[(mm.page_flags[live] & PG_mapped) != 0]
-    free_heads, _ = _free_heads(k)
-    others = [mm.page_flags[free_heads], mm.page_flags[_hot_pages(k)],
+    heads = own.live[(mm.page_flags[own.live] & PG_mapped) != 0]
+    others = [mm.page_flags[own.heads], mm.page_flags[own.hot],
               *(mm.page_flags[lo:hi] for lo, hi in mm.layout.reserved_ranges)]
     if any(np.any(flags & PG_mapped) for flags in others):
         _fail("mapped-allocated", "a kernel-mapped block is not allocated")
@@ -160,23 +166,25 @@ def check_mapped(k: Kernel) -> None:
         _fail("window", "more pages mapped than the window holds")
 
 
-def check_vi(k: Kernel) -> None:
+def check_vi(k: Kernel, own: Owners) -> None:
     """Virtually indexed machines: translations only on allocated frames, the colour pools'
-    occupancy equal to the mappings that hold slots, and a settled cache."""
+    occupancy equal to the mappings that hold slots, and a settled cache. check_frames has held
+    PG_alloc to the live heads exactly, so a frame property that must imply allocation is checked
+    by counting it everywhere (one pass) against counting it on the live heads (a gather)."""
     if not k.vi:
         return
-    vi, mm = k.vi, k.mm
-    allocated = (mm.page_flags & PG_alloc) != 0
-    if np.any((vi.user_colour >= 0) & ~allocated):
+    vi, mm, live = k.vi, k.mm, own.live
+    if np.count_nonzero(vi.user_colour >= 0) != np.count_nonzero(vi.user_colour[live] >= 0):
         _fail("user-colour", "a frame that is not an allocated block head has a user translation")
-    if np.any(vi.kmap_count < 0):
+    if vi.kmap_count.size and int(vi.kmap_count.min()) < 0:
         _fail("kmap-count", "a kmap count is negative")
-    kmapped = vi.kmap_count > 0
-    if np.any(kmapped & (vi.kernel_colour < 0)) or np.any(kmapped & ((mm.page_flags & PG_mapped) != 0)):
+    kmapped = np.flatnonzero(vi.kmap_count > 0)  # a few per cent of the frames at most
+    if np.any(vi.kernel_colour[kmapped] < 0) or np.any(mm.page_flags[kmapped] & PG_mapped):
         _fail("kmap-colour", "a kmapped page has no slot colour, or also an allocation mapping")
-    if int(np.count_nonzero(kmapped)) != vi.kmaps.pages:
-        _fail("kmap-pool", f"{int(np.count_nonzero(kmapped))} kmapped pages but the pool holds {vi.kmaps.pages}")
-    if np.any(((mm.page_flags & PG_mapped) != 0) & (vi.kernel_colour < 0)):
+    if kmapped.size != vi.kmaps.pages:
+        _fail("kmap-pool", f"{kmapped.size} kmapped pages but the pool holds {vi.kmaps.pages}")
+    # (PG_mapped is on allocated heads only: check_mapped)
+    if np.any(vi.kernel_colour[live[(mm.page_flags[live] & PG_mapped) != 0]] < 0):
         _fail("alloc-colour", "a block mapped by __alloc_pages has no slot colour")
     if vi.allocs.pages != k.window_used:
         _fail("alloc-pool", f"the allocation pool holds {vi.allocs.pages} pages, the window {k.window_used}")
@@ -191,8 +199,9 @@ def check_vi(k: Kernel) -> None:
 
 
 def check_all(k: Kernel) -> None:
-    check_zones(k)
-    check_frames(k)
+    own = owners(k)
+    check_zones(k, own)
+    check_frames(k, own)
     check_pkmap(k)
-    check_mapped(k)
-    check_vi(k)
+    check_mapped(k, own)
+    check_vi(k, own)

@@ -209,3 +209,60 @@ def test_an_unmapped_kernel_block_that_lost_pg_mapped_breaks_window(unmapped):
     unmapped.mm.page_flags[live_pfn(unmapped, 4)] &= 0xFF ^ PG_mapped
     assert violated(unmapped) == "window"
 
+
+
+# -- virtually indexed machines (check_vi) ---------------------------------------------------------
+
+VI_SCRIPT = [
+    ev(E.K_ALLOC_ANON, 0, addr=5), ev(E.K_ALLOC_ANON, 1, addr=9),  # user pages with user translations
+    ev(E.K_ALLOC_SLAB, 2),  # under unmapped: mapped on allocation, with a slot colour
+    ev(E.K_KMAP, 0),  # a kmapped page: a slot in the kmap pool
+]
+
+
+@pytest.fixture
+def parisc() -> Kernel:
+    m = with_overrides(get_machine("pa8800"), {"memory": "256MiB"})
+    stream = Stream([make_batch(VI_SCRIPT)], MAX_HANDLES)
+    k = simulate(m, get_policy("unmapped", m), stream, engine="reference", check=False)
+    check_all(k)  # the untouched kernel passes
+    assert k.vi.kmap_count[live_pfn(k, 0)] == 1 and k.vi.kmaps.pages == 1
+    return k
+
+
+def test_a_user_translation_on_a_free_frame_breaks_user_colour(parisc):
+    parisc.vi.user_colour[free_head(parisc)] = 3
+    assert violated(parisc) == "user-colour"
+
+
+def test_a_negative_kmap_count_breaks_kmap_count(parisc):
+    parisc.vi.kmap_count[live_pfn(parisc, 1)] = -1
+    assert violated(parisc) == "kmap-count"
+
+
+def test_a_kmapped_page_without_a_slot_colour_breaks_kmap_colour(parisc):
+    parisc.vi.kernel_colour[live_pfn(parisc, 0)] = -1
+    assert violated(parisc) == "kmap-colour"
+
+
+def test_a_kmapped_page_also_mapped_on_allocation_breaks_kmap_colour(parisc):
+    parisc.vi.kmap_count[live_pfn(parisc, 2)] = 1
+    assert violated(parisc) == "kmap-colour"
+
+
+def test_a_kmap_the_pool_does_not_hold_breaks_kmap_pool(parisc):
+    pfn = live_pfn(parisc, 1)
+    parisc.vi.kmap_count[pfn], parisc.vi.kernel_colour[pfn] = 1, 4
+    assert violated(parisc) == "kmap-pool"
+
+
+def test_a_block_mapped_on_allocation_without_a_slot_colour_breaks_alloc_colour(parisc):
+    parisc.vi.kernel_colour[live_pfn(parisc, 2)] = -1
+    assert violated(parisc) == "alloc-colour"
+
+
+def test_a_negative_pool_bucket_breaks_pool_used(parisc):
+    used = parisc.vi.kmaps.used
+    empty, held = int(np.flatnonzero(used == 0)[0]), int(np.flatnonzero(used > 0)[0])
+    used[empty], used[held] = -1, used[held] + 1  # the sum still matches the pool's pages
+    assert violated(parisc) == "pool-used"
