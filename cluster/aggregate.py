@@ -114,15 +114,19 @@ class Cell:
     def policy(self) -> str:
         return str(self.config.get("policy"))
 
-    def label(self) -> str:
-        """machine / policy / workload, then engine and the ``set`` values."""
+    def axes(self) -> str:
+        """The config's axes but machine, policy and workload: engine, then the ``set`` values."""
         c = self.config
         rest = {k: v for k, v in c.items() if k not in ("machine", "policy", "workload", "set")}
         sets = c.get("set") if isinstance(c.get("set"), dict) else {}
-        extra = [f"{k}={_text(v)}" for k, v in sorted(rest.items())] + [f"{k}={_text(v)}" for k, v in
-                                                                        sorted(sets.items())]
-        return " / ".join(str(c.get(k)) for k in ("machine", "policy", "workload")) + (
-            "  " + " ".join(extra) if extra else "")
+        return " ".join([f"{k}={_text(v)}" for k, v in sorted(rest.items())] +
+                        [f"{k}={_text(v)}" for k, v in sorted(sets.items())])
+
+    def label(self) -> str:
+        """machine / policy / workload, then engine and the ``set`` values."""
+        axes = self.axes()
+        return " / ".join(str(self.config.get(k)) for k in ("machine", "policy", "workload")) + (
+            "  " + axes if axes else "")
 
     def as_dict(self, keys: Sequence[str] | None = None) -> dict[str, object]:
         shown = list(self.stats) if keys is None else [k for k in keys if k in self.stats]

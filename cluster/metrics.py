@@ -4,21 +4,31 @@ simulated, and the simulations' results per machine, policy and workload.
 One ``Exporter`` owns one ``CollectorRegistry`` (injectable: tests read values back from a fresh
 one) and hands out a driver listener per sweep. Names follow Prometheus conventions (base units,
 ``_total`` counters, ``_seconds``, ``_bytes``); ``FAMILIES`` is the one list of them, which the
-dashboard is checked against. Labels are bounded sets: the sweep's name, machine, policy, workload
-and a small fixed ``state`` / ``status`` / ``kind``; never a seed or a config hash. The result
-gauges are means over a cell's ok simulations, merged over everything but machine, policy and
-workload (a sweep's other axes are in ``zonesim results``).
+dashboard is checked against. Labels are bounded sets: the sweep's name, machine, policy, workload,
+the cell's other axes, and a small fixed ``state`` / ``status`` / ``kind``; never a seed or a config
+hash.
+
+The result gauges are the cells of ``cluster.aggregate`` (what ``zonesim results`` shows): one cell
+per config but its seed, its ``cell`` label the config's axes other than machine, policy and workload
+as ``Cell.axes`` writes them (``engine=fast events=2000000``), its value the mean over the cell's ok
+simulations. They are not kept as gauges but computed when the registry is collected
+(``SweepResults``, a custom collector over the ok entries each sweep has reported), so the exporter
+and the results table cannot disagree on what a cell is or on its mean.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import defaultdict
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+from cluster.aggregate import Cell, aggregate
 
 SWEEP = ("sweep",)
-CELL = ("sweep", "machine", "policy", "workload")
+CELL = ("sweep", "machine", "policy", "workload", "cell")
 SWEEP_PORT, SERVICE_PORT = 9464, 9465
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -76,8 +86,59 @@ class _Scrapes:
         return iter(())
 
 
+RESULT_FAMILIES = ("zonesim_result_simulations", *RESULTS)
+
+
+class SweepResults:
+    """The result gauges as a custom collector: each sweep's ok entries, aggregated into cells by
+    ``cluster.aggregate`` when the registry is collected (again only after new entries came)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, list[dict]] = {}
+        self._cells: dict[str, list[Cell]] = {}
+        self._lock = threading.Lock()  # scrapes come on the endpoint's thread, entries on the driver's
+
+    def add(self, sweep: str, entries: list[dict]) -> None:
+        ok = [e for e in entries if e.get("status") == "ok"]
+        with self._lock:
+            self._entries.setdefault(sweep, []).extend(ok)
+            self._cells.pop(sweep, None)
+
+    def forget(self, sweep: str) -> None:
+        with self._lock:
+            self._entries.pop(sweep, None)
+            self._cells.pop(sweep, None)
+
+    def cells(self, sweep: str) -> list[Cell]:
+        with self._lock:
+            if sweep not in self._cells:
+                self._cells[sweep] = [c for c in aggregate(self._entries.get(sweep, ())) if c.n]
+            return self._cells[sweep]
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(_families().values())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = _families()
+        with self._lock:
+            sweeps = list(self._entries)
+        for sweep in sweeps:
+            for cell in self.cells(sweep):
+                labels = [sweep, *(str(cell.config.get(k)) for k in CELL[1:4]), cell.axes()]
+                families["zonesim_result_simulations"].add_metric(labels, cell.n)
+                for name, sources in RESULTS.items():
+                    for key, extra in sources:
+                        if key in cell.stats:
+                            families[name].add_metric([*labels, *extra.values()], cell.stats[key].mean)
+        return iter(families.values())
+
+
+def _families() -> dict[str, GaugeMetricFamily]:
+    return {name: GaugeMetricFamily(name, FAMILIES[name][1], labels=FAMILIES[name][2]) for name in RESULT_FAMILIES}
+
+
 class Exporter:
-    """The metric families in one registry, and what the result means are computed from."""
+    """The metric families in one registry: instruments for progress, a collector for results."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -86,12 +147,14 @@ class Exporter:
         kinds = {"counter": Counter, "gauge": Gauge}
         self.m = {}
         for name, (kind, text, labels) in FAMILIES.items():
+            if name in RESULT_FAMILIES:
+                continue
             if kind == "histogram":
                 self.m[name] = Histogram(name, text, labels, registry=self.registry, buckets=DURATION_BUCKETS)
             else:
                 self.m[name] = kinds[kind](name, text, labels, registry=self.registry)
-        self.sums: dict[tuple, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        self.counts: dict[tuple, int] = defaultdict(int)
+        self.results = SweepResults()
+        self.registry.register(self.results)
         self.server = None
 
     def listener(self, sweep: str) -> SweepListener:
@@ -118,24 +181,8 @@ class Exporter:
         push_to_gateway(gateway, job="zonesim", grouping_key={"sweep": sweep}, registry=self.registry)
 
     def forget(self, sweep: str) -> None:
-        """Drop a sweep's result means, sums and gauge children (the service runs sweeps again)."""
-        for cell in [c for c in self.counts if c[0] == sweep]:
-            del self.counts[cell], self.sums[cell]
-            self.m["zonesim_result_simulations"].remove(*cell)
-            for name, sources in RESULTS.items():
-                for _, extra in sources:
-                    self.m[name].remove(*cell, *extra.values())
-
-    def record(self, sweep: str, record: dict) -> None:
-        """An ok simulation's record into its cell's result means."""
-        cell = (sweep, str(record["machine"]), str(record["policy"]), str(record["workload"]))
-        self.counts[cell] += 1
-        sums = self.sums[cell]
-        for name, sources in RESULTS.items():
-            for key, extra in sources:
-                sums[key] += float(record.get(key, 0))
-                self.m[name].labels(*cell, *extra.values()).set(sums[key] / self.counts[cell])
-        self.m["zonesim_result_simulations"].labels(*cell).set(self.counts[cell])
+        """Drop a sweep's results (the service runs sweeps again)."""
+        self.results.forget(sweep)
 
 
 class SweepListener:
@@ -164,15 +211,13 @@ class SweepListener:
             self.state[status] += 1
             self.e.m["zonesim_simulations_completed_total"].labels(self.sweep, status).inc()
             self.e.m["zonesim_simulation_duration_seconds"].labels(self.sweep).observe(float(entry["seconds"]))
-            if status == "ok":
-                self.e.record(self.sweep, entry["record"])
+        self.e.results.add(self.sweep, entries)
         self._states()
 
     def resumed(self, entries: list[dict]) -> None:
         """Records a resumed sweep stored before: into the result means (they are not completions
         of this run, so the counters do not move)."""
-        for entry in entries:
-            self.e.record(self.sweep, entry["record"])
+        self.e.results.add(self.sweep, entries)
 
     def running(self, queued: int, in_flight: int) -> None:
         """Simulations not handed out yet, and those in tasks in flight (from the driver's queue)."""

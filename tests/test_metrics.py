@@ -21,7 +21,10 @@ RECORD = {"machine": "pa8800", "policy": "unmapped", "workload": "io", "seed": 0
 
 
 def entry(status: str = "ok", seconds: float = 0.3, **record: object) -> dict:
-    return {"status": status, "seconds": seconds, "record": {**RECORD, **record} if status == "ok" else None}
+    """A store entry as the driver reports it: the config its record came from, and the record."""
+    full = {**RECORD, **record}
+    config = {k: full[k] for k in ("machine", "policy", "workload", "seed")}
+    return {"config": config, "status": status, "seconds": seconds, "record": full if status == "ok" else None}
 
 
 def fed() -> tuple[Exporter, CollectorRegistry]:
@@ -48,7 +51,7 @@ def test_progress_throughput_and_results_read_back() -> None:
     assert value("zonesim_events_simulated_total", {"sweep": "s1"}) == 12345
     assert value("zonesim_task_duration_seconds_count", {"sweep": "s1"}) == 1
     assert value("zonesim_simulation_duration_seconds_sum", {"sweep": "s1"}) == pytest.approx(0.4)
-    cell = {"sweep": "s1", "machine": "pa8800", "policy": "unmapped", "workload": "io"}
+    cell = {"sweep": "s1", "machine": "pa8800", "policy": "unmapped", "workload": "io", "cell": "engine=fast"}
     assert value("zonesim_result_alias_violations", cell) == 4
     assert value("zonesim_result_estimated_cycles", cell) == 3000
     assert value("zonesim_result_cache_flushes", {**cell, "kind": "tmpalias"}) == 7
@@ -58,7 +61,7 @@ def test_progress_throughput_and_results_read_back() -> None:
 def test_result_gauges_are_means_over_a_cells_simulations() -> None:
     e, r = fed()
     e.listener("s1").update([entry(seed=2, alias_violations=0, cycles_total=1000)])
-    cell = {"sweep": "s1", "machine": "pa8800", "policy": "unmapped", "workload": "io"}
+    cell = {"sweep": "s1", "machine": "pa8800", "policy": "unmapped", "workload": "io", "cell": "engine=fast"}
     assert r.get_sample_value("zonesim_result_simulations", cell) == 2
     assert r.get_sample_value("zonesim_result_alias_violations", cell) == 2
     assert r.get_sample_value("zonesim_result_estimated_cycles", cell) == 2000
@@ -126,7 +129,8 @@ def test_final_values_go_to_a_real_pushgateway_grouped_by_sweep(pushgateway) -> 
     e.push(pushgateway, "s1")
     text = scrape(f"http://{pushgateway}/metrics")
     assert 'zonesim_sweep_simulations{instance="",job="zonesim",state="ok",sweep="s1"} 2' in text
-    assert 'zonesim_result_alias_violations{instance="",job="zonesim",machine="pa8800",policy="unmapped"' in text
+    assert ('zonesim_result_alias_violations{cell="engine=fast",instance="",job="zonesim",machine="pa8800",'
+            'policy="unmapped",sweep="s1",workload="io"} 4') in text
 
 
 def test_a_resumed_sweeps_stored_records_count_in_the_result_means() -> None:
@@ -135,7 +139,7 @@ def test_a_resumed_sweeps_stored_records_count_in_the_result_means() -> None:
     listener.start(3, 2)
     listener.resumed([entry(alias_violations=2), entry(alias_violations=4)])
     listener.update([entry(alias_violations=6)])
-    cell = {"sweep": "s2", "machine": "pa8800", "policy": "unmapped", "workload": "io"}
+    cell = {"sweep": "s2", "machine": "pa8800", "policy": "unmapped", "workload": "io", "cell": "engine=fast"}
     assert registry.get_sample_value("zonesim_result_simulations", cell) == 3
     assert registry.get_sample_value("zonesim_result_alias_violations", cell) == 4
     assert registry.get_sample_value("zonesim_simulations_completed_total", {"sweep": "s2", "status": "ok"}) == 1
@@ -150,7 +154,7 @@ def test_a_sweep_run_again_is_counted_afresh() -> None:
     again = e.listener("s3")  # the service runs it again: its two records come back through resumed
     again.start(2, 2)
     again.resumed([entry(alias_violations=2), entry(alias_violations=4)])
-    cell = {"sweep": "s3", "machine": "pa8800", "policy": "unmapped", "workload": "io"}
+    cell = {"sweep": "s3", "machine": "pa8800", "policy": "unmapped", "workload": "io", "cell": "engine=fast"}
     assert registry.get_sample_value("zonesim_result_simulations", cell) == 2
     assert registry.get_sample_value("zonesim_result_alias_violations", cell) == 3
 
@@ -176,3 +180,27 @@ def test_the_grace_wait_only_when_something_scrapes_or_is_asked_for(monkeypatch,
     cli._after_sweep(argparse.Namespace(metrics_grace=given, pushgateway=None), "s1", e)
     assert waited == ([waits] if waits else [])
     assert e.server is None  # closed either way
+
+
+def test_result_gauges_are_the_cells_of_zonesim_results() -> None:
+    """Two cells that share machine, policy and workload but not a ``set`` value are two series,
+    each the mean ``cluster.aggregate`` gives that cell (the old gauges averaged the two)."""
+    from cluster.aggregate import aggregate
+
+    entries = [entry(seed=s, alias_violations=v) for s, v in ((0, 2), (1, 4))]
+    for s, v in ((0, 10), (1, 30), (2, 50)):
+        e = entry(seed=s, alias_violations=v)
+        e["config"]["set"] = {"events": 2000}
+        entries.append(e)
+    registry = CollectorRegistry()
+    listener = Exporter(registry).listener("s4")
+    listener.start(len(entries), 0)
+    listener.update(entries + [entry("failed")])
+    base = {"sweep": "s4", "machine": "pa8800", "policy": "unmapped", "workload": "io"}
+    value = registry.get_sample_value
+    for cell in aggregate(entries):
+        labels = {**base, "cell": cell.axes()}
+        assert value("zonesim_result_simulations", labels) == cell.n
+        assert value("zonesim_result_alias_violations", labels) == cell.stats["alias_violations"].mean
+    assert value("zonesim_result_alias_violations", {**base, "cell": "engine=fast events=2000"}) == 30
+    assert value("zonesim_result_alias_violations", {**base, "cell": "engine=fast"}) == 3
