@@ -22,13 +22,85 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from cluster.executor import WorkerDied
 from workloads.config import config_key
 
 Entry = dict[str, object]
+Config = dict[str, object]
+
+
+# -- the seams: what the driver is given -----------------------------------------------------------
+
+
+class Executor(Protocol):
+    """Where tasks run (``cluster.executor``: ``LocalExecutor`` in-process, ``RayExecutor``). A task
+    is a list of configs; its handle is whatever the executor hands back."""
+
+    slots: int  # tasks that can run at once
+
+    def submit(self, configs: list[Config]) -> Hashable: ...
+
+    def wait(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]:
+        """The handles among ``handles`` that have finished (at least one, unless ``timeout`` passed)."""
+
+    def result(self, handle: Hashable) -> list[Entry]:
+        """A finished task's store entries; ``WorkerDied`` if its worker process died."""
+
+    def cancel(self, handle: Hashable) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """An executor whose workers report events simulated as they go (``RayExecutor``)."""
+
+    def progress(self) -> int:
+        """Events reported since the last call."""
+
+
+class Store(Protocol):
+    """Where entries are recorded (``cluster.store.Store``)."""
+
+    def done(self) -> set[str]:
+        """Keys recorded ok: not run again."""
+
+    def entries(self) -> Iterator[Entry]: ...
+
+    def append(self, entries: Iterable[Entry]) -> int: ...
+
+
+class Listener(Protocol):
+    """Every verb the driver tells its listeners (the progress line, the exporter, the service's
+    counts). A listener defines the verbs it needs: the driver asks each only for those it has."""
+
+    def start(self, total: int, already: int) -> None:
+        """The sweep's simulations, and how many were recorded before this run."""
+
+    def resumed(self, entries: list[Entry]) -> None:
+        """The ok entries a resumed store holds of this spec (asked only if something listens)."""
+
+    def running(self, queued: int, in_flight: int) -> None: ...
+
+    def task(self, seconds: float) -> None:
+        """A task came back after ``seconds``."""
+
+    def retried(self, n: int) -> None: ...
+
+    def update(self, entries: list[Entry]) -> None:
+        """Entries just recorded."""
+
+    def events(self, n: int) -> None:
+        """Events the workers reported since the last call (``ReportsProgress`` executors only)."""
+
+    def tick(self) -> None:
+        """Once per turn of the loop."""
+
+    def finish(self, outcome: Outcome) -> None: ...
 
 
 @dataclass
@@ -68,8 +140,8 @@ class _Sizer:
         return int(max(1, min(self.o.target_task_s / per_sim, self.o.max_batch, fair)))
 
 
-def run_sweep(configs: Iterable[dict[str, object]], store, executor, options: Options | None = None,
-              listeners: Sequence[object] = (), stop: Callable[[], bool] = lambda: False) -> Outcome:
+def run_sweep(configs: Iterable[Config], store: Store, executor: Executor, options: Options | None = None,
+              listeners: Sequence[Listener] = (), stop: Callable[[], bool] = lambda: False) -> Outcome:
     """Run every config the store has no ok record of; returns what happened."""
     o = options or Options()
     start = time.perf_counter()
@@ -114,7 +186,7 @@ def run_sweep(configs: Iterable[dict[str, object]], store, executor, options: Op
                 out.ran += len(entries)
                 out.failed += [e for e in entries if e["status"] != "ok"]
             _hook(listeners, "update", entries)
-        if hasattr(executor, "progress") and (not (queue or in_flight) or time.perf_counter() - polled >= 0.5):
+        if isinstance(executor, ReportsProgress) and (not (queue or in_flight) or time.perf_counter() - polled >= 0.5):
             _hook(listeners, "events", executor.progress())  # the workers' live reports, twice a second
             polled = time.perf_counter()
         _hook(listeners, "tick")
@@ -123,7 +195,8 @@ def run_sweep(configs: Iterable[dict[str, object]], store, executor, options: Op
     return out
 
 
-def _collect(executor, handle, batch, attempts, queue, o: Options, out: Outcome) -> list[Entry]:
+def _collect(executor: Executor, handle: Hashable, batch: list[Config], attempts: dict[str, int],
+             queue: deque[Config], o: Options, out: Outcome) -> list[Entry]:
     """A finished task's entries; if its worker died, its configs go back in the queue or, past
     their retries, come back as failed entries."""
     try:
@@ -146,16 +219,15 @@ def _collect(executor, handle, batch, attempts, queue, o: Options, out: Outcome)
     return entries
 
 
-def _hook(listeners: Sequence[object], name: str, *args: object) -> None:
-    """A listener verb (start, update, tick, finish; the exporter's running, task, retried, events,
-    resumed): listeners without it are not asked, so none has to define a verb it ignores."""
+def _hook(listeners: Sequence[Listener], name: str, *args: object) -> None:
+    """A ``Listener`` verb: listeners without it are not asked, so none has to define a verb it ignores."""
     for listener in listeners:
         verb = getattr(listener, name, None)
         if verb is not None:
             verb(*args)
 
 
-def _cancel(executor, in_flight: dict) -> None:
+def _cancel(executor: Executor, in_flight: dict) -> None:
     for handle in in_flight:
         executor.cancel(handle)
     in_flight.clear()

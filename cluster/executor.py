@@ -1,6 +1,7 @@
 """Where a sweep's tasks run. The driver sees four verbs (submit, wait, result, cancel) and a slot
-count; Ray appears only in ``RayExecutor``. ``LocalExecutor`` runs tasks in the calling process,
-for fast tests of the driver and the store without a cluster.
+count (the ``cluster.driver.Executor`` protocol); Ray appears only in ``RayExecutor``.
+``LocalExecutor`` runs tasks in the calling process, for fast tests of the driver and the store
+without a cluster.
 
 A task is a list of configs; its result is the list of their store entries (``worker.run_batch``).
 A worker process that dies mid-task (killed, out of memory, its node gone) is reported as

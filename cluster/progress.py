@@ -35,7 +35,7 @@ class Progress:
         self.done += len(entries)
         self.failed += sum(1 for e in entries if e["status"] != "ok")
 
-    def line(self) -> str:
+    def _line(self) -> str:
         elapsed = time.monotonic() - self.start_t
         ran = self.done - self.already
         rate = ran / elapsed if elapsed > 0 else 0.0
@@ -48,13 +48,13 @@ class Progress:
         if self.tty:
             width = 30
             filled = int(width * self.done / self.total) if self.total else width
-            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.line()}", end="", file=self.out, flush=True)
+            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {self._line()}", end="", file=self.out, flush=True)
         elif now - self.last_line >= self.every_s:
-            print(self.line(), file=self.out, flush=True)
+            print(self._line(), file=self.out, flush=True)
             self.last_line = now
 
     def finish(self, outcome) -> None:
         if self.tty:
             print(file=self.out)
         state = "cancelled" if outcome.cancelled else "finished"
-        print(f"sweep {self.name} {state}: {self.line()}", file=self.out, flush=True)
+        print(f"sweep {self.name} {state}: {self._line()}", file=self.out, flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from cluster.driver import Options, run_sweep
 from cluster.executor import LocalExecutor, WorkerDied
 from cluster.store import Store
@@ -113,3 +115,33 @@ def test_batches_grow_for_tiny_simulations(tmp_path) -> None:
 
     run_sweep(configs(40, events=500), store(tmp_path), Counting(slots=1), Options(target_task_s=10.0))
     assert sizes[0] == 1 and max(sizes) > 1 and sum(sizes) == 40
+
+
+def _public(cls: type) -> dict[str, inspect.Signature]:
+    return {name: inspect.signature(f) for name, f in vars(cls).items()
+            if callable(f) and not name.startswith("_")}
+
+
+def test_every_listener_and_executor_speaks_the_drivers_protocols() -> None:
+    """The driver asks a listener only for the verbs it has, so a misspelt or mis-signed verb would
+    never be called and nothing would fail: every listener's public methods must be Listener verbs
+    with their parameters, and every executor must have every Executor verb."""
+    from cluster.driver import Executor, Listener, ReportsProgress
+    from cluster.executor import RayExecutor
+    from cluster.metrics import SweepListener
+    from cluster.progress import Progress
+    from cluster.service import _Counts
+
+    verbs = _public(Listener)
+    for listener in (SweepListener, Progress, _Counts, Recorder):
+        for name, signature in _public(listener).items():
+            assert name in verbs, f"{listener.__name__}.{name} is no Listener verb"
+            assert list(signature.parameters) == list(verbs[name].parameters), f"{listener.__name__}.{name}"
+    wanted = _public(Executor)
+    for executor in (LocalExecutor, RayExecutor):
+        have = _public(executor)
+        for name, signature in wanted.items():
+            assert name in have and list(have[name].parameters) == list(signature.parameters), \
+                f"{executor.__name__}.{name}"
+    assert isinstance(RayExecutor.__new__(RayExecutor), ReportsProgress)
+    assert not isinstance(LocalExecutor(), ReportsProgress)
