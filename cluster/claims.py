@@ -16,6 +16,7 @@ does, so the report can say why: a disagreement is a finding, not a failure.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -186,9 +187,19 @@ FORK_KEYS = ("cycles_fork", "cycles_fork_ptes", "cycles_cow", "cycles_exec", "cy
 FLUSH_KEYS = ("cycles_cache_flush_all", "cycles_cache_flush_tmpalias", "cycles_cache_flush_page")
 
 
+def cycles_per(cell: Cell, keys: Sequence[str], per: str) -> float:
+    """The sum of the cell's means of cycle ``keys`` per mean of ``per`` (a key no record has counts
+    0); a ValueError when the mean of ``per`` is 0: there is nothing to divide among. Claims and
+    plots (``cluster.plots``) both read their per-request and per-fork costs through this."""
+    count = mean(cell, per)
+    if not count:
+        raise ValueError(f"{cell.label()}: no {per}")
+    return math.fsum(cell.stats[k].mean for k in keys if k in cell.stats) / count
+
+
 def io_cycles(cell: Cell) -> float:
     """Estimated cycles of the I/O path per I/O request: the DMA, the page flushes, the copies."""
-    return sum(mean(cell, k) for k in IO_KEYS) / max(mean(cell, "io_requests"), 1)
+    return cycles_per(cell, IO_KEYS, "io_requests")
 
 
 def io_gain(stock: Cell, unmapped: Cell) -> float:
@@ -226,7 +237,7 @@ def forkexec_cycles(cell: Cell) -> float:
 
 
 def per_fork(cell: Cell, keys: Sequence[str]) -> float:
-    return sum(mean(cell, k) for k in keys) / max(mean(cell, "forks"), 1)
+    return cycles_per(cell, keys, "forks")
 
 
 def p4(cells: Sequence[Cell]) -> Figure:

@@ -37,7 +37,6 @@ state) and saved without the Software metadata, so the same cells give the same 
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -48,17 +47,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from cluster.aggregate import Cell
-from cluster.claims import FORK_KEYS, IO_KEYS
+from cluster.claims import forkexec_cycles
+from cluster.claims import io_cycles as claimed_io_cycles
 from core.machine import MACHINES
 from core.units import GiB, KiB, MiB, format_size, parse_size
 from workloads.config import canonical_json
 
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 5.0, 100  # 800 x 500 pixels
 BASELINE = "stock"
-
-# The cycle keys of one fork+exec+exit and of one I/O request: the claims' own (cluster.claims).
-FORKEXEC_CYCLE_KEYS = FORK_KEYS
-IO_CYCLE_KEYS = IO_KEYS
 
 
 @dataclass(frozen=True)
@@ -159,13 +155,12 @@ def lowmem_series(cells: Iterable[Cell]) -> tuple[Series, Series]:
 
 
 def forkexec_us(cell: Cell) -> float | None:
-    """Estimated microseconds per fork+exec+exit: sum of the means of FORKEXEC_CYCLE_KEYS (a key the
-    cell lacks counts 0) over the mean of forks, at the cell's machine's clock. None without forks."""
+    """Estimated microseconds per fork+exec+exit: the claim's cycles per fork
+    (``cluster.claims.forkexec_cycles``) at the cell's machine's clock. None without forks."""
     forks, mhz = mean(cell, "forks"), _cpu_mhz(cell)
     if not forks or not mhz:
         return None
-    cycles = math.fsum(mean(cell, key) or 0.0 for key in FORKEXEC_CYCLE_KEYS)
-    return cycles / forks / mhz
+    return forkexec_cycles(cell) / mhz
 
 
 def _machine_policy(cell: Cell) -> str:
@@ -183,11 +178,9 @@ def flushes_series(cells: Iterable[Cell]) -> Series:
 
 
 def io_cycles(cell: Cell) -> float | None:
-    """Estimated cycles per I/O request: sum of the means of IO_CYCLE_KEYS over the mean of io_requests."""
-    requests = mean(cell, "io_requests")
-    if not requests:
-        return None
-    return math.fsum(mean(cell, key) or 0.0 for key in IO_CYCLE_KEYS) / requests
+    """Estimated cycles per I/O request, as the claim counts them (``cluster.claims.io_cycles``);
+    None without I/O requests."""
+    return claimed_io_cycles(cell) if mean(cell, "io_requests") else None
 
 
 def io_gain_series(cells: Iterable[Cell], baseline: str = BASELINE) -> Series:
