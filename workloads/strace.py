@@ -86,10 +86,10 @@ from functools import partial
 import numpy as np
 
 from core import events as E
-from core.errors import StreamError
 from core.events import EVENT, Stream
 from core.units import MiB
 from workloads.base import HandlePool
+from workloads.errors import StraceError
 
 PAGE_SHIFT = 12
 REGION_SHIFT = 9  # 512 PTEs per PAE PTE page: one per 2 MiB
@@ -135,10 +135,6 @@ inotify_rm_watch timerfd_settime timerfd_gettime
 
 # objects per 4 KiB slab page (2.6.11 i386 object sizes, rounded; the figures of the mixed workload)
 PER_PAGE = {"dentry": 29, "inode": 7, "buffer_head": 78, "task_struct": 2}
-
-
-class StraceError(StreamError):
-    """A strace log the converter cannot read: ``<log>:<lineno>: <what>``, one line."""
 
 
 @dataclass
