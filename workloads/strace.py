@@ -90,9 +90,8 @@ from core.events import EVENT, Stream
 from core.units import MiB
 from workloads.base import HandlePool
 from workloads.errors import StraceError
+from workloads.layout import PAGE_SHIFT, PER_PAGE, PTE_SHIFT
 
-PAGE_SHIFT = 12
-REGION_SHIFT = 9  # 512 PTEs per PAE PTE page: one per 2 MiB
 STACK_PAGE = 0xBFFFF  # the user stack's top page, under i386's PAGE_OFFSET
 BUF_BASE = 0x7F0000  # read/write buffer region, in pages (2 MiB-aligned)
 BUF_STRIDE = 512  # buffer regions of successive mms: a PTE page apart
@@ -131,10 +130,6 @@ pkey_alloc pkey_mprotect sched_getattr sched_setattr getpriority setpriority io_
 io_getevents io_destroy io_uring_setup io_uring_enter io_uring_register inotify_add_watch
 inotify_rm_watch timerfd_settime timerfd_gettime
 """.split())
-
-
-# objects per 4 KiB slab page (2.6.11 i386 object sizes, rounded; the figures of the mixed workload)
-PER_PAGE = {"dentry": 29, "inode": 7, "buffer_head": 78, "task_struct": 2}
 
 
 @dataclass
@@ -430,7 +425,7 @@ class _Converter:
         else:
             rows.extend((A_CACHE, 0, cpu, h, upn & ADDR_MASK))
             rows.extend((IO, 0, cpu, h, 0))
-        rows.extend((PTE, 0, cpu, self.pte(mm, upn >> REGION_SHIFT, cpu), 0))
+        rows.extend((PTE, 0, cpu, self.pte(mm, upn >> PTE_SHIFT, cpu), 0))
         mm.pages[upn] = h
         return h
 
@@ -444,7 +439,7 @@ class _Converter:
     def unmap_page(self, mm: _Mm, upn: int, cpu: int) -> None:
         h = mm.pages.pop(upn)
         self.rows.extend((FREE, 0, cpu, h, 0))
-        self.rows.extend((PTE, 0, cpu, mm.ptes[upn >> REGION_SHIFT], 0))
+        self.rows.extend((PTE, 0, cpu, mm.ptes[upn >> PTE_SHIFT], 0))
         self.hp.put(h)
 
     def unmap_range(self, mm: _Mm, start: int, n: int, cpu: int) -> None:
@@ -876,7 +871,7 @@ class _Converter:
         del self.hp.kmapped[h]
         self.drop_mm(t.mm, cpu)
         mm.pages[STACK_PAGE] = h
-        rows.extend((PTE, 0, cpu, self.pte(mm, STACK_PAGE >> REGION_SHIFT, cpu), 0))
+        rows.extend((PTE, 0, cpu, self.pte(mm, STACK_PAGE >> PTE_SHIFT, cpu), 0))
         t.mm = mm
         files = t.files.copy()  # unshare_files, then the O_CLOEXEC descriptors go
         for fd in files.cloexec:
