@@ -26,6 +26,7 @@ from core.errors import ConfigError, StreamError
 from core.sim import ENGINES, run
 from workloads import WORKLOADS
 from workloads.config import DEFAULTS, inside_setup, resolve
+from workloads.errors import TraceError
 from workloads.trace import trace_info, write_trace
 
 GRACE = 15.0  # seconds a watched sweep's endpoint stays up: one Prometheus scrape interval and then some
@@ -496,13 +497,13 @@ def _join_ray(address: str | None, embedded: bool = False) -> bool:
 
 
 def _call(method, *args):
-    """A coordinator call; the actor's ConfigError / StreamError come back as themselves."""
+    """A coordinator call; the actor's ConfigError / StreamError / TraceError come back as themselves."""
     import ray
 
     try:
         return ray.get(method.remote(*args))
     except ray.exceptions.RayTaskError as err:
-        if isinstance(err.cause, ConfigError | StreamError):
+        if isinstance(err.cause, ConfigError | StreamError | TraceError):
             raise err.cause from None
         raise
 
@@ -657,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (UsageError, ConfigError, StreamError) as err:
+    except (UsageError, ConfigError, StreamError, TraceError) as err:  # TraceError: a trace or strace log
         message = " ".join(str(err).split())  # one line, whatever the message holds
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2

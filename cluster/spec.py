@@ -93,6 +93,7 @@ from core.errors import ConfigError, StreamError
 from core.mem_map import compute_layout
 from core.sim import ENGINES
 from workloads.config import resolve
+from workloads.errors import TraceError
 
 try:
     import tomllib
@@ -166,7 +167,7 @@ def _check_cell(cell: dict) -> Exception | None:
         if r.engine not in ENGINES:
             raise ConfigError("engine", "one of " + ", ".join(sorted(ENGINES)), r.engine)
         compute_layout(r.machine, r.policy)
-    except (ValueError, ArithmeticError, MemoryError) as err:  # ConfigError, StreamError (traces) included
+    except (ValueError, ArithmeticError, MemoryError, TraceError) as err:  # ConfigError, StreamError included
         return err
     return None
 
@@ -176,7 +177,7 @@ def _blame(cell: dict, origin: dict[str, str], axes: dict[str, list], err: Excep
     the other axis values without which the cell would run."""
     if isinstance(err, ConfigError):  # "set.policy" is an unknown --set name, not the policy
         keys = ["set." + p if "set." + p in origin or p not in NAMED else p for p in str(err.field).split(" + ")]
-    elif isinstance(err, StreamError):  # a trace that cannot be read
+    elif isinstance(err, TraceError | StreamError):  # a trace that cannot be read, or its events
         keys = ["workload"]
     else:
         keys = []
@@ -196,7 +197,7 @@ def _blame(cell: dict, origin: dict[str, str], axes: dict[str, list], err: Excep
     where = paths[0] + (" with " + ", ".join(paths[1:]) if len(paths) > 1 else "")
     if isinstance(err, ConfigError) and len(keys) == 1 and primary:
         return SpecError(where, err.allowed, MISSING if err.got is None else err.got)
-    if isinstance(err, ConfigError | StreamError):
+    if isinstance(err, ConfigError | StreamError | TraceError):
         return SpecError(where, str(err))
     return SpecError(where, f"cannot build this cell: {type(err).__name__}: {err}")
 

@@ -130,6 +130,22 @@ def test_trace_from_strace_strict_names_the_malformed_line(zonesim, tmp_path):
     assert not (tmp_path / "edge.trace").exists()
 
 
+@pytest.mark.parametrize("args, start", [
+    (("trace", "from-strace", "{d}/nope.log", "-o", "{d}/x.trace"), "{d}/nope.log: cannot read: No such file"),
+    (("trace", "from-strace", "{d}/junk.log", "-o", "{d}/x.trace"), "{d}/junk.log:1: not an strace log"),
+    (("run", "--workload", "trace:{d}/junk.trace"), "{d}/junk.trace: not a zonesim trace"),
+], ids=["missing log", "not a log", "not a trace"])
+def test_a_bad_trace_or_log_is_one_line_and_exit_2(zonesim, tmp_path, args, start):
+    """TraceError and StraceError are no StreamError: the CLI still catches them by name."""
+    (tmp_path / "junk.log").write_text("hello world\n")
+    (tmp_path / "junk.trace").write_bytes(b"hello, world\n")
+    out = zonesim(*(a.format(d=tmp_path) for a in args))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    [line] = out.stderr.splitlines()
+    assert line.startswith("zonesim: error: " + start.format(d=tmp_path)), line
+    assert not (tmp_path / "x.trace").exists()
+
+
 def test_bench_times_the_strace_importer_on_a_given_log(zonesim):
     out = zonesim("bench", "--strace", EDGE_LOG, "--json")
     assert out.returncode == 0, out.stderr

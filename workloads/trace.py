@@ -33,6 +33,7 @@ from core.errors import StreamError
 from core.events import EVENT, KIND_NAMES, NEEDS_HANDLE, NKINDS, Stream, check_batch
 from core.units import is_int
 from workloads.base import Param, Workload
+from workloads.errors import TraceError
 
 FORMAT = "zonesim-trace"
 VERSION = 1
@@ -51,10 +52,6 @@ HEADER_KEYS = ("format", "version", "source", "params", "seed", "dtype", "max_ha
 BATCH_KEYS = frozenset({"n", "crc", "events"})
 END_KEYS = frozenset({"end", "events", "batches"})
 _PLACEHOLDER = 0xFFFFFFFF  # packs as a fixed-width uint32 (0xce + 4 bytes) that the writer patches
-
-
-class TraceError(StreamError):
-    """A trace file that cannot be read or written; the message names the file and the byte offset."""
 
 
 def _a(value: object) -> str:

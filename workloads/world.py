@@ -29,15 +29,12 @@ import numpy as np
 
 from core import events as E
 from core.errors import ConfigError
-from core.units import MiB
 from workloads.episodes import BODY, RELEASE, RUN, TICK, TOUCH, WIDTH, Grid, flat
+from workloads.layout import PAGE, PER_PAGE, PTE_SPAN, PTRS_PER_PTE
 
-PAGE = 4096
-PTE_SPAN = 2 * MiB  # one PAE PTE page maps 512 x 4 KiB
 SHM_BASE = 0x40000000 // PAGE  # shmat address, in pages: a multiple of SHMLBA (4 MiB) on every arch
 FILE_BASE = 0x80000000 // PAGE  # where every process maps the shared file, also SHMLBA-aligned
 HEAP_PAGES = 1 << 20  # private mappings start at a page of [0, 4 GiB) drawn per process slot
-PER_PAGE = {"dentry": 29, "inode": 7, "buffer_head": 78}  # objects per 4 KiB slab page (2.6.11 i386)
 
 # Episode types, in the order their weights are given.
 EPISODES = ("read", "write", "direct", "fault", "syscall", "churn", "kalloc", "pgtable", "open",
@@ -55,7 +52,7 @@ class Layout:
         self.procs = int(p["processes"])
         self.anon = int(p["anon_pages"])
         self.shm = int(p["shm"]) // PAGE
-        self.ptes = int(p["shm"]) // PTE_SPAN + 1 + self.anon // 512
+        self.ptes = int(p["shm"]) // PTE_SPAN + 1 + self.anon // PTRS_PER_PTE
         self.cow = min(int(p.get("cow_pages", 0)), self.anon)  # a child's copies of its parent's first pages
         self.exec_pages = int(p.get("exec_pages", 0))
         self.per_slot = 1 + self.ptes + self.anon + self.cow  # stack, PTE pages, private pages, COW copies
