@@ -198,7 +198,7 @@ def _vi_teardown(counter: str) -> Callable[[Kernel, np.void], None]:
         setattr(k.c, counter, getattr(k.c, counter) + 1)
         if counter == "forks":
             k.c.fork_ptes += int(e["addr"])
-        parisc.mm_teardown(k)
+        parisc.flush_cache_mm(k)
     return step
 
 
@@ -216,11 +216,11 @@ VI_STEPS: dict[int, Callable[[Kernel, np.void], None]] = {
     E.K_PTE_UPDATE: _vi_page(lambda k, pfn, e: parisc.pte_update(k, pfn), "pte_updates", "pte_update"),
     E.K_IO: _vi_page(lambda k, pfn, e: parisc.io(k, pfn, int(e["order"]) == parisc.IO_TO_DEVICE),
                      "io_requests", "io"),
-    E.K_COPY: _vi_page(lambda k, pfn, e: parisc.copy(k, pfn, int(e["order"]) == parisc.COPY_INTO_PAGE),
+    E.K_COPY: _vi_page(lambda k, pfn, e: parisc.filemap_copy(k, pfn, int(e["order"]) == parisc.COPY_INTO_PAGE),
                        "page_copies", "copy"),
     E.K_USER: _vi_page(lambda k, pfn, e: parisc.user_access(k, pfn, int(e["order"]) == 1), "user_accesses",
                        "user access"),
-    E.K_COW: _vi_page(lambda k, pfn, e: parisc.cow_copy(k, pfn), "cow_copies", "cow"),
+    E.K_COW: _vi_page(lambda k, pfn, e: parisc.copy_user_page(k, pfn), "cow_copies", "cow"),
 }
 
 
