@@ -18,12 +18,22 @@ boundary, where that is the same as the kernel's zone-relative pairing.
 
 Zone choice walks the zonelist and takes the first zone that can serve the request; there are no
 watermarks or reclaim: a request no zone can serve is an allocation failure.
+
+The paper's change to this file (the ``unmapped`` policy, s4.3) is here too: ``__alloc_pages``
+maps a block allocated without the highmem flag into the kernel window and the free paths
+(``__free_pages_ok``, ``free_hot_cold_page``) unmap it (``alloc_pages_mapped``,
+``free_pages_mapped``). The window is accounted by page count only (see ``core.policy``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from core.events import MAX_ORDER
-from core.mem_map import MemMap, PG_alloc, PG_buddy, PG_pcp, Zone
+from core.mem_map import MemMap, PG_alloc, PG_buddy, PG_mapped, PG_pcp, Zone
+
+if TYPE_CHECKING:
+    from core.kernel import Kernel
 
 
 def expand(mm: MemMap, zone: Zone, pfn: int, low: int, high: int) -> None:
@@ -154,3 +164,52 @@ def free_pages(mm: MemMap, pfn: int) -> None:
         pcp_push(mm, zone, pfn)
     else:
         free_one_page(mm, zone, pfn, order)
+
+
+# -- the unmapped policy: map on allocation, unmap on free (the paper, s4.3) -----------------------
+
+
+def window_has_room(k: Kernel, gfp: int, order: int) -> bool:
+    """Whether an allocation of class ``gfp`` may go to the zones: one that __alloc_pages maps
+    needs 2**order free pages of the kernel window first (checked before any zone)."""
+    return not k.maps_on_alloc[gfp] or k.window_used + (1 << order) <= k.window_pages
+
+
+def map_on_alloc(k: Kernel, pfn: int) -> None:
+    """__alloc_pages of the unmapped kernel: the block at ``pfn`` is mapped into the kernel window
+    (PG_mapped on its head page; page_address works from here on)."""
+    pages = 1 << int(k.mm.page_order[pfn])
+    k.mm.page_flags[pfn] |= PG_mapped
+    k.window_used += pages
+    k.c.kernel_map_pages += pages
+
+
+def unmap_on_free(k: Kernel, pfn: int) -> None:
+    """__free_pages_ok / free_hot_cold_page of the unmapped kernel: a mapped block leaves the
+    kernel window before the allocator takes it back, with one local invlpg on the freeing CPU
+    (the other CPUs' entries go lazily, ``unmap_flush_batch``)."""
+    if not k.mm.page_flags[pfn] & PG_mapped:
+        return
+    pages = 1 << int(k.mm.page_order[pfn])
+    k.mm.page_flags[pfn] &= 0xFF ^ PG_mapped
+    k.window_used -= pages
+    k.c.kernel_unmap_pages += pages
+    k.c.kernel_unmaps += 1
+    k.c.tlb_flush_local += 1
+
+
+def alloc_pages_mapped(k: Kernel, gfp: int, order: int) -> int:
+    """__alloc_pages as the policy has it: the window check, the zones, then the mapping made
+    for the kernel's own allocations; the pfn, or -1 on failure."""
+    if not window_has_room(k, gfp, order):
+        return -1
+    pfn = alloc_pages(k.mm, k.zonelist[gfp], order)
+    if pfn >= 0 and k.maps_on_alloc[gfp]:
+        map_on_alloc(k, pfn)
+    return pfn
+
+
+def free_pages_mapped(k: Kernel, pfn: int) -> None:
+    """__free_pages as the policy has it: unmap a mapped block, then give it back."""
+    unmap_on_free(k, pfn)
+    free_pages(k.mm, pfn)

@@ -1,35 +1,39 @@
-"""The parisc passes of the batched engine: ``core.parisc``'s verbs over a batch at once.
+"""The parisc passes of the batched engine: ``core.parisc``'s state over a batch at once.
 
-After the allocator pass has given every alloc and free its pfn, a batch's page events are sorted
-frame-major (pfn, then time). Per frame, the state of ``PariscState`` is read off the frame's
-earlier events without a loop: user colour and allocation mapping as a forward fill of its last
-alloc or free, the kmap count as a prefix sum. The requests to kmap_kernel's two colour pools are
-then served in time order (``kmap_kernel.serve``), each event's cache operations are laid out in
-slots exactly as the scalar verbs issue them (at most four per event), and ``cache_batch`` plays
-them against the cache.
+Models what ``core.parisc`` models (arch/parisc of 2.6.11 and the paper's kernel): this module
+keeps the bookkeeping, ``parisc_cache_batch`` the flush verbs. After the allocator pass has given
+every alloc and free its pfn, a batch's page events are sorted frame-major (pfn, then time). Per
+frame, the state of ``PariscState`` is read off the frame's earlier events without a loop: user
+colour and allocation mapping as a forward fill of its last alloc or free, the kmap count as a
+prefix sum. The requests to kmap_kernel's two colour pools are then served in time order
+(``kmap_kernel.serve``); ``parisc_cache_batch.issue`` lays out each event's cache operations as
+the scalar verbs issue them and plays them against the cache.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core import events as E
 from core import kmap_kernel as pools
-from core.cache_batch import LOAD, OP_D, OP_DEV, OP_F, OP_P, OP_R, OP_W, Runs, play
+from core.cache_batch import Runs
 from core.errors import StreamError
-from core.parisc import COPY_INTO_PAGE, FREE_TEARDOWN, IO_TO_DEVICE, KMAP_COUNT_MAX, kmap_overflow, tlb_entries
+from core.kmap_kernel import ColourPool
+from core.parisc import KMAP_COUNT_MAX, kmap_overflow, tlb_entries
+from core.parisc_cache_batch import issue
 from core.vec import ranges, stable_order
 
-SLOTS = 5  # slot positions per event; an event fills at most four (copy: 0/1/2/4 or 0/2/3/4)
-UNSEEN = LOAD + 1  # a grid operation the clock counts but the cache pass need not see
-
+if TYPE_CHECKING:
+    from core.fast import AllocResult, Columns
+    from core.kernel import Kernel
 
 class Timeline:
     """A batch's page events, frame-major, and the state each ran in."""
 
-    def __init__(self, k, cols, event_pfn: np.ndarray, out) -> None:
+    def __init__(self, k: Kernel, cols: Columns, event_pfn: np.ndarray, out: AllocResult) -> None:
         vi, colours = k.vi, k.vi.colours
         self.pos = _frame_major(event_pfn, vi.cache.frames)
         self.pfn = pfn = event_pfn[self.pos]
@@ -114,7 +118,7 @@ class KmapCounts:
     before the batch, and asks the kmap pool for no persistent mapping (GET or PUT; transient
     mappings, PEEKs, are any frame's with no translation)."""
 
-    def __init__(self, t: Timeline, cols) -> None:
+    def __init__(self, t: Timeline, cols: Columns) -> None:
         n = t.pfn.size
         counted = KMAP_PAIR[t.kind] & ~t.amapped
         self.s = s = _runs_of(t, np.flatnonzero(counted))  # those frames' events, all of them
@@ -166,7 +170,7 @@ class Requests:
         req_of[event] = np.arange(event.size)
         self.link = np.where(link_event >= 0, req_of[np.maximum(link_event, 0)], -1)
 
-    def serve(self, pool) -> np.ndarray:
+    def serve(self, pool: ColourPool) -> np.ndarray:
         """The colour of every timeline event's request (-1 where it made none)."""
         out = np.full(self.n, -1, dtype=np.int64)
         if self.event.size:
@@ -177,7 +181,7 @@ class Requests:
 class Colours:
     """Per timeline event: kernel translation before it, and the pool colours it was given."""
 
-    def __init__(self, k, t: Timeline, cols) -> None:
+    def __init__(self, k: Kernel, t: Timeline, cols: Columns) -> None:
         p, vi, n = k.policy, k.vi, t.pfn.size
         colours = vi.colours
         self.eq = t.pfn & (colours - 1)
@@ -222,7 +226,7 @@ class Colours:
         amapped_after = np.where(is_alloc, t.mapped[i], ~is_free & t.amapped[i])
         return np.where(amapped_after, alloc_after, kmapped)
 
-    def _alloc_pool(self, k, t: Timeline) -> None:
+    def _alloc_pool(self, k: Kernel, t: Timeline) -> None:
         """Allocations mapped by __alloc_pages get a colour; frees of mapped blocks give it back."""
         vi, p = k.vi, k.policy
         get = t.is_alloc & t.mapped
@@ -236,182 +240,13 @@ class Colours:
                               t.kc0[ev], t.pos[ev]).serve(vi.allocs)
 
 
-class Ops:
-    """The batch's cache operations in a (timeline event, slot) grid, as the scalar verbs issue
-    them. Read row by row it is frame-major order, which is time order within each frame;
-    ``_times`` gives each operation its place in the batch's global order (the cache clock)."""
-
-    def __init__(self, n: int) -> None:
-        self.typ = np.full((n, SLOTS), -1, dtype=np.int8)
-        self.col = np.empty((n, SLOTS), dtype=np.int32)  # colours: half the traffic of int64
-        self.flush_page = 0
-        self.tmpalias = 0
-        self.io_flushes = 0
-        self.aliases = 0
-
-    def put(self, rows: np.ndarray, slot: int, typ: int | np.ndarray, col: np.ndarray) -> None:
-        self.typ[:, slot][rows] = typ  # through the column's view: a third faster than [rows, slot]
-        self.col[:, slot][rows] = col
-
-    def flush(self, rows: np.ndarray, slot: int, col: np.ndarray, io: bool = False) -> None:
-        self.put(rows, slot, OP_F, col)
-        self.flush_page += rows.size
-        self.io_flushes += rows.size if io else 0
-
-
-def _aliases(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> int:
-    """How many of these (kernel, user, access) colour triples (-1: none) are not all equivalent."""
-    bad = ((a >= 0) & (b >= 0) & (a != b)) | ((a >= 0) & (c >= 0) & (a != c)) | ((b >= 0) & (c >= 0) & (b != c))
-    return int(np.count_nonzero(bad))
-
-
-class _View:
-    """The timeline facts of one kind's events: index arrays instead of masks over the batch.
-    Each fact is gathered when a kind first asks for it: no kind uses them all."""
-
-    def __init__(self, t: Timeline, c: Colours, i: np.ndarray) -> None:
-        self.i = self.row = i
-        self._t, self._c = t, c
-
-    @cached_property
-    def u(self) -> np.ndarray:
-        return self._t.u[self.i]
-
-    @cached_property
-    def kc(self) -> np.ndarray:
-        return self._c.kernel[self.i]
-
-    @cached_property
-    def eq(self) -> np.ndarray:
-        return self._c.eq[self.i]
-
-    @cached_property
-    def flag(self) -> np.ndarray:
-        return self._t.flag(self.i)
-
-    @cached_property
-    def transient(self) -> np.ndarray:
-        return self._c.transient[self.i]
-
-    @cached_property
-    def x(self) -> np.ndarray:
-        """The colour the kernel touches the page through (while the offset map gives every page
-        its kernel address, that address: no transient mappings)."""
-        return self.kc if self._c.offset else np.where(self.kc >= 0, self.kc, self._c.kmap[self.i])
-
-    @cached_property
-    def tr_flush(self) -> np.ndarray:
-        """kunmap_atomic of a non-congruent mapping (lines it may leave for later excepted)."""
-        if self._c.offset:
-            return np.zeros(self.i.size, dtype=bool)
-        return self.transient & (self.x != self.u) & ~_deferred(self._c.defer, self.u, self.x, self.eq)
-
-
-def _deferred(defer: bool, u: np.ndarray, colour: np.ndarray, eq: np.ndarray) -> np.ndarray:
-    """core.parisc.deferred: a page no process maps, unmapped at its equivalent colour."""
-    if not defer:
-        return np.zeros(u.size, dtype=bool)
-    return (u < 0) & (colour == eq)
-
-
-def expand(k, t: Timeline, c: Colours, n: int) -> Ops:
-    """The cache operations and flush counts of every page event (see core.parisc)."""
-    p = k.policy
-    ops = Ops(n)
-    # each kind's events, in time order: one radix sort of the kinds, not a pass per kind
-    by_kind = np.argsort(t.kind.astype(np.uint8), kind="stable")
-    end = np.cumsum(np.bincount(t.kind, minlength=E.NKINDS))
-    of = {kind: by_kind[end[kind - 1] if kind else 0:end[kind]] for kind in range(E.NKINDS)}
-    _alloc_anon(p, _View(t, c, of[E.K_ALLOC_ANON]), t, ops)
-    _free(p, _View(t, c, of[E.K_FREE]), t, c, ops)
-    if not p.offset_maps_lowmem:
-        left = _deferred(c.defer, t.u, c.kmap_before, c.eq)
-        last = np.flatnonzero(c.last & (c.kmap_before != t.u) & ~left)  # kunmap of a non-congruent slot
-        ops.flush(last, 0, c.kmap_before[last])
-    v = _View(t, c, of[E.K_PTE_UPDATE])
-    ops.put(v.row, 0, OP_W, v.x)
-    ops.aliases += _aliases(v.kc, v.u, v.x)
-    ops.flush(v.row[v.tr_flush], 1, v.x[v.tr_flush])
-    ops.put(v.row, 2, OP_R, v.eq)  # the TLB miss handler, in absolute mode
-    _copy(p, _View(t, c, of[E.K_COPY]), ops)
-    _cow(p, _View(t, c, of[E.K_COW]), ops)
-    v = _View(t, c, of[E.K_USER])
-    ux = np.where(v.u >= 0, v.u, v.eq)
-    ops.put(v.row, 0, np.where(v.flag == 1, OP_W, OP_R), ux)
-    ops.aliases += _aliases(v.kc, v.u, ux)
-    _io(p, _View(t, c, of[E.K_IO]), ops)
-    return ops
-
-
-def _alloc_anon(p, v: _View, t: Timeline, ops: Ops) -> None:
-    """clear_user_page purges the kernel alias, then zeroes the page through tmpalias."""
-    u = t.u_set[v.i]
-    kcol = v.eq if p.offset_maps_lowmem else np.full(v.i.size, -1)  # the kernel's translation
-    lines = v.eq if p.offset_maps_lowmem or p.defer_dcache_flush else kcol  # where its lines may be
-    purge = (lines >= 0) & (lines != u)
-    ops.put(v.row[purge], 0, OP_P, lines[purge])
-    ops.flush_page += int(np.count_nonzero(purge))
-    ops.put(v.row, 1, OP_W, u)
-    ops.aliases += _aliases(kcol, u, u)
-
-
-def _free(p, v: _View, t: Timeline, c: Colours, ops: Ops) -> None:
-    """The user colour (tmpalias, or munmap's flush), then the allocation mapping."""
-    user = (v.u >= 0) & (p.flush_on_free | (v.flag != FREE_TEARDOWN))
-    ops.put(v.row[user], 0, OP_F, v.u[user])
-    if p.flush_on_free:
-        ops.tmpalias += int(np.count_nonzero(user))
-    else:
-        ops.flush_page += int(np.count_nonzero(user))
-    if not p.offset_maps_lowmem:
-        mapped = t.amapped[v.i]
-        ops.flush(v.row[mapped], 1, c.alloc_before[v.i][mapped])
-
-
-def _copy(p, v: _View, ops: Ops) -> None:
-    """core.parisc.copy: flush_dcache_page around a copy through a colour not the user's."""
-    into = v.flag == COPY_INTO_PAGE
-    coherent = (v.u >= 0) & (v.x != v.u) & p.flush_dcache_page
-    ops.flush(v.row[coherent], 0, v.u[coherent])
-    before = coherent & ~into
-    ops.flush(v.row[before], 1, v.x[before])
-    ops.put(v.row, 2, np.where(into, OP_W, OP_R), v.x)
-    ops.aliases += _aliases(v.kc, v.u, v.x)
-    after = coherent & into
-    ops.flush(v.row[after], 3, v.x[after])
-    ops.flush(v.row[v.tr_flush], 4, v.x[v.tr_flush])
-
-
-def _cow(p, v: _View, ops: Ops) -> None:
-    """core.parisc.cow_copy: flush the user's colour first when fork did not flush the cache and
-    the copy reads through another colour; then the read; then kunmap_atomic."""
-    first = (v.u >= 0) & (v.x != v.u) & p.flush_on_free
-    ops.flush(v.row[first], 0, v.u[first])
-    ops.put(v.row, 1, OP_R, v.x)
-    ops.aliases += _aliases(v.kc, v.u, v.x)
-    ops.flush(v.row[v.tr_flush], 2, v.x[v.tr_flush])
-
-
-def _io(p, v: _View, ops: Ops) -> None:
-    user_index = p.user_coherence_index & (v.u >= 0)
-    first = ~user_index & (v.u >= 0) & p.flush_dcache_page
-    ops.flush(v.row[first], 0, v.u[first], io=True)
-    left = v.eq if p.defer_dcache_flush else -1  # where the kunmaps left a page's lines
-    index = np.where(user_index, v.u, np.where(v.kc >= 0, v.kc, np.where(v.transient, v.x,
-                                                                         np.where(v.u < 0, left, -1))))
-    has = index >= 0
-    ops.flush(v.row[has], 1, index[has], io=True)
-    ops.put(v.row, 2, np.where(v.flag == IO_TO_DEVICE, OP_DEV, OP_D), index)
-    ops.flush(v.row[v.tr_flush], 3, v.x[v.tr_flush], io=True)
-
-
-def _user_mapped(cols, at: np.ndarray) -> np.ndarray:
+def _user_mapped(cols: Columns, at: np.ndarray) -> np.ndarray:
     """Which of the allocations at positions ``at`` give the block a user address."""
     kind = cols.kind[at]
     return (kind == E.K_ALLOC_ANON) | ((kind == E.K_ALLOC_PAGECACHE) & (cols.addr[at] != 0))
 
 
-def inert(k, cols, out) -> np.ndarray:
+def inert(k: Kernel, cols: Columns, out: AllocResult) -> np.ndarray:
     """Events that change no parisc state and issue no cache operation, left out of the timeline:
     kmap_atomic (it only counts here) and allocations that neither map the block for the kernel
     nor give it a user address (the frame was free, so its state before and after is the same).
@@ -428,7 +263,7 @@ def inert(k, cols, out) -> np.ndarray:
     return idle
 
 
-def _frees_of_kernel_blocks(k, cols, out) -> np.ndarray:
+def _frees_of_kernel_blocks(k: Kernel, cols: Columns, out: AllocResult) -> np.ndarray:
     """The frees (indices into ``cols.src``) of blocks with no user colour: allocated in the batch
     without a user address, or held since before it by a frame with none."""
     by = cols.src_by_key  # allocs and frees by (handle, time): a free's alloc is the one before it
@@ -446,64 +281,14 @@ def _frees_of_kernel_blocks(k, cols, out) -> np.ndarray:
     return free[~user]
 
 
-def _hide_unobservable(ops: Ops, t: Timeline, c: Colours, teardown: np.ndarray) -> None:
-    """Mark UNSEEN the grid operations that change nothing anyone can see, which the cache pass
-    leaves out (the clock still ticks for them): the walker's read right after a PTE store to the
-    same line (it returns the latest version), and PTE stores overwritten before anyone can see
-    them (the frame's next event is another such store, with no whole-cache flush between)."""
-    # a PTE store and the walker's read meet on one line when the page table is written through
-    # its equivalent colour (always, under an offset map)
-    pte = t.kind == E.K_PTE_UPDATE
-    if not c.offset:
-        pte &= c.kernel == c.eq
-    ops.typ[:, 2][np.flatnonzero(pte)] = UNSEEN
-    i = np.flatnonzero(pte[:-1] & pte[1:] & (t.pfn[:-1] == t.pfn[1:]))
-    if teardown.size:  # the same number of whole-cache flushes before both stores: none between
-        i = i[np.searchsorted(teardown, t.pos[i]) == np.searchsorted(teardown, t.pos[i + 1])]
-    ops.typ[:, 0][i] = UNSEEN
-
-
-def _times(ops: Ops, t: Timeline, teardown: np.ndarray, n: int, at: np.ndarray,
-           row: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """The times in the batch (1, 2, ... in event then slot order) of the grid operations at flat
-    indices ``at`` (in rows ``row``); the times of the whole-cache flushes; how many operations
-    the batch issues."""
-    # live slots up to and including each slot of its row: a running sum over the five columns
-    # (a cumsum over the flat grid of booleans costs several times more)
-    upto = (ops.typ >= 0).astype(np.int8)  # at most SLOTS: bytes, an eighth of int64's traffic
-    for slot in range(1, SLOTS):
-        upto[:, slot] += upto[:, slot - 1]
-    per_event = np.zeros(n, dtype=np.int64)
-    per_event[t.pos] = upto[:, -1]
-    per_event[teardown] += 1
-    before = np.cumsum(per_event) - per_event  # operations issued by earlier events
-    times = before[t.pos[row]] + upto.ravel()[at]
-    return times, before[teardown] + 1, int(per_event.sum())
-
-
-def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
+def run(k: Kernel, cols: Columns, event_pfn: np.ndarray, out: AllocResult) -> tuple[np.ndarray, np.ndarray]:
     """The parisc passes of one batch; returns the kmap pool's change points for the time series
     (event positions, pages mapped after each)."""
     vi, p, cnt = k.vi, k.policy, k.c
     t = Timeline(k, cols, event_pfn, out)
     c = Colours(k, t, cols)
-    ops = expand(k, t, c, t.pfn.size)
-    teardown = np.flatnonzero((cols.kind == E.K_FORK) | (cols.kind == E.K_EXEC) | (cols.kind == E.K_EXIT))
-    if p.flush_on_free:
-        teardown = teardown[:0]
-    _hide_unobservable(ops, t, c, teardown)
-    # the operations the cache pass sees, frame-major: as bytes, empty slots (-1) are 255
-    play_at = np.flatnonzero(ops.typ.ravel().view(np.uint8) <= OP_DEV)
-    row = play_at // SLOTS
-    times, flush_times, ticks = _times(ops, t, teardown, cols.n, play_at, row)
-    play(vi.cache, ops.typ.ravel()[play_at], t.pfn[row], ops.col.ravel()[play_at],
-         times, flush_times, ticks)
+    issue(k, cols, t, c)
     transients = int(np.count_nonzero(c.transient))
-    cnt.alias_violations += ops.aliases
-    cnt.cache_flush_page += ops.flush_page
-    cnt.cache_flush_tmpalias += ops.tmpalias
-    cnt.cache_flush_all += teardown.size
-    cnt.io_flushes += ops.io_flushes
     cnt.kmap_atomic_maps += transients
     cnt.tlb_flush_local += transients + int(np.count_nonzero(c.last))
     mapped_blocks = t.block_order(np.flatnonzero(t.is_alloc & t.mapped))
@@ -515,7 +300,7 @@ def run(k, cols, event_pfn: np.ndarray, out) -> tuple[np.ndarray, np.ndarray]:
     return t.pos[change][at], vi.kmaps.pages - int(delta.sum()) + np.cumsum(delta)
 
 
-def _store(k, t: Timeline, c: Colours) -> None:
+def _store(k: Kernel, t: Timeline, c: Colours) -> None:
     """Each touched frame's state after its last event of the batch. Only frames with an alloc or
     a free in the batch change their user colour and allocation mapping, and only the frames
     ``KmapCounts`` follows change their kmap count and kmap mapping: the rest are left as they

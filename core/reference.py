@@ -1,9 +1,9 @@
 """The scalar reference engine: one event at a time, in stream order. The tests' oracle.
 
-Every event goes through the kernel verbs of ``page_alloc`` and ``highmem`` directly (on a
-virtually indexed machine, the allocator's and then ``parisc``'s), and the time
-series are folded after every event. It is deliberately simple rather than fast: it is the
-plainest statement of the semantics, and the fast engine must produce the identical record on
+Every event goes through the kernel verbs directly: ``page_alloc`` (mm/page_alloc.c), ``highmem``
+(mm/highmem.c) and, on a virtually indexed machine, ``parisc`` (arch/parisc), all of 2.6.11;
+the time series are folded after every event. It is deliberately simple rather than fast: it is
+the plainest statement of the semantics, and the fast engine must produce the identical record on
 any stream. The fast engine falls back to these same steps for the parts it cannot batch.
 """
 
@@ -18,8 +18,7 @@ from core import parisc
 from core.errors import StreamError
 from core.highmem import kmap_atomic, kmap_high, kunmap_high
 from core.kernel import H_FAILED, H_FREE, Kernel
-from core.mem_map import PG_mapped
-from core.page_alloc import alloc_pages, free_pages
+from core.page_alloc import alloc_pages_mapped, free_pages_mapped
 
 
 def live_pfn(k: Kernel, handle: int, what: str) -> int:
@@ -34,29 +33,22 @@ def live_pfn(k: Kernel, handle: int, what: str) -> int:
 
 
 def do_alloc(k: Kernel, handle: int, order: int, gfp: int) -> None:
-    """__alloc_pages, then (unmapped policy) the mapping for kernel allocations."""
+    """An allocation into ``handle``: ``page_alloc.alloc_pages_mapped`` (the zones and, under
+    unmapped, the kernel window's mapping)."""
     c = k.c
     c.allocs += 1
     if k.handle_pfn[handle] >= 0:
         raise StreamError(f"allocation into handle {handle}, which already holds a page")
-    n = 1 << order
-    maps = bool(k.maps_on_alloc[gfp])
-    pfn = -1
-    if not maps or k.window_used + n <= k.window_pages:
-        pfn = alloc_pages(k.mm, k.zonelist[gfp], order)
+    pfn = alloc_pages_mapped(k, gfp, order)
     if pfn < 0:
         c.alloc_failures += 1
         k.handle_pfn[handle] = H_FAILED
         return
     k.handle_pfn[handle] = pfn
-    if maps:
-        k.mm.page_flags[pfn] |= PG_mapped
-        k.window_used += n
-        c.kernel_map_pages += n
 
 
 def do_free(k: Kernel, handle: int) -> None:
-    """__free_pages; under unmapped, unmap a mapped block first (one local invlpg)."""
+    """The free of ``handle``'s block: ``page_alloc.free_pages_mapped`` (unmapping it first)."""
     pfn = int(k.handle_pfn[handle])
     k.handle_pfn[handle] = H_FREE
     if pfn == H_FAILED:
@@ -64,16 +56,8 @@ def do_free(k: Kernel, handle: int) -> None:
         return
     if pfn == H_FREE:
         raise StreamError(f"free of handle {handle}, which holds no page")
-    c = k.c
-    c.frees += 1
-    if k.mm.page_flags[pfn] & PG_mapped:
-        n = 1 << int(k.mm.page_order[pfn])
-        k.mm.page_flags[pfn] &= 0xFF ^ PG_mapped
-        k.window_used -= n
-        c.kernel_unmap_pages += n
-        c.kernel_unmaps += 1
-        c.tlb_flush_local += 1
-    free_pages(k.mm, pfn)
+    k.c.frees += 1
+    free_pages_mapped(k, pfn)
 
 
 def do_kmap(k: Kernel, handle: int) -> None:
@@ -89,21 +73,25 @@ def do_kunmap(k: Kernel, handle: int) -> None:
         kunmap_high(k.pk, k.mm.pkmap_slot, handle, pfn)
 
 
-def do_kmap_atomic(k: Kernel, handle: int) -> None:
-    """kmap_atomic: a page without a kernel address gets a fixmap PTE and one local invlpg."""
-    k.c.kmap_atomic_calls += 1
-    pfn = live_pfn(k, handle, "kmap_atomic")
+def do_kmap_atomic(k: Kernel, handle: int, what: str = "kmap_atomic", maps: str = "kmap_atomic_maps") -> None:
+    """kmap_atomic of the handle's page: one without a kernel address gets a fixmap PTE and one
+    local invlpg (``highmem.kmap_atomic``), counted in ``maps``: the mapping's kmap type, the
+    callers' KM_USER0/1 (``kmap_atomic_maps``) or pte_offset_map's KM_PTE0 (``pte_kmaps``)."""
+    pfn = live_pfn(k, handle, what)
     if pfn >= 0 and kmap_atomic(k, pfn):
-        k.c.kmap_atomic_maps += 1
+        setattr(k.c, maps, getattr(k.c, maps) + 1)
+
+
+def _kmap_atomic(k: Kernel, handle: int) -> None:
+    k.c.kmap_atomic_calls += 1
+    do_kmap_atomic(k, handle)
 
 
 def do_pte_update(k: Kernel, handle: int) -> None:
     """pte_offset_map: a PTE page without a kernel address is reached through kmap_atomic
     (KM_PTE0), counted as a PTE kmap rather than a caller's."""
     k.c.pte_updates += 1
-    pfn = live_pfn(k, handle, "pte_update")
-    if pfn >= 0 and kmap_atomic(k, pfn):
-        k.c.pte_kmaps += 1
+    do_kmap_atomic(k, handle, "pte_update", "pte_kmaps")
 
 
 def _count(name: str) -> Callable[[Kernel, np.void], None]:
@@ -140,9 +128,7 @@ def do_cow(k: Kernel, handle: int) -> None:
     """copy_user_highpage's source: a page without a kernel address is mapped with kmap_atomic
     (the destination's mapping is the K_KMAP_ATOMIC the stream puts after its K_ALLOC_ANON)."""
     k.c.cow_copies += 1
-    pfn = live_pfn(k, handle, "cow")
-    if pfn >= 0 and kmap_atomic(k, pfn):
-        k.c.kmap_atomic_maps += 1
+    do_kmap_atomic(k, handle, "cow")
 
 
 def _run(k: Kernel, e: np.void) -> None:
@@ -166,7 +152,7 @@ STEPS: dict[int, Callable[[Kernel, np.void], None]] = {
     E.K_FREE: _with_handle(do_free),
     E.K_KMAP: _with_handle(do_kmap),
     E.K_KUNMAP: _with_handle(do_kunmap),
-    E.K_KMAP_ATOMIC: _with_handle(do_kmap_atomic),
+    E.K_KMAP_ATOMIC: _with_handle(_kmap_atomic),
     E.K_PTE_UPDATE: _with_handle(do_pte_update),
     E.K_IO: _io,
     E.K_COPY: _copy,
@@ -212,7 +198,7 @@ def _vi_teardown(counter: str) -> Callable[[Kernel, np.void], None]:
         setattr(k.c, counter, getattr(k.c, counter) + 1)
         if counter == "forks":
             k.c.fork_ptes += int(e["addr"])
-        parisc.mm_teardown(k)
+        parisc.flush_cache_mm(k)
     return step
 
 
@@ -230,11 +216,11 @@ VI_STEPS: dict[int, Callable[[Kernel, np.void], None]] = {
     E.K_PTE_UPDATE: _vi_page(lambda k, pfn, e: parisc.pte_update(k, pfn), "pte_updates", "pte_update"),
     E.K_IO: _vi_page(lambda k, pfn, e: parisc.io(k, pfn, int(e["order"]) == parisc.IO_TO_DEVICE),
                      "io_requests", "io"),
-    E.K_COPY: _vi_page(lambda k, pfn, e: parisc.copy(k, pfn, int(e["order"]) == parisc.COPY_INTO_PAGE),
+    E.K_COPY: _vi_page(lambda k, pfn, e: parisc.filemap_copy(k, pfn, int(e["order"]) == parisc.COPY_INTO_PAGE),
                        "page_copies", "copy"),
     E.K_USER: _vi_page(lambda k, pfn, e: parisc.user_access(k, pfn, int(e["order"]) == 1), "user_accesses",
                        "user access"),
-    E.K_COW: _vi_page(lambda k, pfn, e: parisc.cow_copy(k, pfn), "cow_copies", "cow"),
+    E.K_COW: _vi_page(lambda k, pfn, e: parisc.copy_user_page(k, pfn), "cow_copies", "cow"),
 }
 
 

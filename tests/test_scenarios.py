@@ -6,6 +6,8 @@ REFERENCE.md figures and mm/highmem.c), never from running zonesim.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -112,6 +114,63 @@ def test_lowmem_exhaustion_fails_kernel_allocations_while_highmem_is_free(engine
     assert rec["lowmem_free_min_bytes"] == 0
     assert rec["highmem_free_min_bytes"] == 64 * MiB - 24 * MiB
     assert (k.handle_pfn == -2).sum() == 5
+
+
+# The fast engine hands the events its windows cannot batch (a drain, a request that finds too
+# few pages) to the same scalar verbs as the reference (reference.do_alloc/do_free, over
+# page_alloc), so a differential test cannot see a fault in those verbs on those events. These
+# scenarios pin them down with closed forms, and first check that the window does hand them over.
+LOW_NORMAL = {"memory": "64MiB", "vmalloc_reserve": str((1024 - 24) << 20), "kernel_image": "4MiB"}
+
+
+def _hot_list_full_of_normal() -> list[tuple]:
+    """Every free Normal page allocated one page at a time, then freed: all of it on the hot list,
+    none in the buddy lists."""
+    _, k = run([], machine=LOW_NORMAL)
+    n = k.mm.zones[1].free_pages
+    return [ev(E.K_ALLOC_SLAB, h) for h in range(n)] + [ev(E.K_FREE, h) for h in range(n)]
+
+
+def _one_page_left_in_normal() -> list[tuple]:
+    """Every free Normal page but one allocated."""
+    _, k = run([], machine=LOW_NORMAL)
+    return [ev(E.K_ALLOC_SLAB, h) for h in range(1, k.mm.zones[1].free_pages)]
+
+
+@pytest.mark.parametrize("state", [_hot_list_full_of_normal, _one_page_left_in_normal])
+def test_an_order1_request_the_window_cannot_batch_goes_scalar(state: Callable[[], list[tuple]]) -> None:
+    from core.page_alloc_batch import Window, apply_window
+
+    _, k = run(state(), machine=LOW_NORMAL, max_handles=8192)
+    one = np.zeros(1, dtype=np.int64)
+    res = apply_window(k, Window(one, one, one + 1, np.full(1, E.GFP_KERNEL, dtype=np.intp), one))
+    assert res.done == 0  # the window ends before it: the event goes through the scalar verbs
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_order1_request_a_zone_cannot_serve_falls_back_keeping_the_page_it_found(engine: str) -> None:
+    """alloc_from_zone: one free page is too few for an order-1 block, so the stack comes from
+    DMA, the next zone of GFP_KERNEL's list, and Normal keeps its page."""
+    rec, k = run(_one_page_left_in_normal() + [ev(E.K_ALLOC_STACK, 0, order=1)], machine=LOW_NORMAL,
+                 engine=engine, max_handles=8192)
+    assert rec["alloc_failures"] == 0 and k.mm.zones[1].free_pages == 1
+    assert k.mm.zone_of(int(k.handle_pfn[0])).index == 0 and k.mm.page_order[k.handle_pfn[0]] == 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_order1_request_drains_the_hot_list_rather_than_fall_back(engine: str) -> None:
+    """alloc_from_zone: the buddy lists have no block, so the hot list drains back into them
+    (merging to the boot state) and the stack comes from Normal, not from DMA further down."""
+    rows = _hot_list_full_of_normal()
+    _, booted = run([], machine=LOW_NORMAL)
+    rec, k = run(rows + [ev(E.K_ALLOC_STACK, 0, order=1)], machine=LOW_NORMAL, engine=engine, max_handles=8192)
+    normal = k.mm.zones[1]
+    assert rec["alloc_failures"] == 0 and normal.pcp_top == 0
+    assert k.mm.zone_of(int(k.handle_pfn[0])).index == 1
+    assert normal.free_pages == booted.mm.zones[1].free_pages - 2
+    _, k = run(rows + [ev(E.K_ALLOC_STACK, 0, order=1), ev(E.K_FREE, 0)], machine=LOW_NORMAL, engine=engine,
+               max_handles=8192)
+    assert [set(a) for a in k.mm.zones[1].free_area] == [set(a) for a in booted.mm.zones[1].free_area]
 
 
 # -- the persistent kmap pool (mm/highmem.c) ------------------------------------------------------
@@ -264,8 +323,8 @@ def test_highpte_is_refused_on_parisc() -> None:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_unmapped_kernel_allocations_fail_when_the_window_is_full_and_fit_again_after_frees(engine: str) -> None:
-    """do_alloc checks the window before any zone: with it full, a kernel allocation fails (and a
-    free of that handle gives nothing back); two frees make room for exactly two more."""
+    """alloc_pages_mapped checks the window before any zone: with it full, a kernel allocation
+    fails (and a free of that handle gives nothing back); two frees make room for exactly two more."""
     _, k = run([], policy="unmapped", machine={"memory": "64MiB"})
     cap = k.window_pages
     rows = [ev(E.K_ALLOC_SLAB, h) for h in range(cap)]
