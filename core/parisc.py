@@ -125,11 +125,10 @@ def flush_user_dcache_page(k: Kernel, pfn: int, io: bool = False) -> None:
 
 def flush_dcache_page(k: Kernel, pfn: int, colour: int, io: bool = False) -> None:
     """flush_dcache_page: the kernel and user aliases of a page-cache page the kernel touches
-    through ``colour``. The kernel flushes its own alias first; here the user's goes first, so its
-    stores reach memory before the kernel's copy is written back over them or dropped (the two
-    orders differ only for a page stored to through both aliases, an alias violation anyway)."""
-    flush_user_dcache_page(k, pfn, io)
+    through ``colour``, in the kernel's order: its own alias first, then the user's (so where a
+    page was stored to through both, an alias violation, the user's lines reach memory last)."""
     flush_kernel_dcache_page(k, pfn, colour, io)
+    flush_user_dcache_page(k, pfn, io)
 
 
 def flush_tmpalias(k: Kernel, pfn: int) -> None:

@@ -64,10 +64,10 @@ class Ops:
 
     def flush_dcache_page(self, rows: np.ndarray, slot: int, u: np.ndarray, col: np.ndarray,
                           io: bool = False) -> None:
-        """flush_dcache_page (core.parisc's): the user alias at ``slot``, the kernel alias ``col``
-        at the next slot."""
-        self.flush_user_dcache_page(rows, slot, u, io)
-        self.flush_kernel_dcache_page(rows, slot + 1, col, io)
+        """flush_dcache_page (core.parisc's): the kernel alias ``col`` at ``slot``, then the user
+        alias at the next slot."""
+        self.flush_kernel_dcache_page(rows, slot, col, io)
+        self.flush_user_dcache_page(rows, slot + 1, u, io)
 
     def flush_tmpalias(self, rows: np.ndarray, slot: int, u: np.ndarray) -> None:
         """The tmpalias flush (core.parisc.flush_tmpalias): freed user pages at their user colours."""

@@ -432,3 +432,17 @@ def test_versions_settled_every_batch_leave_the_record(workload, policy, policy_
     never = record("reference", check=False)  # (the invariants require a settled cache)
     assert settled["reference"] == never and settled["fast"] == never
     assert policy_set.get("flush_dcache_page", True) or never["stale_reads"] > 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_flush_dcache_page_writes_the_kernel_alias_back_before_the_users(engine: str) -> None:
+    """arch/parisc's flush_dcache_page flushes the kernel's alias, then the user's: a page stored
+    to through both (an alias violation: a PTE edit through the offset map and a user store) ends
+    in memory with the user's lines, whichever store was the later one."""
+    addr = other_colour(first_pfn())
+    kernel_then_user = [ev(E.K_ALLOC_ANON, 0, addr=addr), ev(E.K_PTE_UPDATE, 0), ev(E.K_USER, 0, order=1),
+                        ev(E.K_COPY, 0, order=0)]
+    user_then_kernel = [ev(E.K_ALLOC_ANON, 0, addr=addr), ev(E.K_USER, 0, order=1), ev(E.K_PTE_UPDATE, 0),
+                        ev(E.K_COPY, 0, order=0)]
+    assert run(kernel_then_user, "stock", engine)[0]["stale_reads"] == 0  # the user's later store survives
+    assert run(user_then_kernel, "stock", engine)[0]["stale_reads"] == 1  # its older one overwrites the PTE's
