@@ -23,113 +23,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.cache import CURRENT, STALE
+from core.cache import CURRENT
+from core.cache_queries import (
+    Flushes,
+    Lookup,
+    Runs,
+    Versions,
+    first_colour,
+    last_per_key,
+    memory_at_start,
+    run_index,
+    settle,
+)
 from core.vec import run_first, run_last, stable_order
 
 # Operation codes. The line operations (W..D) come first: ``typ <= OP_D`` selects them. Whole-cache
 # flushes are not operations here but a separate array of times; LOAD is a line carried in from an
 # earlier batch.
 OP_W, OP_R, OP_F, OP_P, OP_D, OP_DEV, LOAD = range(7)
-
-
-class Runs:
-    """Runs of equal keys in a sorted array, and 'the previous marked element of my run'
-    over them: one running max each, compared against the run's start."""
-
-    def __init__(self, g: np.ndarray) -> None:
-        n = g.size
-        self.n = n
-        self.at = np.arange(n)
-        first = np.flatnonzero(np.append(True, g[1:] != g[:-1])) if n else self.at
-        # each run's first index, repeated over the run (a repeat is several times cheaper than a
-        # running max, whose every step waits on the one before)
-        length = np.empty_like(first)
-        length[:-1] = first[1:] - first[:-1]
-        length[-1:] = n - first[-1:]
-        self.start = np.repeat(first, length)  # my run's first
-        self.ends = first + length - 1  # each run's last
-
-    def exclusive_sum(self, delta: np.ndarray) -> np.ndarray:
-        """Sum of ``delta`` over the earlier elements of my run."""
-        total = np.cumsum(delta) - delta
-        return total - total[self.start] if self.n else total
-
-    def prev(self, mark: np.ndarray) -> np.ndarray:
-        """Index of the last marked element of my run before me, else -1."""
-        prev = np.zeros(self.n, dtype=np.int64)
-        if self.n:  # index + 1 of marked elements, shifted by one, then a running max: the last
-            # marked index before me, plus one. Arithmetic, not masked stores: marks come in no
-            # pattern a branch predictor could follow, and masked copies are several times slower.
-            np.multiply(self.at[1:], mark[:-1], out=prev[1:])
-            np.maximum.accumulate(prev, out=prev)
-            prev *= prev > self.start
-        prev -= 1
-        return prev
-
-
-class _Lookup:
-    """'The last event of frame f before time t' over (pfn, time, tie, value) events."""
-
-    def __init__(self, pfn: np.ndarray, time: np.ndarray, tie: np.ndarray | None, value: np.ndarray,
-                 span: int, ties: int = 1, presorted: bool = False) -> None:
-        # events come in a few runs already sorted by (frame, time): a stable sort of the combined
-        # key merges them in about one pass
-        key = pfn * span + time
-        order = np.arange(pfn.size) if presorted else np.argsort(key if tie is None else key * ties + tie,
-                                                                  kind="stable")
-        self.pfn, self.value, self.span = pfn[order], value[order], span
-        self.key = pfn[order] * span + time[order]
-
-    def before(self, pfn: np.ndarray, time: np.ndarray, default: np.ndarray) -> np.ndarray:
-        if not self.key.size:
-            return default
-        j = np.searchsorted(self.key, pfn * self.span + time, side="left") - 1
-        ok = j >= 0
-        ok[ok] = self.pfn[j[ok]] == pfn[ok]
-        return np.where(ok, self.value[np.maximum(j, 0)], default)
-
-    def last_per_frame(self) -> tuple[np.ndarray, np.ndarray]:
-        return _last(self.pfn, self.value)
-
-
-def _run_index(start: np.ndarray, n: int) -> np.ndarray:
-    """Which run each of ``n`` elements is in, given the runs' first indices."""
-    first = np.zeros(n, dtype=np.int64)
-    first[start] = 1
-    return np.cumsum(first) - 1
-
-
-class _Flushes:
-    """The batch's whole-cache flushes by time: ``first_after[t]`` is the time of the first one
-    after t (``span`` if none), ``last_upto[t]`` that of the last one at or before t (-1 if none).
-    Both are step functions of t, laid out once over the batch's times by repeating each step
-    (the times are distinct and rise); lookups are then gathers, where binary searches from
-    operations in frame order would cost several times more."""
-
-    def __init__(self, fa: np.ndarray, span: int) -> None:
-        self.any, self.span = bool(fa.size), span
-        self.first = int(fa[0]) if fa.size else span  # the batch's first whole-cache flush
-        if self.any:
-            steps = np.diff(np.concatenate([[0], fa, [span + 1]]))  # times 0 .. fa[0]-1, fa[0] .. fa[1]-1, ...
-            self.first_after = np.repeat(np.append(fa, span), steps)
-            self.last_upto = np.repeat(np.append(-1, fa), steps)
-
-    def after(self, t: np.ndarray) -> np.ndarray:
-        return self.first_after[t] if self.any else np.full(t.size, self.span, dtype=np.int64)
-
-
-def _first_colour(kind: np.ndarray, frame_of: np.ndarray, col: np.ndarray, frames: int,
-                  out: np.ndarray, bit: int) -> np.ndarray:
-    """The colour of each frame's first operation of ``kind`` (-1: none); ``bit`` is set in
-    ``out`` at any later one of the frame at another colour."""
-    at = np.flatnonzero(kind)
-    at_frame, at_col = frame_of[at], col[at]
-    same = at_frame[1:] == at_frame[:-1]
-    out[at[1:][same & (at_col[1:] != at_col[:-1])]] |= bit
-    first = np.flatnonzero(np.append(True, ~same)) if at.size else at
-    colour = np.full(frames, -1, dtype=np.int64)
-    colour[at_frame[first]] = at_col[first]
-    return colour
 
 
 class _ClosedForms:
@@ -157,15 +68,15 @@ class _ClosedForms:
         self.line, self.colour = np.zeros(keys.size, dtype=bool), np.zeros(n, dtype=np.int64)
         if not n:
             return
-        frame_of = _run_index(start, n)  # (start: each frame's first operation, run_first(pfn))
+        frame_of = run_index(start, n)  # (start: each frame's first operation, run_first(pfn))
         is_r, is_d = typ == OP_R, typ == OP_D
         # single-line: out at a read, a DMA or a device read, or a store or flush at another colour
         # than the first; store-free: out at a store, a read or DMA with no colour, or one at
         # another colour than the first
         out = (is_r | (typ >= OP_D)).astype(np.uint8)  # (SINGLE_OUT is bit 0, READS_OUT bit 1)
         out |= ((typ == OP_W) | ((is_r | is_d) & (col < 0))).view(np.uint8) << 1
-        single_colour = _first_colour((typ == OP_W) | (typ == OP_F), frame_of, col, start.size, out, self.SINGLE_OUT)
-        read_colour = _first_colour(is_r | is_d, frame_of, col, start.size, out, self.READS_OUT)
+        single_colour = first_colour((typ == OP_W) | (typ == OP_F), frame_of, col, start.size, out, self.SINGLE_OUT)
+        read_colour = first_colour(is_r | is_d, frame_of, col, start.size, out, self.READS_OUT)
         # per frame, how many operations rule it out of each kind (counts: a weighted bincount
         # is several times faster than an or-reduction over runs)
         single_out, reads_out = (np.bincount(frame_of, weights=out & bit, minlength=start.size) for bit in
@@ -189,7 +100,7 @@ class _ClosedForms:
         self.colour = np.where(single, single_colour, read_colour)[frame_of]
 
 
-def play_single(out: _Versions, lane: _ClosedForms, ops: tuple, lines: tuple, flushes: _Flushes,
+def play_single(out: Versions, lane: _ClosedForms, ops: tuple, lines: tuple, flushes: Flushes,
                 shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The single-line frames (``_ClosedForms``): each a sequence of stores, flushes and purges on
     one line, after the line carried in (if any). A dirty line is written back iff the next thing
@@ -221,14 +132,14 @@ def play_single(out: _Versions, lane: _ClosedForms, ops: tuple, lines: tuple, fl
         wb = np.flatnonzero(ldirty[j] & ((ty[first] == OP_F) | (flushes.first < t[first])))
         out.memory(line_frame[wb], lver[j[wb]])
     wb = np.flatnonzero(is_w & (next_flush | (fa_after < next_t)))  # flush and operation times never coincide
-    out.memory(*_last(f[wb], t[wb]))  # each frame's last write-back is memory's
+    out.memory(*last_per_key(f[wb], t[wb]))  # each frame's last write-back is memory's
     w = np.flatnonzero(is_w)
-    out.latest(*_last(f[w], t[w]))
+    out.latest(*last_per_key(f[w], t[w]))
     stays = np.flatnonzero(np.append(~same, True) & is_w & (fa_after == span))
     return (f[stays] << shift) + col[i[stays]], t[stays], np.ones(stays.size, dtype=bool)
 
 
-def play_read_only(cache, out: _Versions, lane: _ClosedForms, ops: tuple, flushes: _Flushes,
+def play_read_only(cache, out: Versions, lane: _ClosedForms, ops: tuple, flushes: Flushes,
                    shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The store-free frames (``_ClosedForms``). A read or device read before the frame's first
     DMA is stale iff memory and the latest version differed at the start of the batch (after it
@@ -241,13 +152,13 @@ def play_read_only(cache, out: _Versions, lane: _ClosedForms, ops: tuple, flushe
         return empty, empty, np.zeros(0, dtype=bool)
     ty, f, c, t = typ[i], pfn[i], lane.colour[i], rel[i]
     start = run_first(f)
-    frame_of = _run_index(start, f.size)
+    frame_of = run_index(start, f.size)
     frames = f[start]
     is_d = ty == OP_D
     d_before = np.cumsum(is_d) - is_d  # DMAs before each operation, in the batch so far
     d_seen = d_before > d_before[start][frame_of]  # ... and in its own frame
     reads = (ty == OP_R) | (ty == OP_DEV)
-    memory = _memory_at_start(cache, frames)  # memory (and the latest version) at the end of the batch
+    memory = memory_at_start(cache, frames)  # memory (and the latest version) at the end of the batch
     cache.stale_reads += int(np.count_nonzero(reads & ~d_seen & (memory != CURRENT)[frame_of]))
     d = np.flatnonzero(is_d)
     if d.size:
@@ -296,7 +207,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     # frames with a closed form first; the general pass below takes the rest, and every carried
     # line the single-line frames do not
     lane = _ClosedForms(cache, typ, pfn, col, keys, shift, start)
-    ops, flushes, out = (typ, pfn, col, rel), _Flushes(fa, span), _Versions()
+    ops, flushes, out = (typ, pfn, col, rel), Flushes(fa, span), Versions()
     extra = [play_single(out, lane, ops, (keys, lver, ldirty), flushes, shift),
              play_read_only(cache, out, lane, ops, flushes, shift)]
     rest = np.flatnonzero(~lane.single & ~lane.reads)
@@ -338,12 +249,12 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     else:
         nxt_fa, wb_fa = t, np.zeros(t.size, dtype=bool)
     d = np.flatnonzero(typ == OP_D)
-    mem = _Lookup(np.concatenate([pfn[d], g[wb_f] >> shift, g[wb_fa] >> shift]),
+    mem = Lookup(np.concatenate([pfn[d], g[wb_f] >> shift, g[wb_fa] >> shift]),
                   np.concatenate([rel[d], t[wb_f], nxt_fa[wb_fa]]),
                   np.concatenate([np.zeros(d.size + int(np.count_nonzero(wb_f)), dtype=np.int64), g[wb_fa] & (C - 1)]),
                   np.concatenate([rel[d], w_version[wb_f], ver[wb_fa]]), span, C)
     wd = np.flatnonzero((typ == OP_W) | (typ == OP_D))
-    latest = _Lookup(pfn[wd], rel[wd], None, rel[wd], span, presorted=True)
+    latest = Lookup(pfn[wd], rel[wd], None, rel[wd], span, presorted=True)
     # -- what every load returns ----------------------------------------------------------------
     # (index arrays, not masks: these masks follow no pattern and applying one costs several times more)
     frame = g >> shift
@@ -352,7 +263,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     is_r = ty == OP_R
     absent_r = np.flatnonzero(is_r & ~present)
     f_absent = frame[absent_r]
-    value[absent_r] = mem.before(f_absent, t[absent_r], _memory_at_start(cache, f_absent))
+    value[absent_r] = mem.before(f_absent, t[absent_r], memory_at_start(cache, f_absent))
     prev_fill = runs.prev(fill)
     hit = np.flatnonzero(is_r & present)
     value[hit] = np.where(dirty[hit], w_version[hit], value[np.maximum(prev_fill[hit], 0)])
@@ -362,7 +273,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     f_r = frame[r]
     stale = int(np.count_nonzero(value[r] != latest.before(f_r, t[r], np.full(r.size, CURRENT))))
     dev = np.flatnonzero(typ == OP_DEV)
-    seen = mem.before(pfn[dev], rel[dev], _memory_at_start(cache, pfn[dev]))
+    seen = mem.before(pfn[dev], rel[dev], memory_at_start(cache, pfn[dev]))
     stale += int(np.count_nonzero(seen != latest.before(pfn[dev], rel[dev], np.full(dev.size, CURRENT))))
     cache.stale_reads += stale
     # -- the state after the batch --------------------------------------------------------------
@@ -370,7 +281,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     for lookup, keep in ((mem, out.memory), (latest, out.latest)):
         keep(*lookup.last_per_frame())
     lines = _lines_left(runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, extra)
-    _settle(cache, out, frames, lines, shift, scratch, everything=bool(fa.size))
+    settle(cache, out, frames, lines, shift, scratch, everything=bool(fa.size))
 
 
 def _written_back_by_fa(runs, t, is_w, is_inv, prev_mark, nxt_fa, span):
@@ -411,60 +322,3 @@ def _lines_left(runs, g, t, ver, value, marks, prev, fa, extra):
     if parts:
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
     return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
-
-
-class _Versions:
-    """The batch's memory versions and latest writes of the frames it touches, as (frames,
-    versions) parts in the order they happened: a frame's last part is its final value."""
-
-    def __init__(self) -> None:
-        self.mem: list[tuple[np.ndarray, np.ndarray]] = []
-        self.last: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def memory(self, frames: np.ndarray, versions: np.ndarray) -> None:
-        self.mem.append((frames, versions))
-
-    def latest(self, frames: np.ndarray, versions: np.ndarray) -> None:
-        self.last.append((frames, versions))
-
-    @staticmethod
-    def final(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        """Each frame once, sorted, with its last version."""
-        if not parts:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        f = np.concatenate([p[0] for p in parts])
-        v = np.concatenate([p[1] for p in parts])
-        o = stable_order(f)
-        return _last(f[o], v[o])
-
-
-def _last(frame: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each frame's last element (``frame`` grouped into runs, in time order within each)."""
-    end = run_last(frame)
-    return frame[end], value[end]
-
-
-def _memory_at_start(cache, frames: np.ndarray) -> np.ndarray:
-    return np.where(cache.mem_stale[frames], STALE, CURRENT)
-
-
-def _settle(cache, out: _Versions, frames: np.ndarray, lines: tuple, shift: int, scratch: np.ndarray,
-            everything: bool) -> None:
-    """``Cache.settle`` for the batch's results: memory is stale where it is not the latest write
-    (a frame written and not written back holds an older, settled version), a line is CURRENT iff
-    it holds its frame's latest write (an untouched frame's latest is CURRENT); then the lines of
-    ``frames`` become ``lines``."""
-    wf, wv = out.final(out.last)
-    mf, mv = out.final(out.mem)
-
-    def latest_of(f: np.ndarray) -> np.ndarray:
-        if not wf.size:
-            return np.full(f.size, CURRENT)
-        j = np.minimum(np.searchsorted(wf, f), wf.size - 1)
-        return np.where(wf[j] == f, wv[j], CURRENT)
-
-    cache.mem_stale[wf] = True
-    cache.mem_stale[mf] = mv != latest_of(mf)
-    keys, version, dirty = lines
-    version = np.where(version == latest_of(keys >> shift), CURRENT, STALE)
-    cache.table().replace(frames, (keys, version, dirty), scratch, everything)

@@ -19,7 +19,7 @@ import numpy as np
 
 from core import events as E
 from core import kmap_kernel as pools
-from core.cache_batch import Runs
+from core.cache_queries import Runs
 from core.errors import StreamError
 from core.kmap_kernel import ColourPool
 from core.parisc import KMAP_COUNT_MAX, kmap_overflow, tlb_entries
