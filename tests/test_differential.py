@@ -212,11 +212,28 @@ def seeded_case(seed: int) -> tuple[Machine, Policy, list[np.ndarray], int]:
     max_handles = int(rng.choice([64, 512, 4096]))
     max_order = int(rng.choice([1, 3, 10]))
     weights = ALLOC_HEAVY if seed % 2 else None
-    ops = random_ops(rng, int(rng.integers(1000, 4001)), weights)
     m = machine(variant)
-    events = interpret(ops, max_handles, m.cpus, max_order)
+    return m, policy(name, variant), random_batches(rng, m.cpus, max_handles, max_order, weights), max_handles
+
+
+def random_batches(rng: np.random.Generator, cpus: int, max_handles: int, max_order: int,
+                   weights: tuple[float, ...] | None = None) -> list[np.ndarray]:
+    """1,000 to 4,000 random ops as events, cut into batches at up to 11 random places."""
+    ops = random_ops(rng, int(rng.integers(1000, 4001)), weights)
+    events = interpret(ops, max_handles, cpus, max_order)
     cuts = rng.integers(0, events.size + 1, size=int(rng.integers(0, 12))).tolist()
-    return m, policy(name, variant), split(events, cuts, max_handles), max_handles
+    return split(events, cuts, max_handles)
+
+
+def seeds_reaching(case, seeds, keys) -> dict[str, int]:
+    """How many of ``seeds`` give a ``case(seed)`` whose reference record has each of ``keys`` > 0."""
+    reached = dict.fromkeys(keys, 0)
+    for seed in seeds:
+        m, p, batches, max_handles = case(seed)
+        rec = build_record(simulate(m, p, Stream(batches, max_handles), engine="reference"), {})
+        for key in keys:
+            reached[key] += rec[key] > 0
+    return reached
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -227,12 +244,7 @@ def test_engines_agree_on_long_random_streams(seed):
 
 def test_long_random_streams_reach_the_hard_paths():
     """The seeds above are only worth running if they take the paths the fast engine cuts on."""
-    reached: dict[str, int] = {}
-    for seed in SEEDS:
-        m, p, batches, max_handles = seeded_case(seed)
-        rec = build_record(simulate(m, p, Stream(batches, max_handles), engine="reference"), {})
-        for key in HARD_PATHS:
-            reached[key] = reached.get(key, 0) + (rec[key] > 0)
+    reached = seeds_reaching(seeded_case, SEEDS, HARD_PATHS)
     assert all(reached.values()), f"seeds reaching each path: {reached}"
 
 

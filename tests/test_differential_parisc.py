@@ -15,15 +15,22 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from streams import interpret, random_ops
-from test_differential import CUTS, EXAMPLES, assert_no_differences, engine_differences, op_lists, split
+from streams import interpret
+from test_differential import (
+    CUTS,
+    EXAMPLES,
+    assert_no_differences,
+    engine_differences,
+    op_lists,
+    random_batches,
+    seeds_reaching,
+    split,
+)
 
 from core import events as E
-from core.events import Stream, ev, make_batch
+from core.events import ev, make_batch
 from core.machine import Machine, get_machine, with_overrides
 from core.policy import Policy, get_policy
-from core.record import build_record
-from core.sim import simulate
 from workloads import get_workload
 
 MACHINES = {
@@ -83,11 +90,9 @@ def seeded_case(seed: int) -> tuple[Machine, Policy, list[np.ndarray], int]:
     machine_name = sorted(MACHINES)[seed % len(MACHINES)]
     variant = sorted(VARIANTS)[seed % len(VARIANTS)]
     max_handles = int(rng.choice([64, 512]))
-    ops = random_ops(rng, int(rng.integers(1000, 4001)))
     m = machine(machine_name)
-    events = interpret(ops, max_handles, m.cpus, int(rng.choice([1, 3, 10])))
-    cuts = rng.integers(0, events.size + 1, size=int(rng.integers(0, 12))).tolist()
-    return m, policy(variant, machine_name), split(events, cuts, max_handles), max_handles
+    max_order = int(rng.choice([1, 3, 10]))
+    return m, policy(variant, machine_name), random_batches(rng, m.cpus, max_handles, max_order), max_handles
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -97,12 +102,7 @@ def test_engines_agree_on_long_random_streams(seed):
 
 
 def test_long_random_streams_reach_the_hard_paths():
-    reached = dict.fromkeys(HARD, 0)
-    for seed in SEEDS:
-        m, p, batches, max_handles = seeded_case(seed)
-        rec = build_record(simulate(m, p, Stream(batches, max_handles), engine="reference"), {})
-        for key in HARD:
-            reached[key] += rec[key] > 0
+    reached = seeds_reaching(seeded_case, SEEDS, HARD)
     assert all(reached.values()), f"seeds reaching each path: {reached}"
 
 

@@ -12,8 +12,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from cluster.aggregate import Cell, Stat, aggregate  # noqa: E402
-from cluster.plots import (  # noqa: E402
-    PLOTS,
+from cluster.plot_series import (  # noqa: E402
     Point,
     alias_series,
     exhaustion_series,
@@ -21,10 +20,10 @@ from cluster.plots import (  # noqa: E402
     forkexec_series,
     io_gain_series,
     lowmem_series,
-    make_plots,
     slowdown_series,
     tlb_series,
 )
+from cluster.plots import PLOTS, make_plots  # noqa: E402
 from cluster.spec import load_spec  # noqa: E402
 from cluster.worker import run_one  # noqa: E402
 
