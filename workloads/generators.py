@@ -26,6 +26,7 @@ from core.events import Stream
 from core.units import GiB, KiB, MiB
 from workloads.base import Param, Workload
 from workloads.episodes import rebatch
+from workloads.layout import PAGE
 from workloads.world import MAX_KMAP_HOLD, Layout, World
 
 MAX_HANDLES = 1 << 26  # what a trace may hold, and 512 MiB of handle table in the kernel model
@@ -114,8 +115,8 @@ def _check(p: dict[str, object]) -> None:
         raise ConfigError("kmap_hold", f"an integer from 1 to {MAX_KMAP_HOLD}", p["kmap_hold"])
     if int(p["kalloc_max_order"]) > 10:
         raise ConfigError("kalloc_max_order", "an order from 0 to 10", p["kalloc_max_order"])
-    if not 4096 <= int(p["io_size"]) <= MAX_IO_SIZE:
-        raise ConfigError("io_size", f"from one page (4096 bytes) to {MAX_IO_SIZE >> 20} MiB", p["io_size"])
+    if not PAGE <= int(p["io_size"]) <= MAX_IO_SIZE:
+        raise ConfigError("io_size", f"from one page ({PAGE} bytes) to {MAX_IO_SIZE >> 20} MiB", p["io_size"])
     if not 1 <= int(p["hz"]) <= 10_000:
         raise ConfigError("hz", "an integer from 1 to 10000", p["hz"])
     if not 0.0 <= float(p["user_time"]) <= 1e6 / int(p["hz"]):
