@@ -37,6 +37,8 @@ and the key counts as ok. A later failure replaces an earlier one. ``Store.read`
 WAL reader sees the last committed batch while a sweep appends.
 
 A damaged database is a one-line ``StoreError`` naming the file, as is a row that is no entry.
+The directory around the records (the spec files, the lock, the refusal of a directory that is no
+store or of another spec, and what ``--force`` moves aside) is ``cluster.store_dir``.
 
 Legacy stores: zonesim once kept its records in ``records.msgpack``, a log with CRCs
 (``cluster.store_legacy`` reads it, bounded). ``Store.open`` imports such a log in one transaction
