@@ -3,8 +3,9 @@ record and inspect event traces.
 
 Bad input of any kind (unknown names, impossible ``--set`` values, malformed arguments) ends in
 one line on stderr, ``zonesim: error: <message>``, and exit code 2. The message is the
-``ConfigError``'s own, which names the field and what is allowed. Any other exception is a zonesim
-bug and keeps its traceback.
+``ConfigError``'s own, which names the field and what is allowed; a trace or a results store that
+cannot be read (``TraceError``, ``StoreError``) says which file and why. Any other exception is a
+zonesim bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from cluster import bench
+from cluster.store import Store, StoreError
 from cluster.text import show_value, table
 from core import machine as machines
 from core import policy as policies
@@ -294,6 +296,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError("num-cpus", "an integer >= 1, for an embedded Ray only (not with --address)", args.num_cpus)
     _warn_short_cells(spec)
     store = open_store(spec, directory, args.resume, args.force)  # a refusal comes before Ray starts
+    if store.imported is not None:
+        print(f"{PROG}: {directory}: imported {store.imported} records of the old records.msgpack", file=sys.stderr)
     if store.recovered:
         print(f"{PROG}: {directory}: {store.recovered}", file=sys.stderr)
     store.close()
@@ -306,8 +310,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         executor.close()
     if exporter is not None:
         _after_sweep(args, spec.name, exporter)
-    from cluster.store import Store
-
     store = Store.read(directory)
     print(format_results(aggregate(store.entries(), spec.baseline), "table"))
     print(f"stored in {directory}: {out.already + out.ran - len(out.failed)} of {out.total} simulations ok"
@@ -375,7 +377,6 @@ def _after_sweep(args: argparse.Namespace, sweep: str, exporter) -> None:
 
 def cmd_results(args: argparse.Namespace) -> int:
     from cluster.aggregate import aggregate, format_results
-    from cluster.store import Store
     from cluster.sweep import stored_baseline
 
     store = Store.read(args.directory)
@@ -497,13 +498,13 @@ def _join_ray(address: str | None, embedded: bool = False) -> bool:
 
 
 def _call(method, *args):
-    """A coordinator call; the actor's ConfigError / StreamError / TraceError come back as themselves."""
+    """A coordinator call; the actor's ConfigError / StreamError / TraceError / StoreError come back as themselves."""
     import ray
 
     try:
         return ray.get(method.remote(*args))
     except ray.exceptions.RayTaskError as err:
-        if isinstance(err.cause, ConfigError | StreamError | TraceError):
+        if isinstance(err.cause, ConfigError | StreamError | TraceError | StoreError):
             raise err.cause from None
         raise
 
@@ -658,7 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (UsageError, ConfigError, StreamError, TraceError) as err:  # TraceError: a trace or strace log
+    except (UsageError, ConfigError, StreamError, TraceError, StoreError) as err:  # one line each
         message = " ".join(str(err).split())  # one line, whatever the message holds
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2

@@ -5,16 +5,17 @@ join it with ``--address``, go through ``ray job submit``, and through the sweep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-import msgpack
 import pytest
 from conftest import ROOT, free_port, pids_titled
 
@@ -177,6 +178,6 @@ def test_a_killed_service_actor_restarts_and_resumes_its_sweep(cluster, tmp_path
         time.sleep(1)
     assert pids_titled(b"ray::Coordinator") and pids_titled(b"ray::Coordinator") != [pid]  # Ray restarted it
     assert s["done"] == s["total"] == 24
-    with open(where / "records.msgpack", "rb") as f:
-        logged = [e["key"] for e in msgpack.Unpacker(f, raw=False)]
+    with contextlib.closing(sqlite3.connect(where / "records.sqlite")) as db:
+        logged = [key for key, in db.execute("SELECT key FROM records")]
     assert len(logged) == len(set(logged)) == 24  # nothing run twice: the store resumed the sweep

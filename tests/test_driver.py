@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+from cluster.cli import main
 from cluster.driver import Options, run_sweep
 from cluster.executor import LocalExecutor, WorkerDied
-from cluster.store import Store
+from cluster.store import Store, StoreError
+from cluster.sweep import load_spec, run_spec
 from workloads.config import config_key
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = {"events": 3000, "processes": 4, "anon_pages": 8, "shm": "4MiB", "pagecache": "8MiB", "files": 256}
 
@@ -145,3 +156,53 @@ def test_every_listener_and_executor_speaks_the_drivers_protocols() -> None:
                 f"{executor.__name__}.{name}"
     assert isinstance(RayExecutor.__new__(RayExecutor), ReportsProgress)
     assert not isinstance(LocalExecutor(), ReportsProgress)
+
+
+SWEEP = """
+import sys
+from cluster.driver import Options
+from cluster.executor import LocalExecutor
+from cluster.sweep import load_spec, run_spec
+run_spec(load_spec(sys.argv[1]), sys.argv[2], LocalExecutor(), Options(target_task_s=0.001))  # a record a task
+"""
+
+
+def stored(directory: Path) -> int:
+    try:
+        return len(Store.read(str(directory)))
+    except StoreError:  # not created yet
+        return 0
+
+
+def results(directory: Path, capsys) -> str:
+    """What `zonesim results DIR --format json --keys all` prints."""
+    assert main(["results", str(directory), "--format", "json", "--keys", "all"]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_driver_killed_mid_sweep_and_resumed_gives_the_aggregates_of_an_uninterrupted_run(tmp_path, capsys):
+    """Issue 17's acceptance test: a real sweep process SIGKILLed once its store holds some records."""
+    path = tmp_path / "spec.toml"
+    path.write_text('name = "killed"\nseeds = 12\nbaseline = "stock"\n[base]\nmachine = "pa8800"\n'
+                    '[base.set]\n' + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in TINY.items()) +
+                    '[grid]\npolicy = ["stock", "unmapped"]\n')
+    spec = load_spec(str(path))
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen([sys.executable, "-c", SWEEP, str(path), str(killed)], cwd=ROOT, env=env) as sweep:
+        deadline = time.monotonic() + 60
+        while stored(killed) < 3 and sweep.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        sweep.send_signal(signal.SIGKILL)
+    before = {e["key"]: e for e in Store.read(str(killed)).entries()}
+    assert 3 <= len(before) < 24, len(before)
+    out = run_spec(spec, str(killed), LocalExecutor(), resume=True)
+    assert (out.total, out.already, out.ran) == (24, len(before), 24 - len(before))  # only the missing ones
+    after = list(Store.read(str(killed)).entries())
+    assert sorted(e["key"] for e in after) == sorted(config_key(c) for c in spec.configs())  # each once
+    assert [e for e in after if e["key"] in before] == list(before.values())  # the earlier records untouched
+    clean = run_spec(spec, str(tmp_path / "clean"), LocalExecutor())
+    assert (clean.ran, clean.failed) == (24, [])
+    shown = results(killed, capsys)
+    assert [c["n"] for c in json.loads(shown)["cells"]] == [12, 12]
+    assert shown == results(tmp_path / "clean", capsys)

@@ -3,16 +3,17 @@ and a restart resuming from the stores. The real detached actor is in tests/test
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
 
-import msgpack
 import pytest
 
 from cluster.executor import LocalExecutor
 from cluster.service import STATE, Coordinator
 from cluster.spec import SpecError
-from cluster.store import Store, StoreError
+from cluster.store import DB, Store, StoreError
 
 SPEC = """name = "{name}"
 seeds = {seeds}
@@ -66,18 +67,18 @@ def test_a_restarted_coordinator_resumes_what_was_running(tmp_path) -> None:
     c.submit(SPEC.format(name="r", seeds=4))
     wait(c, "r")
     # as if the actor died mid-sweep: two records never written, the state file still says running
-    keep = [{k: v for k, v in e.items() if k != "crc"} for e in list(Store.read(str(tmp_path / "r")).entries())[:2]]
+    keep = list(Store.read(str(tmp_path / "r")).entries())[:2]
     status = json.loads((tmp_path / "r" / STATE).read_text())
     (tmp_path / "r" / STATE).write_text(json.dumps({**status, "state": "running"}))
-    (tmp_path / "r" / "records.msgpack").write_bytes(b"")
+    (tmp_path / "r" / DB).unlink()
     digest = json.loads((tmp_path / "r" / "spec.json").read_text())["digest"]
     with Store.open(str(tmp_path / "r"), (tmp_path / "r" / "spec.toml").read_text(), digest) as s:
         s.append(keep)
     restarted = Coordinator(str(tmp_path), executor=LocalExecutor)
     done = wait(restarted, "r")
     assert (done["state"], done["done"], done["total"]) == ("finished", 4, 4)
-    with open(tmp_path / "r" / "records.msgpack", "rb") as f:  # the two kept, then only the two missing
-        logged = [e["key"] for e in msgpack.Unpacker(f, raw=False)]
+    with contextlib.closing(sqlite3.connect(tmp_path / "r" / DB)) as db:  # the two kept, then only the two missing
+        logged = [key for key, in db.execute("SELECT key FROM records ORDER BY seq")]
     assert logged[:2] == [e["key"] for e in keep] and len(logged) == len(set(logged)) == 4
 
 

@@ -1,11 +1,15 @@
-"""The results store: create, append, resume; torn tails recovered at every byte; damage in the middle,
-hostile lengths, a changed spec and a second writer refused with one line. Real files in tmp_path."""
+"""The results store: create, append, resume, values back exactly as given; a damaged database, a
+changed spec and a second writer refused with one line; legacy msgpack logs imported once, torn
+tails recovered at every byte, damage and hostile lengths refused. Real files in tmp_path."""
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
+import math
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,15 +20,9 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from cluster.store import (
-    ENTRY_KEYS,
-    LOG,
-    MAX_ENTRY_BYTES,
-    MAX_ERROR_CHARS,
-    SIGNATURE,
-    Store,
-    StoreError,
-)
+from cluster.cli import main
+from cluster.store import DB, ENTRY_KEYS, IMPORTED, LEGACY_LOG, MAX_ERROR_CHARS, Store, StoreError
+from cluster.store_legacy import MAX_ENTRY_BYTES, SIGNATURE
 from core.errors import StreamError
 from workloads.config import ZONESIM_VERSION, config_key
 
@@ -57,13 +55,15 @@ def write(path: Path, entries: list[dict], digest: str = "d1") -> None:
         store.append(entries)
 
 
-def offsets(log: Path) -> list[int]:
-    """Byte offset where each entry starts, plus the file size."""
-    unpacker = msgpack.Unpacker(io.BytesIO(log.read_bytes()), raw=False)
-    out = [0]
-    for _ in unpacker:
-        out.append(unpacker.tell())
-    return out
+def sql(db: Path, statement: str) -> list[tuple]:
+    """``statement`` run on the database, committed, the connection closed (a test's own, beside the store's)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        return conn.execute(statement).fetchall()
+
+
+def rows(db: Path) -> list[tuple]:
+    """The records table as SQLite holds it, in seq order."""
+    return sql(db, "SELECT * FROM records ORDER BY seq")
 
 
 # -- keys ----------------------------------------------------------------------------------------
@@ -92,8 +92,15 @@ def test_config_key_fills_defaults_and_includes_the_version(monkeypatch):
     assert ZONESIM_VERSION != "9.9.9"
 
 
-def test_store_error_is_a_stream_error_for_the_cli():
-    assert issubclass(StoreError, StreamError)
+def test_a_store_error_is_one_line_and_exit_2_from_the_cli(tmp_path, capsys):
+    assert not issubclass(StoreError, StreamError)  # its own error, caught by the CLI by name
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "spec.json").write_text('{"digest": "d1"}')
+    (tmp_path / "garbage" / DB).write_bytes(b"not sqlite " * 100)
+    for where, says in [("nothing", "no such results store"), ("garbage", f"{DB}: file is not a database")]:
+        assert main(["results", str(tmp_path / where)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"zonesim: error: {tmp_path / where}: ") and says in err and err.count("\n") == 1
 
 
 # -- create, append, reopen ----------------------------------------------------------------------
@@ -102,7 +109,7 @@ def test_store_error_is_a_stream_error_for_the_cli():
 def test_create_append_reopen(tmp_path):
     d = tmp_path / "sweep"
     with opened(d) as store:
-        assert store.recovered is None and len(store) == 0 and store.done() == set()
+        assert store.recovered is None and store.imported is None and len(store) == 0 and store.done() == set()
         assert store.append([ok(0), ok(1), failed(2)]) == 3
     assert (d / "spec.toml").read_text() == SPEC
     meta = json.loads((d / "spec.json").read_text())
@@ -114,21 +121,37 @@ def test_create_append_reopen(tmp_path):
         assert [e["config"]["seed"] for e in entries] == [0, 1, 2]
         assert entries[0] == {"key": config_key(config(0)), **ok(0), "error": None}
         assert entries[2]["record"] is None and entries[2]["error"] == "boom"
-        assert tuple(entries[0]) == ENTRY_KEYS[:-1]
+        assert tuple(entries[0]) == ENTRY_KEYS
 
 
 def test_every_entry_is_written_as_documented(tmp_path):
-    """The crc is CRC-32 of the msgpack of the map without crc, keys in order; every entry starts with SIGNATURE."""
+    """One row per key in WAL mode, schema version 1; config and record as JSON text, seq the order."""
     write(tmp_path, [ok(0), failed(1)])
-    data = (tmp_path / LOG).read_bytes()
-    entries = list(msgpack.Unpacker(io.BytesIO(data), raw=False))
-    assert len(entries) == 2
-    for entry in entries:
-        assert tuple(entry) == ENTRY_KEYS
-        body = {k: v for k, v in entry.items() if k != "crc"}
-        assert entry["crc"] == zlib.crc32(msgpack.packb(body, use_bin_type=True))
-    for start in offsets(tmp_path / LOG)[:-1]:
-        assert data[start:start + len(SIGNATURE)] == SIGNATURE
+    assert sql(tmp_path / DB, "PRAGMA journal_mode") == [("wal",)]
+    assert sql(tmp_path / DB, "PRAGMA user_version") == [(1,)]
+    columns = [c[1] for c in sql(tmp_path / DB, "PRAGMA table_info(records)")]
+    assert columns == ["seq", *ENTRY_KEYS]
+    (s0, *first), (s1, *second) = rows(tmp_path / DB)
+    assert s0 < s1
+    assert first == [config_key(config(0)), "ok", json.dumps(config(0), separators=(",", ":")),
+                     json.dumps(ok(0)["record"], separators=(",", ":")), None, 1, 0.25]
+    assert second == [config_key(config(1)), "failed", json.dumps(config(1), separators=(",", ":")), None, "boom",
+                      1, 0.5]
+
+
+def test_values_read_back_exactly_as_given(tmp_path):
+    values = {"int": 7, "big": 2**62 + 1, "huge": 10**30, "neg": -3, "float": 0.1, "third": 1 / 3,
+              "tiny": 5e-324, "whole": 2.0, "nan": math.nan, "inf": math.inf, "-inf": -math.inf,
+              "true": True, "false": False, "none": None, "text": "ü ✓ \"q\"\n"}
+    entry = ok(0)
+    entry["record"].update(values)
+    write(tmp_path, [entry])
+    [got] = Store.read(str(tmp_path)).entries()
+    for name, value in values.items():
+        back = got["record"][name]
+        assert type(back) is type(value), name
+        assert back == value or (math.isnan(back) and math.isnan(value)), name
+    assert got["config"] == entry["config"]
 
 
 def test_resume_sees_done_keys_and_retry_after_failure_counts_as_ok(tmp_path):
@@ -142,14 +165,15 @@ def test_resume_sees_done_keys_and_retry_after_failure_counts_as_ok(tmp_path):
         assert store.failed() == {}
         assert [e["status"] for e in store.entries()] == ["ok"] * 3
         assert next(e for e in store.entries() if e["config"]["seed"] == 1)["attempts"] == 2
+    assert [r[1] for r in rows(tmp_path / DB)] == [config_key(config(s)) for s in range(3)]  # kept its place
 
 
 def test_duplicate_keys_are_ignored(tmp_path):
     write(tmp_path, [ok(0)])
-    size = (tmp_path / LOG).stat().st_size
+    before = rows(tmp_path / DB)
     with opened(tmp_path) as store:
         assert store.append([ok(0, events=5), failed(0)]) == 0  # a retried task that finished twice
-        assert (tmp_path / LOG).stat().st_size == size
+        assert rows(tmp_path / DB) == before
         assert store.append([ok(1), ok(1, events=7)]) == 1  # duplicates within one batch too
     with opened(tmp_path) as store:
         assert len(store) == 2
@@ -160,28 +184,32 @@ def test_repeated_failures_keep_the_latest(tmp_path):
     write(tmp_path, [failed(0, "first"), failed(0, "second")])
     with Store.read(str(tmp_path)) as store:
         assert [e["error"] for e in store.failed().values()] == ["second"]
+    assert len(rows(tmp_path / DB)) == 1
 
 
 def test_bad_entries_are_refused_before_writing(tmp_path):
     with opened(tmp_path) as store:
         bad = [{**ok(0), "status": "maybe"}, {**ok(0), "record": None}, {**failed(0), "record": {"x": 1}},
                {**ok(0), "seconds": float("nan")}, {**ok(0), "key": "0" * 32}, {**ok(0), "colour": "red"},
-               {**ok(0), "record": {"events": object()}}]
+               {**ok(0), "record": {"events": object()}}, {**ok(0), "record": {"events": [1, 2]}},
+               {**ok(0), "attempts": 2**70}]
         for entry in bad:
             with pytest.raises(StoreError):
                 store.append([ok(1), entry])
         assert len(store) == 0
-    assert (tmp_path / LOG).stat().st_size == 0
+    assert rows(tmp_path / DB) == []
 
 
 def test_long_errors_are_cut_and_numpy_values_packed(tmp_path):
     np = pytest.importorskip("numpy")
     entry = ok(0)
     entry["record"]["events"] = np.int64(5)
+    entry["record"]["flushes_per_io"] = np.float64(0.1)
     write(tmp_path, [entry, failed(1, "x" * 200_000)])
     with Store.read(str(tmp_path)) as store:
         a, b = store.entries()
         assert a["record"]["events"] == 5 and type(a["record"]["events"]) is int
+        assert a["record"]["flushes_per_io"] == 0.1 and type(a["record"]["flushes_per_io"]) is float
         assert len(b["error"]) == MAX_ERROR_CHARS and b["error"].endswith("...")
 
 
@@ -202,131 +230,222 @@ def test_read_does_not_need_the_lock(tmp_path):
     with opened(tmp_path) as store:
         store.append([ok(0)])
         assert len(Store.read(str(tmp_path))) == 1
+        store.append([ok(1)])
+        assert len(Store.read(str(tmp_path))) == 2  # each committed batch, while the writer holds the store
 
 
-# -- torn tails and damage -----------------------------------------------------------------------
+# -- a damaged database --------------------------------------------------------------------------
 
 
-def test_torn_tail_is_recovered_at_every_byte_offset(tmp_path):
-    src = tmp_path / "src"
-    write(src, [ok(0), failed(1), ok(2)])
-    data = (src / LOG).read_bytes()
-    *_, prev_end, full = offsets(src / LOG)
-    assert full == len(data)
+def test_a_corrupt_database_is_one_line_naming_the_file(tmp_path):
+    write(tmp_path, [ok(s) for s in range(200)])
+    db = tmp_path / DB
+    data = bytearray(db.read_bytes())
+    data[4096:8192] = b"\xa5" * 4096  # a page of the table's b-tree
+    db.write_bytes(bytes(data))
+    for attempt in (lambda: Store.read(str(tmp_path)), lambda: opened(tmp_path)):
+        with pytest.raises(StoreError, match=f"^{tmp_path}: {DB}: database disk image is malformed") as err:
+            attempt()
+        assert "\n" not in str(err.value)
+    db.write_bytes(b"garbage " * 512)
+    for attempt in (lambda: Store.read(str(tmp_path)), lambda: opened(tmp_path)):
+        with pytest.raises(StoreError, match=f"{DB}: file is not a database .*move it aside"):
+            attempt()
+
+
+def test_a_database_that_is_not_ours_or_a_row_that_is_no_entry_is_refused(tmp_path):
+    write(tmp_path, [ok(0)])
+    sql(tmp_path / DB, "UPDATE records SET config = '{not json'")
+    with pytest.raises(StoreError, match=f"{DB}: the row of key '{config_key(config(0))}' is no entry: not JSON"):
+        Store.read(str(tmp_path))
+    sql(tmp_path / DB, "PRAGMA user_version = 7")
+    with pytest.raises(StoreError, match=f"{DB} is not a zonesim records database of schema 1 .user_version 7"):
+        opened(tmp_path)
+
+
+WRITER = """
+import sys
+from cluster.store import Store
+sys.path.insert(0, sys.argv[2])
+from test_store import ok
+store = Store.open(sys.argv[1], "spec", "d1")
+print("open", flush=True)
+for start in range(0, 100_000, 7):
+    store.append([ok(s) for s in range(start, start + 7)])
+"""
+
+
+def killed_writer(directory: Path, at_least: int) -> None:
+    """A writer appending batches of 7, SIGKILLed once the store holds ``at_least`` records."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen([sys.executable, "-c", WRITER, str(directory), str(ROOT / "tests")],
+                          stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env) as writer:
+        assert writer.stdout.readline().strip() == "open"
+        deadline = time.monotonic() + 30
+        while len(Store.read(str(directory))) < at_least and time.monotonic() < deadline:
+            time.sleep(0.01)
+        writer.send_signal(signal.SIGKILL)
+
+
+def test_killing_a_writer_then_resuming_records_every_simulation_once(tmp_path):
+    killed_writer(tmp_path, 50)
+    with opened(tmp_path, spec="spec") as store:
+        done = store.done()
+        assert len(done) >= 50 and len(done) % 7 == 0  # whole batches only
+        wanted = [s for s in range(len(done) + 20) if config_key(config(s)) not in done]
+        assert len(wanted) == 20
+        store.append([ok(s) for s in range(len(done) + 20)])  # a resume that reruns everything: no duplicates
+    with opened(tmp_path, spec="spec") as store:
+        assert store.recovered is None
+        assert len(store) == len(done) + 20
+    keys = [r[1] for r in rows(tmp_path / DB)]
+    assert keys == [config_key(config(s)) for s in range(len(done) + 20)]
+
+
+def test_force_after_a_killed_writer_keeps_its_wal_with_the_records(tmp_path):
+    killed_writer(tmp_path, 7)
+    assert (tmp_path / f"{DB}-wal").stat().st_size > 0  # the committed batches, not yet checkpointed
+    with opened(tmp_path, spec="new = 1\n", digest="d2", force=True) as store:
+        assert len(store) == 0
+    [bak] = tmp_path.glob("records.*.sqlite.bak")
+    assert (tmp_path / f"{bak.name}-wal").exists()
+    assert len(rows(bak)) >= 7
+
+
+# -- the legacy msgpack log ----------------------------------------------------------------------
+
+
+def legacy_bytes(entries: list[dict]) -> bytes:
+    """Entries as the old store wrote them: a msgpack map per entry, keys in order, crc last."""
+    out = b""
+    for e in entries:
+        body = {"key": config_key(e["config"]), "status": e["status"], "config": e["config"],
+                "record": e.get("record"), "error": e.get("error"), "attempts": e.get("attempts", 1),
+                "seconds": e.get("seconds", 0.0)}
+        body["crc"] = zlib.crc32(msgpack.packb(body, use_bin_type=True))
+        out += msgpack.packb(body, use_bin_type=True)
+    return out
+
+
+def legacy_store(path: Path, data: bytes) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "spec.toml").write_text(SPEC)
+    (path / "spec.json").write_text(json.dumps({"digest": "d1", "zonesim": ZONESIM_VERSION, "created": "then"}))
+    (path / LEGACY_LOG).write_bytes(data)
+    return path
+
+
+def starts(data: bytes) -> list[int]:
+    """Byte offset where each entry starts, plus the size."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    out = [0]
+    for _ in unpacker:
+        out.append(unpacker.tell())
+    return out
+
+
+def test_a_legacy_log_is_imported_once(tmp_path):
+    data = legacy_bytes([ok(0), failed(1, "first"), failed(2), ok(1, attempts=2), failed(2, "latest")])
+    legacy_store(tmp_path, data)
+    with Store.read(str(tmp_path)) as store:  # before the import: read in memory, nothing changed
+        read = list(store.entries())
+    assert (tmp_path / LEGACY_LOG).read_bytes() == data and not (tmp_path / DB).exists()
+    with opened(tmp_path) as store:
+        assert store.imported == 5 and store.recovered is None
+        assert list(store.entries()) == read
+        assert [(e["config"]["seed"], e["status"]) for e in read] == [(0, "ok"), (1, "ok"), (2, "failed")]
+        assert store.failed()[config_key(config(2))]["error"] == "latest"
+    assert not (tmp_path / LEGACY_LOG).exists() and (tmp_path / IMPORTED).read_bytes() == data
+    with opened(tmp_path) as store:
+        assert store.imported is None and list(store.entries()) == read
+        store.append([ok(3)])
+    (tmp_path / LEGACY_LOG).write_bytes(data)  # as if the import's rename never happened: done again, harmlessly
+    with opened(tmp_path) as store:
+        assert store.imported == 5 and [e["config"]["seed"] for e in store.entries()] == [0, 1, 2, 3]
+    assert len(rows(tmp_path / DB)) == 4
+
+
+def test_a_torn_legacy_tail_is_left_out_at_every_byte_offset(tmp_path):
+    data = legacy_bytes([ok(0), failed(1), ok(2)])
+    *_, prev_end, full = starts(data)
     for cut in range(prev_end, full + 1):
-        d = tmp_path / f"cut{cut}"
-        d.mkdir()
-        for name in ("spec.toml", "spec.json"):
-            (d / name).write_bytes((src / name).read_bytes())
-        (d / LOG).write_bytes(data[:cut])
+        d = legacy_store(tmp_path / f"cut{cut}", data[:cut])
         with opened(d) as store:
             seeds = [e["config"]["seed"] for e in store.entries()]
-            if cut == full:
-                assert seeds == [0, 1, 2] and store.recovered is None
+            if cut in (prev_end, full):
+                assert seeds == [0, 1, 2][:3 if cut == full else 2] and store.recovered is None
                 continue
             assert seeds == [0, 1], cut
-            if cut == prev_end:
-                assert store.recovered is None
-            else:
-                assert store.recovered == (f"dropped a torn record of {cut - prev_end} bytes at byte {prev_end} "
-                                           f"(incomplete entry ({cut - prev_end} bytes to the end of the file))")
-            assert (d / LOG).stat().st_size == prev_end  # truncated to the last good entry
+            assert store.recovered == (f"dropped a torn record of {cut - prev_end} bytes at byte {prev_end} "
+                                       f"(incomplete entry ({cut - prev_end} bytes to the end of the file)) "
+                                       f"from {LEGACY_LOG} (kept whole as {IMPORTED})")
+            assert (d / IMPORTED).read_bytes() == data[:cut]
             assert store.append([ok(2), ok(3)]) == 2
         with opened(d) as store:
             assert store.recovered is None
             assert [e["config"]["seed"] for e in store.entries()] == [0, 1, 2, 3]
 
 
-def test_read_only_ignores_a_torn_tail_without_truncating(tmp_path):
-    write(tmp_path, [ok(0), ok(1)])
-    log = tmp_path / LOG
-    data = log.read_bytes()
-    log.write_bytes(data[:-7])
-    store = Store.read(str(tmp_path))
-    assert len(store) == 1 and store.recovered.startswith("ignored a torn record of")
-    assert log.read_bytes() == data[:-7]
-
-
 @pytest.mark.parametrize("where", ["record value", "error text", "crc"])
-def test_flipped_byte_in_the_last_entry_drops_it(tmp_path, where):
-    write(tmp_path, [ok(0), ok(1), failed(2, "a message long enough to hit")])
-    log = tmp_path / LOG
-    data = bytearray(log.read_bytes())
-    *_, prev_end, full = offsets(log)
+def test_a_flipped_byte_in_the_last_legacy_entry_drops_it(tmp_path, where):
+    data = bytearray(legacy_bytes([ok(0), ok(1), failed(2, "a message long enough to hit")]))
+    *_, prev_end, full = starts(bytes(data))
     last = bytes(data[prev_end:])
     at = prev_end + {"record value": last.find(b"\xcb") + 3 if b"\xcb" in last else len(last) // 2,
                      "error text": last.find(b"long"), "crc": len(last) - 2}[where]
     assert prev_end + len(SIGNATURE) <= at < full
     data[at] ^= 0x20
-    log.write_bytes(bytes(data))
+    legacy_store(tmp_path, bytes(data))
+    store = Store.read(str(tmp_path))
+    assert len(store) == 2 and store.recovered.startswith(f"ignored a torn record of {full - prev_end} bytes")
+    assert "crc mismatch" in store.recovered and store.recovered.endswith("; the store was not changed")
     with opened(tmp_path) as store:
         assert len(store) == 2 and store.recovered.startswith(f"dropped a torn record of {full - prev_end} bytes")
-        assert "crc mismatch" in store.recovered
-    assert log.stat().st_size == prev_end
 
 
 @pytest.mark.parametrize("reader", ["open", "read"])
-def test_flipped_byte_in_a_middle_entry_is_refused_with_its_offset(tmp_path, reader):
-    write(tmp_path, [ok(0), ok(1), ok(2)])
-    log = tmp_path / LOG
-    data = bytearray(log.read_bytes())
-    bounds = offsets(log)
+def test_a_flipped_byte_in_a_middle_legacy_entry_is_refused_with_its_offset(tmp_path, reader):
+    data = bytearray(legacy_bytes([ok(0), ok(1), ok(2)]))
+    bounds = starts(bytes(data))
     data[data.find(b"seconds", bounds[1]) + 10] ^= 0x01  # inside the float after it
-    log.write_bytes(bytes(data))
+    legacy_store(tmp_path, bytes(data))
     with pytest.raises(StoreError, match=f"corrupt entry at byte {bounds[1]}: crc mismatch; a good entry follows "
                                          f"at byte {bounds[2]}"):
         opened(tmp_path) if reader == "open" else Store.read(str(tmp_path))
-    assert log.read_bytes() == bytes(data)  # nothing dropped
+    assert (tmp_path / LEGACY_LOG).read_bytes() == bytes(data) and not (tmp_path / DB).exists()  # nothing imported
 
 
-def test_a_length_that_swallows_the_following_entries_is_refused(tmp_path):
-    write(tmp_path, [failed(0, "e" * 40), ok(1), ok(2)])
-    log = tmp_path / LOG
-    data = bytearray(log.read_bytes())
-    at = data.find(b"\xd9\x28" + b"e" * 40)  # str8 of 40: claim 255, eating into the next entries
-    data[at + 1] = 0xFF
-    log.write_bytes(bytes(data))
-    with pytest.raises(StoreError, match="corrupt entry at byte 0: .*a good entry follows at byte"):
+def test_legacy_garbage_or_an_invalid_entry_is_refused_with_its_offset(tmp_path):
+    good = legacy_bytes([ok(0)])
+    legacy_store(tmp_path, good + b"\x01\x02\x03")
+    with pytest.raises(StoreError, match=f"corrupt entry at byte {len(good)}: .*truncate the file to {len(good)}"):
         opened(tmp_path)
-
-
-def test_garbage_that_is_no_entry_is_refused(tmp_path):
-    write(tmp_path, [ok(0)])
-    log = tmp_path / LOG
-    size = log.stat().st_size
-    with open(log, "ab") as f:
-        f.write(b"\x01\x02\x03")
-    with pytest.raises(StoreError, match=f"corrupt entry at byte {size}: .*truncate the file to {size} bytes"):
+    legacy_store(tmp_path, good + legacy_bytes([{**ok(1), "status": "maybe"}]))  # a valid crc over a bad field
+    with pytest.raises(StoreError, match=f"corrupt entry at byte {len(good)}: entry .*: status must be ok or failed"):
         opened(tmp_path)
 
 
 HOSTILE = {
     "map of 2**31 entries": b"\xdf\x80\x00\x00\x00" + b"\x00" * 64,
     "str of 2**31 bytes": b"\xdb\x80\x00\x00\x00" + b"a" * 64,
-    "bin of 2**31 bytes": b"\xc6\x80\x00\x00\x00",
     "array of 2**31 items": b"\xdd\x80\x00\x00\x00" + b"\xc0" * 64,
-    "map of 2**31 entries in an entry": SIGNATURE + b"\xdf\x80\x00\x00\x00",
     "str of 2**31 bytes in an entry": SIGNATURE + b"\xdb\x80\x00\x00\x00" + b"a" * 64,
 }
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 @pytest.mark.parametrize("after", [False, True])
-def test_hostile_lengths_fail_fast_without_allocating(tmp_path, name, after):
-    write(tmp_path, [ok(0)])
-    log = tmp_path / LOG
-    size = log.stat().st_size
-    good = log.read_bytes()
-    with open(log, "ab") as f:
-        f.write(HOSTILE[name] + (good if after else b""))
+def test_hostile_legacy_lengths_fail_fast_without_allocating(tmp_path, name, after):
+    good = legacy_bytes([ok(0)])
+    legacy_store(tmp_path, good + HOSTILE[name] + (good if after else b""))
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
         store = Store.read(str(tmp_path))
     except StoreError as err:
-        assert f"corrupt entry at byte {size}" in str(err)
+        assert f"corrupt entry at byte {len(good)}" in str(err) and "\n" not in str(err)
         assert after or not name.endswith("in an entry")
-        assert "\n" not in str(err)
     else:  # inside something that starts like an entry and nothing good after it: a torn last entry
         assert name.endswith("in an entry") and not after
         assert len(store) == 1 and store.recovered.startswith("ignored a torn record")
@@ -337,19 +456,11 @@ def test_hostile_lengths_fail_fast_without_allocating(tmp_path, name, after):
     assert peak < 4 << 20
 
 
-def test_a_hostile_file_alone_is_refused(tmp_path):
-    write(tmp_path, [])
-    (tmp_path / LOG).write_bytes(HOSTILE["map of 2**31 entries"])
-    with pytest.raises(StoreError, match=r"corrupt entry at byte 0: 2147483648 exceeds max_map_len"):
-        opened(tmp_path)
-
-
-def test_an_oversized_object_fails_at_the_buffer_limit(tmp_path):
-    write(tmp_path, [])
+def test_an_oversized_legacy_object_fails_at_the_buffer_limit(tmp_path):
     item = b"\xdc\x0f\xff" + b"\x90" * 0xFFF  # an array of 4095 empty arrays: 4 KiB that unpack to 230 KiB
     count = 4095
-    (tmp_path / LOG).write_bytes(b"\xdc" + count.to_bytes(2, "big") + item * count)  # 16 MiB, 900 MiB unpacked
-    assert (tmp_path / LOG).stat().st_size > 8 * MAX_ENTRY_BYTES
+    legacy_store(tmp_path, b"\xdc" + count.to_bytes(2, "big") + item * count)  # 16 MiB, 900 MiB unpacked
+    assert (tmp_path / LEGACY_LOG).stat().st_size > 8 * MAX_ENTRY_BYTES
     tracemalloc.start()
     try:
         with pytest.raises(StoreError, match="an entry larger than the reader's limit"):
@@ -378,15 +489,15 @@ def test_a_changed_spec_is_refused_and_the_store_left_alone(tmp_path):
     assert snapshot(tmp_path) == before
 
 
-def test_force_moves_the_old_log_aside(tmp_path):
+def test_force_moves_the_old_records_aside(tmp_path):
     write(tmp_path, [ok(0)])
-    old_log = (tmp_path / LOG).read_bytes()
+    old_rows = rows(tmp_path / DB)
     with opened(tmp_path, spec="new = 1\n", digest="d2", force=True) as store:
         assert len(store) == 0
         assert [Path(p).name.split(".")[0] for p in store.moved_aside] == ["records", "spec", "spec"]
         store.append([ok(1)])
-    baks = sorted(tmp_path.glob("records.*.bak"))
-    assert len(baks) == 1 and baks[0].read_bytes() == old_log
+    baks = sorted(tmp_path.glob("records.*.sqlite.bak"))
+    assert len(baks) == 1 and rows(baks[0]) == old_rows
     assert len(list(tmp_path.glob("spec.*.toml.bak"))) == 1
     assert (tmp_path / "spec.toml").read_text() == "new = 1\n"
     assert json.loads((tmp_path / "spec.json").read_text())["digest"] == "d2"
@@ -394,7 +505,7 @@ def test_force_moves_the_old_log_aside(tmp_path):
         assert [e["config"]["seed"] for e in store.entries()] == [1]
     with opened(tmp_path, spec=SPEC, digest="d1", force=True):  # a second force in the same second
         pass
-    assert len(list(tmp_path.glob("records.*.bak"))) == 2
+    assert len(list(tmp_path.glob("records.*.sqlite.bak"))) == 2
 
 
 def test_same_spec_under_another_zonesim_version_is_refused(tmp_path, monkeypatch):
@@ -412,13 +523,18 @@ def test_a_directory_that_is_no_store_is_refused(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-def test_a_log_without_its_spec_needs_force(tmp_path):
+def test_records_without_their_spec_need_force(tmp_path):
     write(tmp_path, [ok(0)])
     (tmp_path / "spec.json").unlink()
-    with pytest.raises(StoreError, match="spec is unknown; use --force"):
+    with pytest.raises(StoreError, match=f"{DB} exists but spec.json does not: the records' spec is unknown; "
+                                         "use --force"):
         opened(tmp_path)
     with opened(tmp_path, force=True) as store:
         assert len(store) == 0 and len(store.moved_aside) == 2
+    legacy_store(tmp_path / "old", legacy_bytes([ok(0)]))
+    (tmp_path / "old" / "spec.json").unlink()
+    with pytest.raises(StoreError, match=f"{LEGACY_LOG} exists but spec.json does not"):
+        opened(tmp_path / "old")
 
 
 def test_a_damaged_spec_json_needs_force(tmp_path):
@@ -428,41 +544,6 @@ def test_a_damaged_spec_json_needs_force(tmp_path):
         opened(tmp_path)
     with opened(tmp_path, force=True) as store:
         assert len(store) == 0
-
-
-WRITER = """
-import sys
-from cluster.store import Store
-sys.path.insert(0, sys.argv[2])
-from test_store import ok
-store = Store.open(sys.argv[1], "spec", "d1")
-print("open", flush=True)
-for start in range(0, 100_000, 7):
-    store.append([ok(s) for s in range(start, start + 7)])
-"""
-
-
-def test_killing_a_writer_then_resuming_records_every_simulation_once(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(ROOT / "tests")], stdout=subprocess.PIPE,
-                          text=True, cwd=ROOT, env=env) as writer:
-        assert writer.stdout.readline().strip() == "open"
-        deadline = time.monotonic() + 30
-        while (not (tmp_path / LOG).exists() or (tmp_path / LOG).stat().st_size < 50_000) and \
-                time.monotonic() < deadline:
-            time.sleep(0.01)
-        writer.kill()
-    with opened(tmp_path, spec="spec") as store:
-        done = store.done()
-        assert len(done) >= 50
-        wanted = [s for s in range(len(done) + 20) if config_key(config(s)) not in done]
-        assert len(wanted) == 20
-        store.append([ok(s) for s in range(len(done) + 20)])  # a resume that reruns everything: no duplicates
-    with opened(tmp_path, spec="spec") as store:
-        assert store.recovered is None
-        assert len(store) == len(done) + 20
-    keys = [e["key"] for e in msgpack.Unpacker(io.BytesIO((tmp_path / LOG).read_bytes()), raw=False)]
-    assert len(keys) == len(set(keys)) == len(done) + 20
 
 
 # -- one writer ----------------------------------------------------------------------------------
