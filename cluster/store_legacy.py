@@ -6,12 +6,13 @@ re-packed with ``msgpack.packb(map, use_bin_type=True)``. Because of that order 
 with the same five bytes, ``SIGNATURE`` (a fixmap of 8, then the fixstr "key"), which tells a torn
 write from other damage.
 
-Reading never trusts the file: every str, bin, array and map length is bounded and no entry may span
-more than ``MAX_ENTRY_BYTES`` (the unpacker's buffer, and how far it may read from where an entry
-starts), so a hostile length or a huge object fails after reading at most that much. A bad entry
-that is the tail of the file, looks like the start of an entry and is followed by no good entry is a
-torn last write: it is left out, and the caller says so. Anything else is a ``StoreError`` naming the
-byte offset: good records are never discarded silently. What each field may hold is checked by the
+Reading never trusts the file: it goes through ``workloads.msgpack_io.Bounded`` (every str, bin, array
+and map length is bounded) and no entry may span more than ``MAX_ENTRY_BYTES`` (the reader's buffer,
+and how far it may read from where an entry starts), so a hostile length or a huge object fails
+after reading at most that much. A bad entry that is the tail of the file, looks like the start of
+an entry and is followed by no good entry is a torn last write: it is left out, and the caller says
+so. Anything else is a ``StoreError`` naming the byte offset: good records are never discarded
+silently. What each field may hold is checked by the
 store when it imports the entry (``store.make_entry``).
 """
 
@@ -27,6 +28,7 @@ import msgpack
 from cluster.store_dir import LEGACY_LOG as LOG
 from cluster.store_dir import StoreError
 from workloads.config import plain_value
+from workloads.msgpack_io import Bounded
 
 ENTRY_KEYS = ("key", "status", "config", "record", "error", "attempts", "seconds", "crc")
 SIGNATURE = b"\x88\xa3key"
@@ -71,26 +73,8 @@ class _Budget:
         return self.f.read(min(n, left))
 
 
-def _unpack_one(source: object, read_size: int = _READ_SIZE) -> msgpack.Unpacker:
-    return msgpack.Unpacker(source, raw=False, read_size=read_size, max_buffer_size=MAX_ENTRY_BYTES,
-                            max_str_len=MAX_STR, max_bin_len=MAX_STR, max_array_len=MAX_ITEMS,
-                            max_map_len=MAX_ITEMS, max_ext_len=0)
-
-
-def _unpack(unpacker: msgpack.Unpacker) -> tuple[object, str | None]:
-    """(object, None), or (None, what went wrong). ``msgpack.OutOfData`` passes through."""
-    try:
-        return unpacker.unpack(), None
-    except msgpack.OutOfData:
-        raise
-    except msgpack.BufferFull:
-        return None, f"an object larger than the reader's limit of {MAX_ENTRY_BYTES} bytes"
-    except msgpack.StackError:
-        return None, "objects nested too deeply"
-    except msgpack.FormatError:
-        return None, "not msgpack"
-    except (ValueError, TypeError) as err:  # a length over its limit, a non-string key, bad UTF-8
-        return None, str(err)
+def _reader(source: object, read_size: int = _READ_SIZE) -> Bounded:
+    return Bounded(source, MAX_ENTRY_BYTES, MAX_STR, MAX_STR, MAX_ITEMS, read_size)
 
 
 def read_log(path: str) -> tuple[list[tuple[int, dict]], str | None]:
@@ -100,12 +84,12 @@ def read_log(path: str) -> tuple[list[tuple[int, dict]], str | None]:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         budget = _Budget(f)
-        unpacker = _unpack_one(budget)
+        reader = _reader(budget)
         while True:
-            start = unpacker.tell()
+            start = reader.tell()
             budget.end = start + MAX_ENTRY_BYTES
             try:
-                obj, problem = _unpack(unpacker)
+                obj, problem = reader.next()
             except msgpack.OutOfData:
                 if start >= size:
                     return entries, None
@@ -150,7 +134,7 @@ def _find_entry(data: bytes, begin: int) -> int | None:
             return _GAVE_UP
         buffer.seek(at)
         try:
-            obj, problem = _unpack(_unpack_one(buffer, read_size=4096))
+            obj, problem = _reader(buffer, read_size=4096).next()
         except msgpack.OutOfData:
             obj, problem = None, "incomplete"
         if not problem and not _entry_problem(obj):

@@ -34,6 +34,7 @@ from core.events import EVENT, KIND_NAMES, NEEDS_HANDLE, NKINDS, Stream, check_b
 from core.units import is_int
 from workloads.base import Param, Workload
 from workloads.errors import TraceError
+from workloads.msgpack_io import Bounded
 
 FORMAT = "zonesim-trace"
 VERSION = 1
@@ -150,10 +151,7 @@ class _Reader:
     def __init__(self, path: str, f: BinaryIO) -> None:
         self.path = path
         self.size = os.fstat(f.fileno()).st_size
-        self.unpacker = msgpack.Unpacker(
-            f, raw=False, read_size=1 << 16, max_buffer_size=MAX_OBJECT_BYTES,
-            max_bin_len=MAX_BATCH * RECORD_BYTES, max_str_len=MAX_STR, max_array_len=MAX_ITEMS,
-            max_map_len=MAX_ITEMS, max_ext_len=0)
+        self.reader = Bounded(f, MAX_OBJECT_BYTES, MAX_STR, MAX_BATCH * RECORD_BYTES, MAX_ITEMS)
         self.max_handles = 0
 
     def fail(self, message: str) -> TraceError:
@@ -164,21 +162,15 @@ class _Reader:
 
         ``header``: a first object that is not msgpack means the file is not a trace at all.
         """
-        start = self.unpacker.tell()
+        start = self.reader.tell()
         try:
-            return start, self.unpacker.unpack()
+            obj, detail = self.reader.next()
         except msgpack.OutOfData:
             if start >= self.size:
                 return start, _EOF
             raise self.fail(f"truncated at byte {self.size} (incomplete {what} starting at byte {start})") from None
-        except msgpack.BufferFull:
-            detail = f"an object larger than the reader's limit of {MAX_OBJECT_BYTES} bytes"
-        except msgpack.StackError:
-            detail = "objects nested too deeply"
-        except msgpack.FormatError:
-            detail = "not msgpack"
-        except (ValueError, TypeError) as err:  # a length over its limit, a non-string key, bad UTF-8
-            detail = str(err)
+        if detail is None:
+            return start, obj
         if header:
             raise self.fail(f"not a zonesim trace ({detail} at byte {start})")
         raise self.fail(f"corrupt {what} at byte {start}: {detail}")
@@ -246,7 +238,7 @@ class _Reader:
                 or obj["batches"] != count):
             raise self.fail(f"corrupt end marker at byte {start}: expected end = true, events = {events}, "
                             f"batches = {count} (got {obj!r:.200})")
-        after = self.unpacker.tell()
+        after = self.reader.tell()
         if after != self.size:
             raise self.fail(f"corrupt trace at byte {after}: {self.size - after} more bytes after the end marker")
 
