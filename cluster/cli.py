@@ -1,5 +1,7 @@
 """The ``zonesim`` command line: run one simulation, list what can be simulated, bench the engines,
-record and inspect event traces.
+record and inspect event traces; the parser of every subcommand, and ``main``. Sweeps, results and
+the paper are ``cluster.cli_sweep``'s, the service's commands ``cluster.cli_service``'s, and what
+they all share (the one-line usage error, the metrics flags) ``cluster.cli_base``'s.
 
 Bad input of any kind (unknown names, impossible ``--set`` values, malformed arguments) ends in
 one line on stderr, ``zonesim: error: <message>``, and exit code 2. The message is the
@@ -15,12 +17,11 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
-from typing import NoReturn
 
-from cluster import bench
-from cluster.store import Store, StoreError
+from cluster import bench, cli_service, cli_sweep
+from cluster.cli_base import PROG, Parser, UsageError
+from cluster.store import StoreError
 from cluster.text import show_value, table
 from core import machine as machines
 from core import policy as policies
@@ -30,20 +31,6 @@ from workloads import WORKLOADS
 from workloads.config import DEFAULTS, inside_setup, resolve
 from workloads.errors import TraceError
 from workloads.trace import trace_info, write_trace
-
-GRACE = 15.0  # seconds a watched sweep's endpoint stays up: one Prometheus scrape interval and then some
-PROG = "zonesim"
-
-class UsageError(Exception):
-    """A malformed command line, reported like a ConfigError: one line, exit code 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse reports errors as usage plus message over several lines; zonesim wants one line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
 
 # -- run -----------------------------------------------------------------------------------------
 
@@ -276,330 +263,6 @@ def bench_generators(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- sweep and results -----------------------------------------------------------------------------
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """Run a spec on Ray (embedded, joined, or the cluster of `ray job submit`) into its store."""
-    from cluster.aggregate import aggregate, format_results
-    from cluster.driver import Options
-    from cluster.executor import RayExecutor
-    from cluster.progress import Progress
-    from cluster.sweep import default_dir, load_spec, open_store, run_spec
-
-    _check_port(args)
-    spec = load_spec(args.spec)
-    if args.max_in_flight is not None and args.max_in_flight < 1:
-        raise ConfigError("max-in-flight", "an integer >= 1", args.max_in_flight)
-    directory = args.out or default_dir(spec)
-    if args.num_cpus is not None and (args.num_cpus < 1 or args.address):
-        raise ConfigError("num-cpus", "an integer >= 1, for an embedded Ray only (not with --address)", args.num_cpus)
-    _warn_short_cells(spec)
-    store = open_store(spec, directory, args.resume, args.force)  # a refusal comes before Ray starts
-    if store.imported is not None:
-        print(f"{PROG}: {directory}: imported {store.imported} records of the old records.msgpack", file=sys.stderr)
-    if store.recovered:
-        print(f"{PROG}: {directory}: {store.recovered}", file=sys.stderr)
-    store.close()
-    listeners: list[object] = [Progress(spec.name)]
-    exporter = _exporter(args, spec.name, listeners)
-    executor = RayExecutor(address=args.address, num_cpus=args.num_cpus, progress=exporter is not None)
-    try:
-        out = run_spec(spec, directory, executor, Options(max_in_flight=args.max_in_flight), listeners)
-    finally:
-        executor.close()
-    if exporter is not None:
-        _after_sweep(args, spec.name, exporter)
-    store = Store.read(directory)
-    print(format_results(aggregate(store.entries(), spec.baseline), "table"))
-    print(f"stored in {directory}: {out.already + out.ran - len(out.failed)} of {out.total} simulations ok"
-          f" ({out.already} from before, {out.ran} run now, {out.retried} re-run after a worker died)")
-    for entry in out.failed[:10]:
-        print(f"{PROG}: failed: {entry['config']}: {entry['error']}", file=sys.stderr)
-    if len(out.failed) > 10:
-        print(f"{PROG}: ... and {len(out.failed) - 10} more failures (zonesim results {directory})", file=sys.stderr)
-    return 1 if out.failed else 0
-
-
-def _check_port(args: argparse.Namespace) -> None:
-    """Before anything is written or started."""
-    if not 0 <= args.metrics_port <= 65535:
-        raise ConfigError("metrics-port", "a port from 0 (any free one) to 65535", args.metrics_port)
-
-
-def _exporter(args: argparse.Namespace, sweep: str, listeners: list[object]):
-    """The sweep's /metrics endpoint (and its listener), or None with --no-metrics. A port in use
-    is a warning, not an error: a sweep is worth more than its dashboard."""
-    from cluster.metrics import Exporter
-
-    if args.no_metrics:
-        return None
-    exporter = Exporter()
-    try:
-        port = exporter.serve(args.metrics_host, args.metrics_port)
-    except OSError as err:
-        print(f"{PROG}: warning: metrics endpoint {args.metrics_host}:{args.metrics_port}: {err.strerror}; "
-              "the sweep runs without it", file=sys.stderr)
-        return None
-    print(f"metrics: http://{args.metrics_host}:{port}/metrics", file=sys.stderr)
-    listeners.append(exporter.listener(sweep))
-    return exporter
-
-
-def _warn_short_cells(spec) -> None:
-    """One line if cells of the spec end inside their workload's set-up (their seeds all agree)."""
-    cells = spec.cells()
-    short = [(r.identity["workload"], s) for r in (resolve({**cell, "seed": 0}) for cell in cells)
-             if (s := inside_setup(r))]
-    if short:
-        workload, (events, setup) = short[0]
-        print(f"{PROG}: warning: events: {len(short)} of {len(cells)} cells end inside their workload's set-up, "
-              f"so no episode runs and every seed gives the same record (first: {workload} at {events:,} events "
-              f"of {setup:,})", file=sys.stderr)
-
-
-def _after_sweep(args: argparse.Namespace, sweep: str, exporter) -> None:
-    from cluster.metrics import wait_grace
-
-    # the last values wait for a scraper only if one has been scraping (or the user asked)
-    scraped = exporter.scrapes > 0
-    grace = args.metrics_grace if args.metrics_grace is not None else (GRACE if scraped else 0.0)
-    if args.pushgateway:
-        try:
-            exporter.push(args.pushgateway, sweep)
-        except OSError as err:
-            print(f"{PROG}: warning: pushgateway {args.pushgateway}: {err}", file=sys.stderr)
-    if grace > 0:
-        print(f"metrics stay up {grace:g} s for a last scrape", file=sys.stderr)
-        wait_grace(grace)
-    exporter.close()
-
-
-def cmd_results(args: argparse.Namespace) -> int:
-    from cluster.aggregate import aggregate, format_results
-    from cluster.sweep import stored_baseline
-
-    store = Store.read(args.directory)
-    keys = args.keys.split(",") if args.keys else None
-    print(format_results(aggregate(store.entries(), stored_baseline(store)), args.format, keys))
-    return 0
-
-
-def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
-    sw = sub.add_parser("sweep", help="run a sweep spec (TOML) on Ray and store its records")
-    sw.add_argument("spec", help="sweep spec file (TOML; see README)")
-    sw.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS if set, else an embedded "
-                    "single-node Ray)")
-    sw.add_argument("--out", metavar="DIR", help="sweep directory (default sweeps/NAME)")
-    sw.add_argument("--resume", action="store_true", help="the directory must hold this sweep already; run only "
-                    "what has no record (re-running the same spec into its directory does the same)")
-    sw.add_argument("--force", action="store_true", help="a changed spec into an existing directory: move the old "
-                    "records aside and start over")
-    sw.add_argument("--max-in-flight", type=int, metavar="N", help="tasks in flight at once (default: twice "
-                    "the cluster's CPUs)")
-    sw.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the embedded Ray (default: all)")
-    sw.add_argument("--metrics-host", default="127.0.0.1", help="address of the /metrics endpoint "
-                    "(default 127.0.0.1)")
-    sw.add_argument("--metrics-port", type=int, default=9464, help="its port (default 9464; 0: any free port)")
-    sw.add_argument("--metrics-grace", type=float, default=None, metavar="S",
-                    help=f"seconds the last values stay scrapeable after the sweep (default {GRACE:g} if "
-                         "something scraped the endpoint during the sweep, else 0)")
-    sw.add_argument("--pushgateway", metavar="URL", help="also push the final values to this Pushgateway, "
-                    "grouped by sweep")
-    sw.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
-    sw.set_defaults(func=cmd_sweep)
-
-    res = sub.add_parser("results", help="aggregate a sweep's records: mean, std, 95%% CI, min, max per cell")
-    res.add_argument("directory", help="sweep directory")
-    res.add_argument("--format", default="table", help="table, csv, json or markdown (default table)")
-    res.add_argument("--keys", help="comma-separated record keys, or 'all' (default: the paper's headline keys)")
-    res.set_defaults(func=cmd_results)
-
-
-# -- the paper ------------------------------------------------------------------------------------
-
-
-def cmd_paper(args: argparse.Namespace) -> int:
-    """Every claim's sweep, then OUT/report.md and the plots; the summary table on stdout."""
-    from cluster import paper
-    from cluster.executor import RayExecutor
-    from cluster.progress import Progress
-
-    _check_port(args)
-    paper.specs(args.quick)  # every spec loads and validates before Ray starts
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as err:
-        raise ConfigError("out", f"a directory zonesim can create and write ({err.strerror})", args.out) from None
-    exporter = _exporter(args, "paper", [])
-    executor = RayExecutor(address=args.address, progress=exporter is not None)
-    try:
-        results, failed = paper.run_all(args.out, executor, args.quick, lambda name: [Progress(name)] + (
-            [exporter.listener(name)] if exporter is not None else []), force=args.force)
-    finally:
-        executor.close()
-    plots = _plots(results, args.out)
-    rows = paper.summary(results)
-    path = os.path.join(args.out, "report.md")
-    with open(path, "w") as f:
-        f.write(paper.report(rows, plots, args.quick))
-    print(paper.summary_table(rows))
-    print(f"\nreport: {path}; plots: {len(plots)} PNGs in {args.out}")
-    if exporter is not None:
-        _after_sweep(args, "paper", exporter)
-    if failed:
-        print(f"{PROG}: {failed} simulations failed (zonesim results {args.out}/sweeps/NAME)", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def _plots(results: dict, out: str) -> dict[str, str]:
-    try:
-        from cluster.plots import make_plots
-    except ImportError as err:  # matplotlib missing: the report stands without its pictures
-        print(f"{PROG}: warning: no plots ({err})", file=sys.stderr)
-        return {}
-    return make_plots(results, out)
-
-
-def add_paper_parser(sub: argparse._SubParsersAction) -> None:
-    pp = sub.add_parser("paper", help="reproduce the paper's claims P1-P9: sweeps, report.md and plots")
-    pp.add_argument("--quick", action="store_true", help="2 seeds and a quarter of the events (a few minutes)")
-    pp.add_argument("--out", default="paper", metavar="DIR", help="where the sweeps, report and plots go "
-                    "(default ./paper)")
-    pp.add_argument("--address", help="Ray cluster to join (default: an embedded single-node Ray)")
-    pp.add_argument("--metrics-host", default="127.0.0.1", help="address of the /metrics endpoint")
-    pp.add_argument("--metrics-port", type=int, default=9464, help="its port (default 9464)")
-    pp.add_argument("--metrics-grace", type=float, default=None, metavar="S",
-                    help=f"seconds the endpoint stays up after the run (default {GRACE:g} if something scraped "
-                         "it during the run, else 0)")
-    pp.add_argument("--pushgateway", metavar="URL", help="push the final values to this Pushgateway")
-    pp.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
-    pp.add_argument("--force", action="store_true", help="a sweep whose spec changed: move its old records "
-                    "aside and run it again")
-    pp.set_defaults(func=cmd_paper)
-
-
-# -- the service ----------------------------------------------------------------------------------
-
-
-def _join_ray(address: str | None, embedded: bool = False) -> bool:
-    """Join ``address``, else RAY_ADDRESS, else the cluster this machine runs (``ray start`` or a
-    `zonesim serve` in the foreground); with ``embedded``, start one if there is none. Returns
-    whether an embedded instance was started."""
-    from cluster.executor import init_ray
-
-    try:
-        return init_ray(address, running_only=True)
-    except ConnectionError:
-        if not embedded:
-            raise UsageError("no Ray cluster found: give --address, set RAY_ADDRESS, or start one "
-                             "(`ray start --head`, or `zonesim serve` in another terminal)") from None
-    return init_ray()
-
-
-def _call(method, *args):
-    """A coordinator call; the actor's ConfigError / StreamError / TraceError / StoreError come back as themselves."""
-    import ray
-
-    try:
-        return ray.get(method.remote(*args))
-    except ray.exceptions.RayTaskError as err:
-        if isinstance(err.cause, ConfigError | StreamError | TraceError | StoreError):
-            raise err.cause from None
-        raise
-
-
-def _show_status(rows: list[dict]) -> None:
-    header = ("sweep", "state", "done", "failed", "directory")
-    print("\n".join(table([header] + [(r["name"], r["state"], f"{r.get('done', 0)}/{r.get('total', 0)}",
-                                       str(r.get("failed", 0)), r.get("directory", "")) for r in rows])))
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from cluster import service
-
-    if args.parallel < 1:
-        raise ConfigError("parallel", "an integer >= 1", args.parallel)
-    _check_port(args)
-    embedded = _join_ray(args.address, embedded=True)
-    metrics = None if args.no_metrics else (args.metrics_host, args.metrics_port)
-    handle = service.start(os.path.abspath(args.root), args.parallel, metrics)
-    running = _call(handle.ping)
-    if running != os.path.abspath(args.root):  # get_if_exists: the cluster's service is already up
-        raise ConfigError("root", f"a zonesim service already runs in this cluster, its sweeps under {running}; "
-                          "submit to it, or give that root", args.root)
-    if metrics:
-        print(f"metrics: http://{args.metrics_host}:{args.metrics_port}/metrics (on the node running the actor)")
-    print(f"zonesim service running ({service.NAMESPACE}/{service.NAME}), sweeps under {os.path.abspath(args.root)}")
-    if not embedded:
-        return 0  # the detached actor lives in the cluster
-    print("embedded Ray: serving until interrupted (zonesim submit / status / cancel from another terminal)")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    from cluster import service
-
-    try:
-        with open(args.spec, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError("spec", f"a readable UTF-8 TOML file ({err})", args.spec) from None
-    _join_ray(args.address)
-    _show_status([_call(service.connect().submit, text, args.spec, args.force)])
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from cluster import service
-
-    _join_ray(args.address)
-    rows = _call(service.connect().status, args.sweep)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        _show_status(rows)
-    return 0
-
-
-def cmd_cancel(args: argparse.Namespace) -> int:
-    from cluster import service
-
-    _join_ray(args.address)
-    _show_status([_call(service.connect().cancel, args.sweep)])
-    return 0
-
-
-def add_service_parsers(sub: argparse._SubParsersAction) -> None:
-    address = {"help": "Ray cluster (default: RAY_ADDRESS, else the cluster running on this machine)"}
-    sv = sub.add_parser("serve", help="run the sweep service: a named, detached Ray actor that queues sweeps")
-    sv.add_argument("--address", **address)
-    sv.add_argument("--root", default="sweeps", help="where the service keeps its sweeps (default ./sweeps)")
-    sv.add_argument("--parallel", type=int, default=1, help="sweeps run at once (default 1)")
-    sv.add_argument("--metrics-host", default="127.0.0.1", help="address of its /metrics endpoint (default 127.0.0.1)")
-    sv.add_argument("--metrics-port", type=int, default=9465, help="its fixed port (default 9465)")
-    sv.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
-    sv.set_defaults(func=cmd_serve)
-    sb = sub.add_parser("submit", help="queue a sweep spec on the service")
-    sb.add_argument("spec", help="sweep spec file (TOML)")
-    sb.add_argument("--address", **address)
-    sb.add_argument("--force", action="store_true", help="a changed spec under an existing name: start over")
-    sb.set_defaults(func=cmd_submit)
-    st = sub.add_parser("status", help="the service's sweeps: state and progress")
-    st.add_argument("sweep", nargs="?", help="one sweep (default: all)")
-    st.add_argument("--address", **address)
-    st.add_argument("--json", action="store_true", help="print as JSON")
-    st.set_defaults(func=cmd_status)
-    cn = sub.add_parser("cancel", help="cancel a queued or running sweep (its records are kept)")
-    cn.add_argument("sweep", help="sweep name")
-    cn.add_argument("--address", **address)
-    cn.set_defaults(func=cmd_cancel)
-
-
 # -- the parser ----------------------------------------------------------------------------------
 
 
@@ -648,9 +311,9 @@ def build_parser() -> Parser:
     b.set_defaults(func=cmd_bench)
 
     add_trace_parser(sub)
-    add_sweep_parsers(sub)
-    add_service_parsers(sub)
-    add_paper_parser(sub)
+    cli_sweep.add_sweep_parsers(sub)
+    cli_service.add_service_parsers(sub)
+    cli_sweep.add_paper_parser(sub)
     return parser
 
 

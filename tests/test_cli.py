@@ -167,3 +167,15 @@ def test_sweep_paper_and_serve_refuse_bad_options_before_doing_anything(zonesim,
     [line] = out.stderr.splitlines()
     assert line.startswith(f"zonesim: error: {field}:")
     assert not (tmp_path / "store").exists()  # nothing written
+
+
+def test_the_metrics_flags_are_one_declaration_with_the_exporters_ports():
+    from cluster.cli import build_parser
+    from cluster.metrics import SERVICE_PORT, SWEEP_PORT
+
+    parser = build_parser()
+    for argv, port in ((["sweep", "s.toml"], SWEEP_PORT), (["paper"], SWEEP_PORT), (["serve"], SERVICE_PORT)):
+        args = parser.parse_args(argv)
+        assert (args.metrics_host, args.metrics_port, args.no_metrics) == ("127.0.0.1", port, False), argv
+    assert parser.parse_args(["paper", "--metrics-grace", "2"]).metrics_grace == 2.0
+    assert not hasattr(parser.parse_args(["serve"]), "metrics_grace")  # the service's endpoint outlives sweeps

@@ -168,7 +168,7 @@ def test_a_sweep_run_again_is_counted_afresh() -> None:
 def test_the_grace_wait_only_when_something_scrapes_or_is_asked_for(monkeypatch, given, scraped, waits) -> None:
     import argparse
 
-    from cluster import cli, metrics
+    from cluster import cli_sweep, metrics
 
     waited = []
     monkeypatch.setattr(metrics, "wait_grace", waited.append)
@@ -177,7 +177,7 @@ def test_the_grace_wait_only_when_something_scrapes_or_is_asked_for(monkeypatch,
     if scraped:
         scrape(f"http://127.0.0.1:{port}/metrics")  # a real scrape of the real endpoint
     assert (e.scrapes > 0) == scraped
-    cli._after_sweep(argparse.Namespace(metrics_grace=given, pushgateway=None), "s1", e)
+    cli_sweep.after_sweep(argparse.Namespace(metrics_grace=given, pushgateway=None), "s1", e)
     assert waited == ([waits] if waits else [])
     assert e.server is None  # closed either way
 

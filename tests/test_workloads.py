@@ -240,13 +240,13 @@ def test_a_stream_inside_the_set_up_is_warned_about_and_one_past_it_is_not(zones
 
 
 def test_a_sweep_with_cells_inside_the_set_up_is_warned_about(tmp_path, capsys) -> None:
-    from cluster.cli import _warn_short_cells
+    from cluster.cli_sweep import warn_short_cells
     from cluster.sweep import load_spec
 
     spec = tmp_path / "short.toml"
     spec.write_text('name = "short"\nseeds = 2\n[base]\nmachine = "pa8800"\nworkload = "io"\n[grid]\n'
                     '"set.events" = [1000, 100000]\n')
-    _warn_short_cells(load_spec(str(spec)))
+    warn_short_cells(load_spec(str(spec)))
     err = capsys.readouterr().err
     assert err.startswith("zonesim: warning: events: 1 of 2 cells end inside their workload's set-up")
     assert "io at 1,000 events of 16,955" in err
