@@ -45,20 +45,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from cluster import plot_series as ps
 from cluster.aggregate import Cell
-from cluster.plot_series import (
-    BASELINE,
-    Point,
-    Series,
-    alias_series,
-    exhaustion_series,
-    flushes_series,
-    forkexec_series,
-    io_gain_series,
-    lowmem_series,
-    slowdown_series,
-    tlb_series,
-)
 from core.units import GiB, KiB, MiB, format_size
 
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 5.0, 100  # 800 x 500 pixels
@@ -80,7 +68,7 @@ def save(fig: Figure, path: str) -> str:
     return path
 
 
-def _errs(points: Sequence[Point]) -> list[float] | None:
+def _errs(points: Sequence[ps.Point]) -> list[float] | None:
     return None if all(p.err is None for p in points) else [p.err or 0.0 for p in points]
 
 
@@ -88,7 +76,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P")
 LINESTYLES = ("-", "--", "-.", ":")
 
 
-def lines(ax: Axes, data: Series) -> None:
+def lines(ax: Axes, data: ps.Series) -> None:
     """A line with 95% CI error bars per label, each with its own marker and dash so that lines
     lying on each other stay visible."""
     for i, (label, points) in enumerate(data.items()):
@@ -97,7 +85,7 @@ def lines(ax: Axes, data: Series) -> None:
                     markersize=7 - i % 3, capsize=4)
 
 
-def symlog_y(ax: Axes, data: Series) -> None:
+def symlog_y(ax: Axes, data: ps.Series) -> None:
     """A y axis linear up to 1 and logarithmic beyond, from 0 (so zeros show) to 3x the highest
     point or error bar (room for bar labels)."""
     top = max((p.y + (p.err or 0.0) for points in data.values() for p in points), default=0.0)
@@ -105,7 +93,7 @@ def symlog_y(ax: Axes, data: Series) -> None:
     ax.set_ylim(0, max(top, 1.0) * 3)
 
 
-def grouped_bars(ax: Axes, data: Series, fmt: str = "{:.4g}",
+def grouped_bars(ax: Axes, data: ps.Series, fmt: str = "{:.4g}",
                  category_label: Callable[[object], str] = str) -> None:
     """Bars side by side per x category, one colour per label, each bar labelled with its value."""
     categories = sorted({p.x for points in data.values() for p in points})  # type: ignore[type-var]
@@ -118,7 +106,7 @@ def grouped_bars(ax: Axes, data: Series, fmt: str = "{:.4g}",
     ax.margins(y=0.1)  # room for the labels above the tallest bar
 
 
-def log2_x(ax: Axes, data: Iterable[Series], unit: int) -> None:
+def log2_x(ax: Axes, data: Iterable[ps.Series], unit: int) -> None:
     """A base-2 log x axis with one tick per value, labelled as a size (e.g. "64 KiB")."""
     xs = sorted({p.x for s in data for points in s.values() for p in points})  # type: ignore[type-var]
     ax.set_xscale("log", base=2)
@@ -136,7 +124,7 @@ def _finish(ax: Axes, title: str | None, xlabel: str | None, ylabel: str) -> Non
     ax.legend(fontsize=8)
 
 
-def _any(*data: Series) -> bool:
+def _any(*data: ps.Series) -> bool:
     return any(points for s in data for points in s.values())
 
 
@@ -144,7 +132,7 @@ def _any(*data: Series) -> bool:
 
 
 def plot_lowmem(cells: Sequence[Cell], path: str) -> str | None:
-    free, failures = lowmem_series(cells)
+    free, failures = ps.lowmem_series(cells)
     if not _any(free, failures):
         return None
     fig, (top, bottom) = _figure(2, sharex=True)
@@ -158,7 +146,7 @@ def plot_lowmem(cells: Sequence[Cell], path: str) -> str | None:
 
 
 def plot_forkexec(cells: Sequence[Cell], path: str) -> str | None:
-    data = forkexec_series(cells)
+    data = ps.forkexec_series(cells)
     if not _any(data):
         return None
     fig, (ax,) = _figure()
@@ -169,7 +157,7 @@ def plot_forkexec(cells: Sequence[Cell], path: str) -> str | None:
 
 
 def plot_flushes(cells: Sequence[Cell], path: str) -> str | None:
-    data = flushes_series(cells)
+    data = ps.flushes_series(cells)
     if not _any(data):
         return None
     fig, (ax,) = _figure()
@@ -184,36 +172,36 @@ def plot_flushes(cells: Sequence[Cell], path: str) -> str | None:
 
 
 def plot_io_gain(cells: Sequence[Cell], path: str) -> str | None:
-    data = io_gain_series(cells)
+    data = ps.io_gain_series(cells)
     if not _any(data):
         return None
     fig, (ax,) = _figure()
     ax.axhspan(3, 9, color="tab:green", alpha=0.15, label="paper: around 6%")
-    lines(ax, {f"{label} vs {BASELINE}": points for label, points in data.items()})
+    lines(ax, {f"{label} vs {ps.BASELINE}": points for label, points in data.items()})
     ax.axhline(0, color="black", linewidth=0.8)
     log2_x(ax, [data], KiB)
     _finish(ax, "P3: I/O gain in estimated cycles per request (io, flushes, copies, transient mappings)",
             "I/O size (log scale)",
-            f"gain over {BASELINE} (%)")
+            f"gain over {ps.BASELINE} (%)")
     return save(fig, path)
 
 
 def plot_slowdown(cells: Sequence[Cell], path: str) -> str | None:
-    data = slowdown_series(cells)
+    data = ps.slowdown_series(cells)
     if not _any(data):
         return None
     fig, (ax,) = _figure()
     ax.axhspan(0, 30, color="tab:green", alpha=0.15, label="Molnar: 0-30%")
-    lines(ax, {f"{label} vs {BASELINE}": points for label, points in data.items()})
+    lines(ax, {f"{label} vs {ps.BASELINE}": points for label, points in data.items()})
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
     _finish(ax, "P8: wall-clock slowdown of the 4G/4G split (kernel work plus user time; means)",
-            "kernel entries per second under stock (log scale)", f"slowdown over {BASELINE} (%)")
+            "kernel entries per second under stock (log scale)", f"slowdown over {ps.BASELINE} (%)")
     return save(fig, path)
 
 
 def plot_aliases(cells: Sequence[Cell], path: str) -> str | None:
-    data = alias_series(cells)
+    data = ps.alias_series(cells)
     if not _any(data):
         return None
     fig, (ax,) = _figure()
@@ -225,7 +213,7 @@ def plot_aliases(cells: Sequence[Cell], path: str) -> str | None:
 
 
 def plot_exhaustion(cells: Sequence[Cell], path: str) -> str | None:
-    data = exhaustion_series(cells)
+    data = ps.exhaustion_series(cells)
     if not _any(data):
         return None
     fig, (ax,) = _figure()
@@ -238,7 +226,7 @@ def plot_exhaustion(cells: Sequence[Cell], path: str) -> str | None:
 
 
 def plot_tlb(cells: Sequence[Cell], path: str) -> str | None:
-    data = tlb_series(cells)
+    data = ps.tlb_series(cells)
     if not _any(data):
         return None
     fig, (ax,) = _figure()
