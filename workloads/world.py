@@ -236,28 +236,29 @@ class Episodes:
         ep = self.of("syscall")
         self.g.put(self.g.first[ep], 1, E.K_SYSCALL, cpu=self.cpu[ep])
 
+    def _pool_episodes(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The ``name`` episodes' rows and CPUs, each with a handle drawn from that pool, and
+        their indices (empty when there are none)."""
+        ep = self.of(name)
+        h = self.lay.base[name] + self.rng.integers(self.lay.pools[name], size=ep.size) if ep.size else ep
+        return self.g.first[ep], self.cpu[ep], h, ep
+
     def kalloc(self) -> None:
         """kalloc episodes: a kernel block of some order freed and another allocated."""
-        ep = self.of("kalloc")
+        r, c, h, ep = self._pool_episodes("kalloc")
         if not ep.size:
             return
-        g, lay = self.g, self.lay
-        r, c = g.first[ep], self.cpu[ep]
-        h = lay.base["kalloc"] + self.rng.integers(lay.pools["kalloc"], size=ep.size)
-        g.put(r, 1, E.K_SYSCALL, cpu=c)
-        g.put(r, 2, E.K_FREE, h, cpu=c)
-        g.put(r, 3, E.K_ALLOC_SLAB, h, order=self.w._kalloc_orders(ep.size), cpu=c)
+        self.g.put(r, 1, E.K_SYSCALL, cpu=c)
+        self.g.put(r, 2, E.K_FREE, h, cpu=c)
+        self.g.put(r, 3, E.K_ALLOC_SLAB, h, order=self.w._kalloc_orders(ep.size), cpu=c)
 
     def pgtable(self) -> None:
         """pgtable episodes: a mapping torn down and another made: its PTE page replaced."""
-        ep = self.of("pgtable")
+        r, c, h, ep = self._pool_episodes("pgtable")
         if not ep.size:
             return
-        g, lay = self.g, self.lay
-        r, c = g.first[ep], self.cpu[ep]
-        h = lay.base["pgtable"] + self.rng.integers(lay.pools["pgtable"], size=ep.size)
         for col, kind in enumerate((E.K_SYSCALL, E.K_PTE_UPDATE, E.K_FREE, E.K_ALLOC_PGTABLE, E.K_PTE_UPDATE), 1):
-            g.put(r, col, kind, h if kind != E.K_SYSCALL else 0, cpu=c)
+            self.g.put(r, col, kind, h if kind != E.K_SYSCALL else 0, cpu=c)
 
 
 assert BODY >= 11  # the page-cache row uses template slots 1..11 (world_files._cached)
