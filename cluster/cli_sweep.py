@@ -20,10 +20,10 @@ from workloads.config import inside_setup, resolve
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a spec on Ray (embedded, joined, or the cluster of `ray job submit`) into its store."""
     from cluster.aggregate import aggregate, format_results
-    from cluster.driver import Options
+    from cluster.driver import Options, run_sweep
     from cluster.executor import RayExecutor
     from cluster.progress import Progress
-    from cluster.sweep import default_dir, load_spec, open_store, run_spec
+    from cluster.sweep import default_dir, load_spec, open_store
 
     check_port(args)
     spec = load_spec(args.spec)
@@ -38,18 +38,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{PROG}: {directory}: imported {store.imported} records of the old records.msgpack", file=sys.stderr)
     if store.recovered:
         print(f"{PROG}: {directory}: {store.recovered}", file=sys.stderr)
-    store.close()
-    listeners: list[object] = [Progress(spec.name)]
-    exporter = _exporter(args, spec.name, listeners)
-    executor = RayExecutor(address=args.address, num_cpus=args.num_cpus, progress=exporter is not None)
-    try:
-        out = run_spec(spec, directory, executor, Options(max_in_flight=args.max_in_flight), listeners)
+    try:  # the one store of this sweep: written by the driver, then read for the table
+        listeners: list[object] = [Progress(spec.name)]
+        exporter = _exporter(args, spec.name, listeners)
+        executor = RayExecutor(address=args.address, num_cpus=args.num_cpus, progress=exporter is not None)
+        try:
+            out = run_sweep(spec.configs(), store, executor, Options(max_in_flight=args.max_in_flight), listeners)
+        finally:
+            executor.close()
+        if exporter is not None:
+            after_sweep(args, spec.name, exporter)
+        print(format_results(aggregate(store.entries(), spec.baseline), "table"))
     finally:
-        executor.close()
-    if exporter is not None:
-        after_sweep(args, spec.name, exporter)
-    store = Store.read(directory)
-    print(format_results(aggregate(store.entries(), spec.baseline), "table"))
+        store.close()
     print(f"stored in {directory}: {out.already + out.ran - len(out.failed)} of {out.total} simulations ok"
           f" ({out.already} from before, {out.ran} run now, {out.retried} re-run after a worker died)")
     for entry in out.failed[:10]:
