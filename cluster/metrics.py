@@ -91,17 +91,23 @@ RESULT_FAMILIES = ("zonesim_result_simulations", *RESULTS)
 
 class SweepResults:
     """The result gauges as a custom collector: each sweep's ok entries, aggregated into cells by
-    ``cluster.aggregate`` when the registry is collected (again only after new entries came)."""
+    ``cluster.aggregate`` when the registry is collected (again only after new entries came).
+
+    One entry per config key: the first ok one. The same key can come twice (a config that finished
+    twice, or a stored record through ``resumed`` that a run then reports again); counting it twice
+    would weigh that seed double in the mean."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, list[dict]] = {}
+        self._entries: dict[str, dict[str, dict]] = {}  # sweep -> config key -> its first ok entry
         self._cells: dict[str, list[Cell]] = {}
         self._lock = threading.Lock()  # scrapes come on the endpoint's thread, entries on the driver's
 
     def add(self, sweep: str, entries: list[dict]) -> None:
         ok = [e for e in entries if e.get("status") == "ok"]
         with self._lock:
-            self._entries.setdefault(sweep, []).extend(ok)
+            kept = self._entries.setdefault(sweep, {})
+            for e in ok:
+                kept.setdefault(e["key"], e)
             self._cells.pop(sweep, None)
 
     def forget(self, sweep: str) -> None:
@@ -112,7 +118,7 @@ class SweepResults:
     def cells(self, sweep: str) -> list[Cell]:
         with self._lock:
             if sweep not in self._cells:
-                self._cells[sweep] = [c for c in aggregate(self._entries.get(sweep, ())) if c.n]
+                self._cells[sweep] = [c for c in aggregate(self._entries.get(sweep, {}).values()) if c.n]
             return self._cells[sweep]
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
