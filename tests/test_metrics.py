@@ -218,3 +218,22 @@ def test_an_ok_entry_reported_twice_counts_once() -> None:
     cell = {"sweep": "s5", "machine": "pa8800", "policy": "unmapped", "workload": "io", "cell": "engine=fast"}
     assert registry.get_sample_value("zonesim_result_simulations", cell) == 2
     assert registry.get_sample_value("zonesim_result_alias_violations", cell) == 3
+
+
+def test_a_collection_aggregates_again_only_the_cells_that_got_entries() -> None:
+    """A cell with no entries since the last collection is the same Cell as then; one that got some
+    is exactly what ``aggregate`` gives for all the sweep's entries."""
+    from cluster.aggregate import aggregate
+    from cluster.metrics import SweepResults
+
+    results = SweepResults()
+    entries = [entry(seed=s, alias_violations=s, cycles_total=1000 + s) for s in range(3)]
+    entries += [entry(seed=s, alias_violations=3 * s, sets={"events": 2000}) for s in range(3)]
+    results.add("s6", entries)
+    before = {cell.axes(): cell for cell in results.cells("s6")}
+    more = [entry(seed=3, alias_violations=7, sets={"events": 2000}), entry(seed=4, sets={"events": 2000})]
+    results.add("s6", more)
+    after = {cell.axes(): cell for cell in results.cells("s6")}
+    assert after["engine=fast"] is before["engine=fast"]
+    assert after["engine=fast events=2000"].n == 5
+    assert {k: c.as_dict() for k, c in after.items()} == {c.axes(): c.as_dict() for c in aggregate(entries + more)}
