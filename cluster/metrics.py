@@ -207,7 +207,8 @@ class Exporter:
         push_to_gateway(gateway, job="zonesim", grouping_key={"sweep": sweep}, registry=self.registry)
 
     def forget(self, sweep: str) -> None:
-        """Drop a sweep's results (the service runs sweeps again)."""
+        """Drop a sweep's results, as a sweep starting again does (the service keeps a finished
+        sweep's gauges until then: see ``cluster.service``)."""
         self.results.forget(sweep)
 
 

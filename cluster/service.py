@@ -41,7 +41,12 @@ class Coordinator:
         os.makedirs(self.root, exist_ok=True)
         self.make_executor = executor or _ray_executor
         self.exporter = None
-        if metrics is not None:  # one endpoint for the service's whole life, every sweep in it
+        # One endpoint for the service's whole life, every sweep in it. A finished sweep's results
+        # are not forgotten: its gauges are what Grafana shows of it once it has ended (between
+        # scrapes there is no knowing whether the last value was seen). They go when the sweep runs
+        # again (its listener's start) or the service restarts; so the exporter holds the
+        # ok entries of the sweeps run since the service started, one per config key.
+        if metrics is not None:
             from cluster.metrics import Exporter
 
             self.exporter = Exporter()
