@@ -1,12 +1,13 @@
 """What every ``zonesim`` subcommand module shares: the program name, the one-line usage error and
-the parser that raises it, and the metrics flags (``--metrics-host``, ``--metrics-port``,
-``--metrics-grace``, ``--pushgateway``, ``--no-metrics``) declared once as an argparse parent, with
-the ports ``cluster.metrics`` defines.
+the parser that raises it, a store's notes said on stderr, and the metrics flags (``--metrics-host``,
+``--metrics-port``, ``--metrics-grace``, ``--pushgateway``, ``--no-metrics``) declared once as an
+argparse parent, with the ports ``cluster.metrics`` defines.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import NoReturn
 
 from cluster.metrics import SERVICE_PORT, SWEEP_PORT
@@ -25,6 +26,11 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+def note(line: str) -> None:
+    """What a store said of its legacy log (``cluster.sweep.store_notes``): one line on stderr."""
+    print(f"{PROG}: {line}", file=sys.stderr)
 
 
 def metrics_flags(service: bool = False) -> argparse.ArgumentParser:

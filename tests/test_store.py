@@ -387,6 +387,18 @@ def test_a_torn_legacy_tail_is_left_out_at_every_byte_offset(tmp_path):
             assert [e["config"]["seed"] for e in store.entries()] == [0, 1, 2, 3]
 
 
+def test_zonesim_results_says_on_stderr_that_it_ignored_a_torn_legacy_tail(tmp_path, capsys):
+    data = legacy_bytes([ok(0), ok(1)])
+    legacy_store(tmp_path, data[:-3])
+    assert main(["results", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    at = len(legacy_bytes([ok(0)]))
+    assert err == (f"zonesim: {tmp_path}: ignored a torn record of {len(data) - 3 - at} bytes at byte {at} "
+                   f"(incomplete entry ({len(data) - 3 - at} bytes to the end of the file)); the store was not "
+                   "changed\n")
+    assert "n=1" in out and (tmp_path / LEGACY_LOG).exists()
+
+
 @pytest.mark.parametrize("where", ["record value", "error text", "crc"])
 def test_a_flipped_byte_in_the_last_legacy_entry_drops_it(tmp_path, where):
     data = bytearray(legacy_bytes([ok(0), ok(1), failed(2, "a message long enough to hit")]))
