@@ -29,7 +29,6 @@ from cluster.aggregate import Cell, aggregate, cell_id
 
 SWEEP = ("sweep",)
 CELL = ("sweep", "machine", "policy", "workload", "cell")
-SWEEP_PORT, SERVICE_PORT = 9464, 9465
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 # name -> (type, help, labels)
