@@ -151,7 +151,8 @@ def _seed_order(seed: object) -> tuple:
     return (0, seed, "") if is_int(seed) else (1, 0, str(seed))
 
 
-def _cell_id(config: dict[str, object]) -> str:
+def cell_id(config: dict[str, object]) -> str:
+    """The identity of a config's cell: its full config without the seed, as canonical JSON."""
     return canonical_json({k: v for k, v in full_config(config).items() if k != "seed"})
 
 
@@ -164,7 +165,7 @@ def aggregate(entries: Iterable[dict], baseline: str | None = None) -> list[Cell
         config = entry.get("config")
         if not isinstance(config, dict):
             continue
-        cid = _cell_id(config)
+        cid = cell_id(config)
         if cid not in cells:
             cells[cid] = Cell({k: v for k, v in full_config(config).items() if k != "seed"}, baseline)
             values[cid] = {}

@@ -1,18 +1,20 @@
 """What every ``zonesim`` subcommand module shares: the program name, the one-line usage error and
-the parser that raises it, and the metrics flags (``--metrics-host``, ``--metrics-port``,
-``--metrics-grace``, ``--pushgateway``, ``--no-metrics``) declared once as an argparse parent, with
-the ports ``cluster.metrics`` defines.
+the parser that raises it, a store's notes said on stderr, and the metrics flags (``--metrics-host``,
+``--metrics-port``, ``--metrics-grace``, ``--pushgateway``, ``--no-metrics``) declared once as an
+argparse parent, with their default ports (those ``deploy/prometheus`` scrapes). ``cluster.metrics``
+(and prometheus_client, some 20 ms) is imported only by the commands that serve metrics.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import NoReturn
 
-from cluster.metrics import SERVICE_PORT, SWEEP_PORT
 from core.errors import ConfigError
 
 PROG = "zonesim"
+SWEEP_PORT, SERVICE_PORT = 9464, 9465  # a sweep's /metrics endpoint, the service's
 GRACE = 15.0  # seconds a watched sweep's endpoint stays up: one Prometheus scrape interval and then some
 
 
@@ -25,6 +27,11 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+def note(line: str) -> None:
+    """What a store said of its legacy log (``cluster.sweep.store_notes``): one line on stderr."""
+    print(f"{PROG}: {line}", file=sys.stderr)
 
 
 def metrics_flags(service: bool = False) -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from cluster.cli_base import UsageError, check_port, metrics_flags
+from cluster.cli_base import UsageError, check_port, metrics_flags, note
 from cluster.store import StoreError
 from cluster.text import table
 from core.errors import ConfigError, StreamError
@@ -86,7 +86,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError("spec", f"a readable UTF-8 TOML file ({err})", args.spec) from None
     _join_ray(args.address)
-    _show_status([_call(service.connect().submit, text, args.spec, args.force)])
+    reply = _call(service.connect().submit, text, args.spec, args.force)
+    for line in reply.pop("notes", []):
+        note(line)
+    _show_status([reply])
     return 0
 
 

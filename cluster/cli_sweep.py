@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from cluster.cli_base import GRACE, PROG, check_port, metrics_flags
+from cluster.cli_base import GRACE, PROG, check_port, metrics_flags, note
 from cluster.store import Store
 from core.errors import ConfigError
 from workloads.config import inside_setup, resolve
@@ -23,7 +23,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from cluster.driver import Options, run_sweep
     from cluster.executor import RayExecutor
     from cluster.progress import Progress
-    from cluster.sweep import default_dir, load_spec, open_store
+    from cluster.sweep import default_dir, load_spec, open_store, store_notes
 
     check_port(args)
     spec = load_spec(args.spec)
@@ -34,10 +34,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError("num-cpus", "an integer >= 1, for an embedded Ray only (not with --address)", args.num_cpus)
     warn_short_cells(spec)
     store = open_store(spec, directory, args.resume, args.force)  # a refusal comes before Ray starts
-    if store.imported is not None:
-        print(f"{PROG}: {directory}: imported {store.imported} records of the old records.msgpack", file=sys.stderr)
-    if store.recovered:
-        print(f"{PROG}: {directory}: {store.recovered}", file=sys.stderr)
+    for line in store_notes(store):
+        note(line)
     try:  # the one store of this sweep: written by the driver, then read for the table
         listeners: list[object] = [Progress(spec.name)]
         exporter = _exporter(args, spec.name, listeners)
@@ -110,9 +108,11 @@ def after_sweep(args: argparse.Namespace, sweep: str, exporter) -> None:
 
 def cmd_results(args: argparse.Namespace) -> int:
     from cluster.aggregate import aggregate, format_results
-    from cluster.sweep import stored_baseline
+    from cluster.sweep import store_notes, stored_baseline
 
     store = Store.read(args.directory)
+    for line in store_notes(store):
+        note(line)
     keys = args.keys.split(",") if args.keys else None
     print(format_results(aggregate(store.entries(), stored_baseline(store)), args.format, keys))
     return 0
@@ -160,7 +160,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     executor = RayExecutor(address=args.address, progress=exporter is not None)
     try:
         results, failed = paper.run_all(args.out, executor, args.quick, lambda name: [Progress(name)] + (
-            [exporter.listener(name)] if exporter is not None else []), force=args.force)
+            [exporter.listener(name)] if exporter is not None else []), force=args.force, note=note)
     finally:
         executor.close()
     plots = _plots(results, args.out)

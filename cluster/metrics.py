@@ -25,11 +25,10 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-from cluster.aggregate import Cell, aggregate
+from cluster.aggregate import Cell, aggregate, cell_id
 
 SWEEP = ("sweep",)
 CELL = ("sweep", "machine", "policy", "workload", "cell")
-SWEEP_PORT, SERVICE_PORT = 9464, 9465
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 # name -> (type, help, labels)
@@ -91,29 +90,45 @@ RESULT_FAMILIES = ("zonesim_result_simulations", *RESULTS)
 
 class SweepResults:
     """The result gauges as a custom collector: each sweep's ok entries, aggregated into cells by
-    ``cluster.aggregate`` when the registry is collected (again only after new entries came)."""
+    ``cluster.aggregate`` when the registry is collected.
+
+    One entry per config key: the first ok one. The same key can come twice (a config that finished
+    twice, or a stored record through ``resumed`` that a run then reports again); counting it twice
+    would weigh that seed double in the mean. A collection aggregates again only the cells that got
+    entries since the last one, and does so outside the lock (a scrape of a large sweep must not
+    hold up the driver's next ``add``); each cell is what ``aggregate`` gives for its entries."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, list[dict]] = {}
-        self._cells: dict[str, list[Cell]] = {}
+        self._sweeps: dict[str, _SweepCells] = {}
         self._lock = threading.Lock()  # scrapes come on the endpoint's thread, entries on the driver's
 
     def add(self, sweep: str, entries: list[dict]) -> None:
-        ok = [e for e in entries if e.get("status") == "ok"]
+        ok = [(cell_id(e["config"]), e) for e in entries if e.get("status") == "ok"]
         with self._lock:
-            self._entries.setdefault(sweep, []).extend(ok)
-            self._cells.pop(sweep, None)
+            cells = self._sweeps.setdefault(sweep, _SweepCells())
+            for cid, e in ok:
+                if e["key"] not in cells.keys:
+                    cells.keys.add(e["key"])
+                    cells.entries.setdefault(cid, []).append(e)
 
     def forget(self, sweep: str) -> None:
         with self._lock:
-            self._entries.pop(sweep, None)
-            self._cells.pop(sweep, None)
+            self._sweeps.pop(sweep, None)
 
     def cells(self, sweep: str) -> list[Cell]:
+        """The sweep's cells, in the order of their cell ids."""
         with self._lock:
-            if sweep not in self._cells:
-                self._cells[sweep] = [c for c in aggregate(self._entries.get(sweep, ())) if c.n]
-            return self._cells[sweep]
+            cells = self._sweeps.get(sweep)
+            if cells is None:
+                return []
+            stale = {cid: list(es) for cid, es in cells.entries.items()
+                     if cid not in cells.done or cells.done[cid].n != len(es)}
+        fresh = {cid: aggregate(es)[0] for cid, es in stale.items()}  # one cell id: one cell
+        with self._lock:
+            for cid, cell in fresh.items():
+                if cid not in cells.done or cells.done[cid].n < cell.n:  # a scrape at the same time may be ahead
+                    cells.done[cid] = cell
+            return [cells.done[cid] for cid in sorted(cells.done)]
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(_families().values())
@@ -121,7 +136,7 @@ class SweepResults:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = _families()
         with self._lock:
-            sweeps = list(self._entries)
+            sweeps = list(self._sweeps)
         for sweep in sweeps:
             for cell in self.cells(sweep):
                 labels = [sweep, *(str(cell.config.get(k)) for k in CELL[1:4]), cell.axes()]
@@ -131,6 +146,16 @@ class SweepResults:
                         if key in cell.stats:
                             families[name].add_metric([*labels, *extra.values()], cell.stats[key].mean)
         return iter(families.values())
+
+
+class _SweepCells:
+    """One sweep's ok entries, the first of each config key, by cell; and each cell as last aggregated.
+    Entries only ever join a cell, so a cell aggregated from fewer entries than it has is stale."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.entries: dict[str, list[dict]] = {}  # cell id -> its entries, in the order they came
+        self.done: dict[str, Cell] = {}  # cell id -> the cell of its first done[cid].n entries
 
 
 def _families() -> dict[str, GaugeMetricFamily]:
@@ -181,7 +206,8 @@ class Exporter:
         push_to_gateway(gateway, job="zonesim", grouping_key={"sweep": sweep}, registry=self.registry)
 
     def forget(self, sweep: str) -> None:
-        """Drop a sweep's results (the service runs sweeps again)."""
+        """Drop a sweep's results, as a sweep starting again does (the service keeps a finished
+        sweep's gauges until then: see ``cluster.service``)."""
         self.results.forget(sweep)
 
 

@@ -44,13 +44,15 @@ def specs(is_quick: bool) -> list[tuple[Claim, Spec]]:
 
 
 def run_all(out: str, executor, is_quick: bool, listeners_for=lambda name: [],
-            force: bool = False) -> tuple[dict[str, list[Cell]], int]:
+            force: bool = False, note=lambda line: None) -> tuple[dict[str, list[Cell]], int]:
     """Run (or resume) every claim's sweep; the aggregated cells by sweep name (without -quick),
-    and how many simulations failed."""
+    and how many simulations failed. ``note`` gets what opening each store did with a legacy log
+    (``cluster.sweep.store_notes``; the reading after it has none left to say)."""
     results, failed = {}, 0
     for claim, spec in specs(is_quick):
         directory = os.path.join(out, "sweeps", spec.name)
-        failed += len(run_spec(spec, directory, executor, Options(), listeners_for(spec.name), force=force).failed)
+        failed += len(run_spec(spec, directory, executor, Options(), listeners_for(spec.name), force=force,
+                               note=note).failed)
         results[claim.sweep] = aggregate(Store.read(directory).entries(), spec.baseline)
     return results, failed
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from cluster.driver import Options
 from cluster.spec import spec_from_text
 from cluster.store import StoreError
-from cluster.sweep import open_store, run_spec
+from cluster.sweep import open_store, run_spec, store_notes
 
 log = logging.getLogger("zonesim.service")
 
@@ -41,7 +41,12 @@ class Coordinator:
         os.makedirs(self.root, exist_ok=True)
         self.make_executor = executor or _ray_executor
         self.exporter = None
-        if metrics is not None:  # one endpoint for the service's whole life, every sweep in it
+        # One endpoint for the service's whole life, every sweep in it. A finished sweep's results
+        # are not forgotten: its gauges are what Grafana shows of it once it has ended (between
+        # scrapes there is no knowing whether the last value was seen). They go when the sweep runs
+        # again (its listener's start) or the service restarts; so the exporter holds the
+        # ok entries of the sweeps run since the service started, one per config key.
+        if metrics is not None:
             from cluster.metrics import Exporter
 
             self.exporter = Exporter()
@@ -58,19 +63,21 @@ class Coordinator:
 
     def submit(self, spec_text: str, source: str = "spec", force: bool = False) -> dict:
         """Validate and queue a sweep; its store is created (or resumed) now, so a refusal is the
-        caller's error, not a failure later."""
+        caller's error, not a failure later. The reply is its status, and in ``notes`` what opening
+        the store did with a legacy log (``store_notes``), for the caller to say."""
         spec = spec_from_text(spec_text, source)
         directory = os.path.join(self.root, spec.name)
         with self.lock:
             if self.state.get(spec.name, {}).get("state") in PENDING:
                 raise StoreError(f"sweep {spec.name} is already {self.state[spec.name]['state']}")
-            open_store(spec, directory, force=force).close()
+            store = open_store(spec, directory, force=force)
+            store.close()
             self.cancelled.discard(spec.name)
             self._set(spec.name, state="queued", directory=directory, total=len(spec.configs()), done=0, failed=0,
                       submitted=time.time())
             self.queue.append(spec.name)
             self.lock.notify_all()
-            return dict(self.state[spec.name])
+            return {**self.state[spec.name], "notes": store_notes(store)}
 
     def status(self, name: str | None = None) -> list[dict]:
         with self.lock:

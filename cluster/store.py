@@ -119,21 +119,23 @@ def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), default=plain_value)
 
 
-def make_entry(entry: dict[str, object]) -> tuple[dict[str, object], tuple]:
+def make_entry(entry: dict[str, object], where: str | None = None) -> tuple[dict[str, object], tuple]:
     """The complete entry, as a reader will get it back, and its row; StoreError if invalid.
 
     Accepted keys: ``config`` and ``status`` (required), ``key`` (checked against the config),
-    ``record``, ``error``, ``attempts`` (default 1), ``seconds`` (default 0.0).
+    ``record``, ``error``, ``attempts`` (default 1), ``seconds`` (default 0.0). ``where`` names the
+    entry in an error (by default "entry" and its key).
     """
     unknown = set(entry) - set(ENTRY_KEYS)
     if unknown:
-        raise StoreError(f"entry: unknown keys {', '.join(sorted(unknown))}")
+        raise StoreError(f"{where or 'entry'}: unknown keys {', '.join(sorted(unknown))}")
     config = entry.get("config")
     if not isinstance(config, dict):
-        raise StoreError(f"entry: config must be a dict (got {type(config).__name__})")
+        raise StoreError(f"{where or 'entry'}: config must be a dict (got {type(config).__name__})")
     key = config_key(config)
     if entry.get("key", key) != key:
-        raise StoreError(f"entry: key {entry['key']!r} is not the config's key {key}")
+        raise StoreError(f"{where or 'entry'}: key {entry['key']!r} is not the config's key {key}")
+    where = where or f"entry {key}"
     error = entry.get("error")
     if isinstance(error, str) and len(error) > MAX_ERROR_CHARS:
         error = error[:MAX_ERROR_CHARS - 3] + "..."
@@ -142,10 +144,10 @@ def make_entry(entry: dict[str, object]) -> tuple[dict[str, object], tuple]:
     try:  # through JSON and back: numpy scalars become what a reader will see
         body = json.loads(_dumps(body))
     except (TypeError, ValueError, OverflowError) as err:
-        raise StoreError(f"entry {key}: cannot encode: {err}") from None
+        raise StoreError(f"{where}: cannot encode: {err}") from None
     problem = _entry_problem(body)
     if problem:
-        raise StoreError(f"entry {key}: {problem}")
+        raise StoreError(f"{where}: {problem}")
     record = None if body["record"] is None else _dumps(body["record"])
     body["seconds"] = float(body["seconds"])  # a REAL column: what a reader gets
     row = (key, body["status"], _dumps(body["config"]), record, body["error"], body["attempts"], body["seconds"])
@@ -294,12 +296,7 @@ class Store:
 
         try:
             found, torn = store_legacy.read_log(path)
-            entries = []
-            for offset, entry in found:
-                try:
-                    entries.append(make_entry(entry)[0])
-                except StoreError as err:
-                    raise StoreError(f"{LEGACY_LOG}: corrupt entry at byte {offset}: {err}") from None
+            entries = [make_entry(entry, f"{LEGACY_LOG}: corrupt entry at byte {offset}")[0] for offset, entry in found]
         except StoreError as err:
             raise self.fail(str(err)) from None
         except OSError as err:

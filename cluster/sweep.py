@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from cluster.driver import Options, Outcome, run_sweep
 from cluster.spec import Spec, load_spec, tomllib
-from cluster.store import Store, StoreError
+from cluster.store import LEGACY_LOG, Store, StoreError
 
 DEFAULT_ROOT = "sweeps"  # sweep directories go to ./sweeps/NAME unless --out says otherwise
 
@@ -29,10 +29,21 @@ def open_store(spec: Spec, directory: str, resume: bool = False, force: bool = F
     return Store.open(directory, spec.text, spec.digest(), force=force)
 
 
+def store_notes(store: Store) -> list[str]:
+    """What opening (or reading) the store did with a legacy log, a line each, naming the store:
+    how many records it imported, and the torn last entry it left out. Said on stderr, not an error."""
+    notes = [f"imported {store.imported} records of the old {LEGACY_LOG}"] if store.imported is not None else []
+    return [f"{store.directory}: {note}" for note in notes + ([store.recovered] if store.recovered else [])]
+
+
 def run_spec(spec: Spec, directory: str, executor, options: Options | None = None, listeners: Sequence = (),
-             stop: Callable[[], bool] = lambda: False, resume: bool = False, force: bool = False) -> Outcome:
+             stop: Callable[[], bool] = lambda: False, resume: bool = False, force: bool = False,
+             note: Callable[[str], None] = lambda line: None) -> Outcome:
+    """Open the spec's store (``note`` gets its ``store_notes``), run what it has no ok record of, close it."""
     store = open_store(spec, directory, resume, force)
     try:
+        for line in store_notes(store):
+            note(line)
         return run_sweep(spec.configs(), store, executor, options, listeners, stop)
     finally:
         store.close()
@@ -48,4 +59,4 @@ def stored_baseline(store: Store) -> str | None:
     return baseline if isinstance(baseline, str) else None
 
 
-__all__ = ["default_dir", "load_spec", "open_store", "run_spec", "stored_baseline"]
+__all__ = ["default_dir", "load_spec", "open_store", "run_spec", "store_notes", "stored_baseline"]

@@ -283,9 +283,10 @@ def before_free(k: Kernel, pfn: int, handle: int, teardown: bool) -> None:
 def filemap_copy(k: Kernel, pfn: int, into: bool) -> None:
     """file_read_actor's copy_to_user from the page (into=False) or generic_file_buffered_write's
     copy_from_user into it. When the kernel's colour is not the user's, the read is preceded by
-    flush_dcache_page (the user's stores reach memory, the kernel's stale copy is dropped); the
-    write is preceded by the user half and followed by the kernel half (its stores reach memory
-    after they are made). A congruent kernel mapping needs none of it: the lines are the user's."""
+    flush_dcache_page: the kernel's alias first (its stale copy is dropped), then the user's (the
+    user's stores reach memory, and reach it last); the write is preceded by the user half and
+    followed by the kernel half (its stores reach memory after they are made). A congruent kernel
+    mapping needs none of it: the lines are the user's."""
     colour, transient = kernel_colour(k, pfn)
     u = int(k.vi.user_colour[pfn])
     coherent = u >= 0 and colour != u and k.policy.flush_dcache_page

@@ -171,7 +171,7 @@ def test_sweep_paper_and_serve_refuse_bad_options_before_doing_anything(zonesim,
 
 def test_the_metrics_flags_are_one_declaration_with_the_exporters_ports():
     from cluster.cli import build_parser
-    from cluster.metrics import SERVICE_PORT, SWEEP_PORT
+    from cluster.cli_base import SERVICE_PORT, SWEEP_PORT
 
     parser = build_parser()
     for argv, port in ((["sweep", "s.toml"], SWEEP_PORT), (["paper"], SWEEP_PORT), (["serve"], SERVICE_PORT)):
@@ -179,3 +179,15 @@ def test_the_metrics_flags_are_one_declaration_with_the_exporters_ports():
         assert (args.metrics_host, args.metrics_port, args.no_metrics) == ("127.0.0.1", port, False), argv
     assert parser.parse_args(["paper", "--metrics-grace", "2"]).metrics_grace == 2.0
     assert not hasattr(parser.parse_args(["serve"]), "metrics_grace")  # the service's endpoint outlives sweeps
+
+
+def test_the_command_line_imports_the_exporter_only_for_a_command_that_serves_metrics():
+    """prometheus_client costs every command some 20 ms; ``zonesim list`` and the parser need none of it."""
+    import subprocess
+    import sys
+
+    code = "import sys, cluster.cli; cluster.cli.build_parser(); print(sorted(m for m in sys.modules if " \
+           "m.startswith(('prometheus_client', 'cluster.metrics'))))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n", out.stdout

@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
-from cluster import metrics
+from cluster import cli_base, metrics
 from cluster.cli import build_parser
 from cluster.sweep import load_spec
 
@@ -266,7 +266,7 @@ def test_prometheus_scrapes_zonesim_and_ray():
 
     jobs = {job["job_name"]: job for job in _load_yaml(DEPLOY / "prometheus" / "prometheus.yml")["scrape_configs"]}
     targets = {t for group in jobs["zonesim"]["static_configs"] for t in group["targets"]}
-    assert targets == {f"127.0.0.1:{metrics.SWEEP_PORT}", f"127.0.0.1:{metrics.SERVICE_PORT}"}
+    assert targets == {f"127.0.0.1:{cli_base.SWEEP_PORT}", f"127.0.0.1:{cli_base.SERVICE_PORT}"}
     assert jobs["zonesim"]["scrape_interval"] == "5s"
     files = [f for sd in jobs["ray"]["file_sd_configs"] for f in sd["files"]]
     assert files == [RAY_DISCOVERY_FILE]

@@ -158,6 +158,31 @@ def test_every_listener_and_executor_speaks_the_drivers_protocols() -> None:
     assert not isinstance(LocalExecutor(), ReportsProgress)
 
 
+def test_every_verb_the_driver_tells_is_a_listener_verb() -> None:
+    """The other side of the protocol: a ``_hook(listeners, "name", ...)`` in the driver with a
+    name no Listener verb has (or the wrong number of arguments) would be asked of no listener and
+    fail nowhere. Read from driver.py's source: every call names a verb, and every verb is told
+    (and a ``hasattr(listener, "name")`` asks for a verb)."""
+    import ast
+
+    from cluster import driver
+
+    verbs = _public(driver.Listener)
+    told = set()
+    for node in ast.walk(ast.parse(Path(driver.__file__).read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_hook":
+            name = node.args[1]
+            assert isinstance(name, ast.Constant) and isinstance(name.value, str), \
+                f"driver.py:{node.lineno}: a _hook verb must be a string literal to be checked"
+            assert name.value in verbs, f"driver.py:{node.lineno}: {name.value} is no Listener verb"
+            assert len(node.args) - 2 == len(verbs[name.value].parameters) - 1, f"driver.py:{node.lineno}"
+            told.add(name.value)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hasattr" \
+                and isinstance(node.args[0], ast.Name) and node.args[0].id == "listener":
+            assert node.args[1].value in verbs, f"driver.py:{node.lineno}: asks a listener for no Listener verb"
+    assert told == set(verbs)
+
+
 SWEEP = """
 import sys
 from cluster.driver import Options

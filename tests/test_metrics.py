@@ -12,6 +12,7 @@ from conftest import free_port
 from prometheus_client import CollectorRegistry
 
 from cluster.metrics import FAMILIES, Exporter
+from workloads.config import config_key
 
 RECORD = {"machine": "pa8800", "policy": "unmapped", "workload": "io", "seed": 0, "flushes_per_io": 0.5,
           "alias_violations": 0, "stale_reads": 0, "kernel_mapped_bytes_peak": 100 << 20,
@@ -20,11 +21,13 @@ RECORD = {"machine": "pa8800", "policy": "unmapped", "workload": "io", "seed": 0
           "cache_flush_all": 0, "cache_flush_tmpalias": 7, "cycles_total": 1000}
 
 
-def entry(status: str = "ok", seconds: float = 0.3, **record: object) -> dict:
-    """A store entry as the driver reports it: the config its record came from, and the record."""
+def entry(status: str = "ok", seconds: float = 0.3, sets: dict | None = None, **record: object) -> dict:
+    """A store entry as the driver reports it: its key, the config its record came from (with
+    ``sets`` as its ``set`` table), and the record."""
     full = {**RECORD, **record}
-    config = {k: full[k] for k in ("machine", "policy", "workload", "seed")}
-    return {"config": config, "status": status, "seconds": seconds, "record": full if status == "ok" else None}
+    config = {k: full[k] for k in ("machine", "policy", "workload", "seed")} | ({"set": sets} if sets else {})
+    return {"key": config_key(config), "config": config, "status": status, "seconds": seconds,
+            "record": full if status == "ok" else None}
 
 
 def fed() -> tuple[Exporter, CollectorRegistry]:
@@ -137,8 +140,8 @@ def test_a_resumed_sweeps_stored_records_count_in_the_result_means() -> None:
     registry = CollectorRegistry()
     listener = Exporter(registry).listener("s2")
     listener.start(3, 2)
-    listener.resumed([entry(alias_violations=2), entry(alias_violations=4)])
-    listener.update([entry(alias_violations=6)])
+    listener.resumed([entry(seed=0, alias_violations=2), entry(seed=1, alias_violations=4)])
+    listener.update([entry(seed=2, alias_violations=6)])
     cell = {"sweep": "s2", "machine": "pa8800", "policy": "unmapped", "workload": "io", "cell": "engine=fast"}
     assert registry.get_sample_value("zonesim_result_simulations", cell) == 3
     assert registry.get_sample_value("zonesim_result_alias_violations", cell) == 4
@@ -150,10 +153,10 @@ def test_a_sweep_run_again_is_counted_afresh() -> None:
     e = Exporter(registry)
     first = e.listener("s3")
     first.start(2, 0)
-    first.update([entry(alias_violations=2), entry(alias_violations=4)])
+    first.update([entry(seed=0, alias_violations=2), entry(seed=1, alias_violations=4)])
     again = e.listener("s3")  # the service runs it again: its two records come back through resumed
     again.start(2, 2)
-    again.resumed([entry(alias_violations=2), entry(alias_violations=4)])
+    again.resumed([entry(seed=0, alias_violations=2), entry(seed=1, alias_violations=4)])
     cell = {"sweep": "s3", "machine": "pa8800", "policy": "unmapped", "workload": "io", "cell": "engine=fast"}
     assert registry.get_sample_value("zonesim_result_simulations", cell) == 2
     assert registry.get_sample_value("zonesim_result_alias_violations", cell) == 3
@@ -188,10 +191,7 @@ def test_result_gauges_are_the_cells_of_zonesim_results() -> None:
     from cluster.aggregate import aggregate
 
     entries = [entry(seed=s, alias_violations=v) for s, v in ((0, 2), (1, 4))]
-    for s, v in ((0, 10), (1, 30), (2, 50)):
-        e = entry(seed=s, alias_violations=v)
-        e["config"]["set"] = {"events": 2000}
-        entries.append(e)
+    entries += [entry(seed=s, alias_violations=v, sets={"events": 2000}) for s, v in ((0, 10), (1, 30), (2, 50))]
     registry = CollectorRegistry()
     listener = Exporter(registry).listener("s4")
     listener.start(len(entries), 0)
@@ -204,3 +204,36 @@ def test_result_gauges_are_the_cells_of_zonesim_results() -> None:
         assert value("zonesim_result_alias_violations", labels) == cell.stats["alias_violations"].mean
     assert value("zonesim_result_alias_violations", {**base, "cell": "engine=fast events=2000"}) == 30
     assert value("zonesim_result_alias_violations", {**base, "cell": "engine=fast"}) == 3
+
+
+def test_an_ok_entry_reported_twice_counts_once() -> None:
+    """A config that finished twice, or came through ``resumed`` and again through ``update``: the
+    first ok entry of a key is the cell's, a later one of the same key is ignored."""
+    registry = CollectorRegistry()
+    listener = Exporter(registry).listener("s5")
+    listener.start(2, 1)
+    listener.resumed([entry(seed=0, alias_violations=2)])
+    listener.update([entry(seed=0, alias_violations=2), entry(seed=1, alias_violations=4)])
+    listener.update([entry(seed=1, alias_violations=40)])  # a retried task that finished twice
+    cell = {"sweep": "s5", "machine": "pa8800", "policy": "unmapped", "workload": "io", "cell": "engine=fast"}
+    assert registry.get_sample_value("zonesim_result_simulations", cell) == 2
+    assert registry.get_sample_value("zonesim_result_alias_violations", cell) == 3
+
+
+def test_a_collection_aggregates_again_only_the_cells_that_got_entries() -> None:
+    """A cell with no entries since the last collection is the same Cell as then; one that got some
+    is exactly what ``aggregate`` gives for all the sweep's entries."""
+    from cluster.aggregate import aggregate
+    from cluster.metrics import SweepResults
+
+    results = SweepResults()
+    entries = [entry(seed=s, alias_violations=s, cycles_total=1000 + s) for s in range(3)]
+    entries += [entry(seed=s, alias_violations=3 * s, sets={"events": 2000}) for s in range(3)]
+    results.add("s6", entries)
+    before = {cell.axes(): cell for cell in results.cells("s6")}
+    more = [entry(seed=3, alias_violations=7, sets={"events": 2000}), entry(seed=4, sets={"events": 2000})]
+    results.add("s6", more)
+    after = {cell.axes(): cell for cell in results.cells("s6")}
+    assert after["engine=fast"] is before["engine=fast"]
+    assert after["engine=fast events=2000"].n == 5
+    assert {k: c.as_dict() for k, c in after.items()} == {c.axes(): c.as_dict() for c in aggregate(entries + more)}

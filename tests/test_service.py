@@ -117,3 +117,52 @@ def test_a_sweep_whose_directory_vanished_fails_and_says_so(tmp_path, caplog) ->
         assert wait(c, "c")["state"] == "finished"
     assert b["state"] == "failed" and "cannot record sweep b's state" in b["error"]
     assert [r.getMessage() for r in caplog.records if "sweep b" in r.getMessage()]
+
+
+def old_sweep(root, name: str, seeds: int) -> tuple[str, str]:
+    """A sweep directory an old zonesim left: its spec files and a records.msgpack of two entries,
+    the second torn; its path and spec text."""
+    from test_store import legacy_bytes, ok
+
+    from cluster.spec import spec_from_text
+    from cluster.store import LEGACY_LOG
+    from workloads.config import ZONESIM_VERSION
+
+    text = SPEC.format(name=name, seeds=seeds)
+    directory = root / name
+    directory.mkdir()
+    (directory / "spec.toml").write_text(text)
+    (directory / "spec.json").write_text(json.dumps({"digest": spec_from_text(text).digest(),
+                                                     "zonesim": ZONESIM_VERSION, "created": "then"}))
+    data = legacy_bytes([ok(0), ok(1)])
+    (directory / LEGACY_LOG).write_bytes(data[:-3])
+    return str(directory), text
+
+
+def test_submit_passes_on_what_the_store_did_with_a_legacy_log(tmp_path) -> None:
+    from test_store import legacy_bytes, ok
+
+    directory, text = old_sweep(tmp_path, "old", 1)
+    c = Coordinator(str(tmp_path), executor=LocalExecutor)
+    reply = c.submit(text)
+    assert reply["state"] == "queued"
+    at, torn = len(legacy_bytes([ok(0)])), len(legacy_bytes([ok(1)])) - 3
+    assert reply["notes"] == [f"{directory}: imported 1 records of the old records.msgpack",
+                              f"{directory}: dropped a torn record of {torn} bytes at byte {at} (incomplete entry "
+                              f"({torn} bytes to the end of the file)) from records.msgpack (kept whole as "
+                              "records.msgpack.imported)"]
+    assert "notes" not in c.status("old")[0]  # said once, to the submitter; not part of the state
+    wait(c, "old")
+
+
+def test_run_spec_tells_its_caller_what_the_store_did_with_a_legacy_log(tmp_path) -> None:
+    """The path of ``zonesim paper``: each sweep's notes go to ``note`` (the command says them)."""
+    from cluster.spec import spec_from_text
+    from cluster.sweep import run_spec
+
+    directory, text = old_sweep(tmp_path, "old", 1)
+    said: list[str] = []
+    out = run_spec(spec_from_text(text), directory, LocalExecutor(), note=said.append)
+    assert out.ran == 1 and len(said) == 2
+    assert said[0] == f"{directory}: imported 1 records of the old records.msgpack"
+    assert said[1].startswith(f"{directory}: dropped a torn record of ")

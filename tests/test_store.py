@@ -319,7 +319,7 @@ def legacy_bytes(entries: list[dict]) -> bytes:
     """Entries as the old store wrote them: a msgpack map per entry, keys in order, crc last."""
     out = b""
     for e in entries:
-        body = {"key": config_key(e["config"]), "status": e["status"], "config": e["config"],
+        body = {"key": e.get("key", config_key(e["config"])), "status": e["status"], "config": e["config"],
                 "record": e.get("record"), "error": e.get("error"), "attempts": e.get("attempts", 1),
                 "seconds": e.get("seconds", 0.0)}
         body["crc"] = zlib.crc32(msgpack.packb(body, use_bin_type=True))
@@ -387,6 +387,18 @@ def test_a_torn_legacy_tail_is_left_out_at_every_byte_offset(tmp_path):
             assert [e["config"]["seed"] for e in store.entries()] == [0, 1, 2, 3]
 
 
+def test_zonesim_results_says_on_stderr_that_it_ignored_a_torn_legacy_tail(tmp_path, capsys):
+    data = legacy_bytes([ok(0), ok(1)])
+    legacy_store(tmp_path, data[:-3])
+    assert main(["results", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    at = len(legacy_bytes([ok(0)]))
+    assert err == (f"zonesim: {tmp_path}: ignored a torn record of {len(data) - 3 - at} bytes at byte {at} "
+                   f"(incomplete entry ({len(data) - 3 - at} bytes to the end of the file)); the store was not "
+                   "changed\n")
+    assert "n=1" in out and (tmp_path / LEGACY_LOG).exists()
+
+
 @pytest.mark.parametrize("where", ["record value", "error text", "crc"])
 def test_a_flipped_byte_in_the_last_legacy_entry_drops_it(tmp_path, where):
     data = bytearray(legacy_bytes([ok(0), ok(1), failed(2, "a message long enough to hit")]))
@@ -421,9 +433,15 @@ def test_legacy_garbage_or_an_invalid_entry_is_refused_with_its_offset(tmp_path)
     legacy_store(tmp_path, good + b"\x01\x02\x03")
     with pytest.raises(StoreError, match=f"corrupt entry at byte {len(good)}: .*truncate the file to {len(good)}"):
         opened(tmp_path)
+    at = f"{tmp_path}: {LEGACY_LOG}: corrupt entry at byte {len(good)}: "  # said once, not "...: entry KEY: "
     legacy_store(tmp_path, good + legacy_bytes([{**ok(1), "status": "maybe"}]))  # a valid crc over a bad field
-    with pytest.raises(StoreError, match=f"corrupt entry at byte {len(good)}: entry .*: status must be ok or failed"):
+    with pytest.raises(StoreError) as err:
         opened(tmp_path)
+    assert str(err.value) == at + "status must be ok or failed (got 'maybe')"
+    legacy_store(tmp_path, good + legacy_bytes([{**ok(1), "key": "0" * 32}]))
+    with pytest.raises(StoreError) as err:
+        Store.read(str(tmp_path))
+    assert str(err.value) == at + f"key '{'0' * 32}' is not the config's key {config_key(ok(1)['config'])}"
 
 
 HOSTILE = {
