@@ -63,10 +63,9 @@ def _aligned_blocks(lo: int, hi: int) -> list[tuple[int, int]]:
     return out
 
 
-def _block_keys(key: type, *starts_and_orders: np.ndarray | None) -> np.ndarray:
+def _block_keys(key: type, pairs: list[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
     """One array of start << ORDER_BITS | order keys of ``key`` dtype from (starts, orders) pairs
     (orders None: order 0), written in place: no int64 temporaries of the 400 k live heads."""
-    pairs = list(zip(starts_and_orders[::2], starts_and_orders[1::2]))
     keys = np.empty(sum(starts.size for starts, _ in pairs), dtype=key)
     at = 0
     for starts, orders in pairs:
@@ -93,9 +92,8 @@ def check_frames(k: Kernel, own: Owners) -> None:
     # int32 keys whenever every frame's key fits (64 GB is 2**24 frames): half the bytes to
     # sort and to shift, which halves this check on the default machines
     key = np.int32 if mm.page_flags.size << ORDER_BITS < 2**31 else np.int64
-    keys = _block_keys(key, np.array([lo for lo, _ in reserved], dtype=np.int64),
-                       np.array([o for _, o in reserved], dtype=np.int64), heads, orders, hot, None, live,
-                       own.live_orders)
+    reserved_pair = (np.array([lo for lo, _ in reserved], dtype=np.int64), np.array([o for _, o in reserved]))
+    keys = _block_keys(key, [reserved_pair, (heads, orders), (hot, None), (live, own.live_orders)])
     # (equal keys are equal: no need for a stable sort, whose merge runs take 20x as long as the
     # default sort when the handles hold their blocks in random order)
     keys.sort()
