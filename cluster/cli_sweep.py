@@ -21,7 +21,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a spec on Ray (embedded, joined, or the cluster of `ray job submit`) into its store."""
     from cluster.aggregate import aggregate, format_results
     from cluster.driver import Options, run_sweep
-    from cluster.executor import RayExecutor
     from cluster.progress import Progress
     from cluster.sweep import default_dir, load_spec, open_store, store_notes
 
@@ -39,11 +38,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:  # the one store of this sweep: written by the driver, then read for the table
         listeners: list[object] = [Progress(spec.name)]
         exporter = _exporter(args, spec.name, listeners)
-        executor = RayExecutor(address=args.address, num_cpus=args.num_cpus, progress=exporter is not None)
+        executor = _executor(args, exporter is not None, args.num_cpus)
         try:
             out = run_sweep(spec.configs(), store, executor, Options(max_in_flight=args.max_in_flight), listeners)
         finally:
-            executor.close()
+            _close(executor)
         if exporter is not None:
             after_sweep(args, spec.name, exporter)
         print(format_results(aggregate(store.entries(), spec.baseline), "table"))
@@ -56,6 +55,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if len(out.failed) > 10:
         print(f"{PROG}: ... and {len(out.failed) - 10} more failures (zonesim results {directory})", file=sys.stderr)
     return 1 if out.failed else 0
+
+
+def _executor(args: argparse.Namespace, progress: bool, num_cpus: int | None = None):
+    """Ray for this run: the cluster given (``--address``, or RAY_ADDRESS as under ``ray job
+    submit``), else an embedded one, started when the sweep's work is worth its start-up
+    (``--ray-start auto``) or at once, every simulation on its workers (``now``)."""
+    from cluster.executor import RayExecutor
+    from cluster.executor_embedded import EmbeddedRay
+
+    if args.address or os.environ.get("RAY_ADDRESS") or args.ray_start == "now":
+        return RayExecutor(address=args.address, num_cpus=num_cpus, progress=progress)
+    return EmbeddedRay(num_cpus, progress)
+
+
+def _close(executor) -> None:
+    """Stop the executor's Ray (if it started one) and say where the simulations ran."""
+    executor.close()
+    if hasattr(executor, "describe"):
+        print(executor.describe(), file=sys.stderr)
+
+
+def _ray_start_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray-start", choices=("auto", "now"), default="auto",
+                        help="embedded Ray only: start it when the work left is worth its few seconds of start-up, "
+                        "running simulations in this process meanwhile (auto, the default), or at once with every "
+                        "simulation on its workers (now)")
 
 
 def _exporter(args: argparse.Namespace, sweep: str, listeners: list[object]):
@@ -132,6 +157,7 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--max-in-flight", type=int, metavar="N", help="tasks in flight at once (default: twice "
                     "the cluster's CPUs)")
     sw.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the embedded Ray (default: all)")
+    _ray_start_flag(sw)
     sw.set_defaults(func=cmd_sweep)
 
     res = sub.add_parser("results", help="aggregate a sweep's records: mean, std, 95%% CI, min, max per cell")
@@ -147,7 +173,6 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_paper(args: argparse.Namespace) -> int:
     """Every claim's sweep, then OUT/report.md and the plots; the summary table on stdout."""
     from cluster import paper
-    from cluster.executor import RayExecutor
     from cluster.progress import Progress
 
     check_port(args)
@@ -157,12 +182,12 @@ def cmd_paper(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ConfigError("out", f"a directory zonesim can create and write ({err.strerror})", args.out) from None
     exporter = _exporter(args, "paper", [])
-    executor = RayExecutor(address=args.address, progress=exporter is not None)
+    executor = _executor(args, exporter is not None)
     try:
         results, failed = paper.run_all(args.out, executor, args.quick, lambda name: [Progress(name)] + (
             [exporter.listener(name)] if exporter is not None else []), force=args.force, note=note)
     finally:
-        executor.close()
+        _close(executor)
     plots = _plots(results, args.out)
     rows = paper.summary(results)
     path = os.path.join(args.out, "report.md")
@@ -193,6 +218,7 @@ def add_paper_parser(sub: argparse._SubParsersAction) -> None:
     pp.add_argument("--out", default="paper", metavar="DIR", help="where the sweeps, report and plots go "
                     "(default ./paper)")
     pp.add_argument("--address", help="Ray cluster to join (default: an embedded single-node Ray)")
+    _ray_start_flag(pp)
     pp.add_argument("--force", action="store_true", help="a sweep whose spec changed: move its old records "
                     "aside and run it again")
     pp.set_defaults(func=cmd_paper)

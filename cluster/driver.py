@@ -63,6 +63,15 @@ class ReportsProgress(Protocol):
         """Events reported since the last call."""
 
 
+@runtime_checkable
+class ScalesOut(Protocol):
+    """An executor that starts its workers only when the work left is worth their start-up
+    (``cluster.executor_embedded.EmbeddedRay``)."""
+
+    def backlog(self, sims: int) -> None:
+        """The simulations not finished yet (queued or in flight), told each turn."""
+
+
 class Store(Protocol):
     """Where entries are recorded (``cluster.store.Store``)."""
 
@@ -170,7 +179,10 @@ def run_sweep(configs: Iterable[Config], store: Store, executor: Executor, optio
             batch = [queue.popleft() for _ in range(min(n, len(queue)))]
             handle = executor.submit(batch)
             in_flight[handle], sent[handle] = batch, time.perf_counter()
-        _hook(listeners, "running", len(queue), sum(len(b) for b in in_flight.values()))
+        running = sum(len(b) for b in in_flight.values())
+        _hook(listeners, "running", len(queue), running)
+        if isinstance(executor, ScalesOut):
+            executor.backlog(len(queue) + running)
         # -- wait for something to finish -----------------------------------------------------------
         for handle in executor.wait(list(in_flight), timeout=1.0):
             batch = in_flight.pop(handle)

@@ -137,8 +137,9 @@ def test_every_listener_and_executor_speaks_the_drivers_protocols() -> None:
     """The driver asks a listener only for the verbs it has, so a misspelt or mis-signed verb would
     never be called and nothing would fail: every listener's public methods must be Listener verbs
     with their parameters, and every executor must have every Executor verb."""
-    from cluster.driver import Executor, Listener, ReportsProgress
+    from cluster.driver import Executor, Listener, ReportsProgress, ScalesOut
     from cluster.executor import RayExecutor
+    from cluster.executor_embedded import EmbeddedRay
     from cluster.metrics import SweepListener
     from cluster.progress import Progress
     from cluster.service import _Counts
@@ -149,13 +150,15 @@ def test_every_listener_and_executor_speaks_the_drivers_protocols() -> None:
             assert name in verbs, f"{listener.__name__}.{name} is no Listener verb"
             assert list(signature.parameters) == list(verbs[name].parameters), f"{listener.__name__}.{name}"
     wanted = _public(Executor)
-    for executor in (LocalExecutor, RayExecutor):
+    for executor in (LocalExecutor, RayExecutor, EmbeddedRay):
         have = _public(executor)
         for name, signature in wanted.items():
             assert name in have and list(have[name].parameters) == list(signature.parameters), \
                 f"{executor.__name__}.{name}"
     assert isinstance(RayExecutor.__new__(RayExecutor), ReportsProgress)
     assert not isinstance(LocalExecutor(), ReportsProgress)
+    assert isinstance(EmbeddedRay(), ReportsProgress) and isinstance(EmbeddedRay(), ScalesOut)
+    assert list(_public(EmbeddedRay)["backlog"].parameters) == list(_public(ScalesOut)["backlog"].parameters)
 
 
 def test_every_verb_the_driver_tells_is_a_listener_verb() -> None:

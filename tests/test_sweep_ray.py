@@ -47,6 +47,9 @@ shm = "8MiB"
 pagecache = "8MiB"
 files = 256
 """
+# every simulation on Ray's workers: without --ray-start now these small sweeps would run in the
+# driver's process, since they cost less than Ray's start-up (test_embedded_ray.py tests that)
+ON_RAY = ("--no-metrics", "--ray-start", "now")
 
 
 def spec(tmp_path: Path, name: str, body: str, seeds: int = 2, grid: str = 'policy = ["stock", "unmapped"]',
@@ -76,15 +79,14 @@ def stored(directory: Path) -> int:
 
 
 def sweep_process(spec_path: str, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cluster", "sweep", spec_path, "--out", str(out), "--no-metrics",
-                             *extra],
+    return subprocess.Popen([sys.executable, "-m", "cluster", "sweep", spec_path, "--out", str(out), *ON_RAY, *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own process group: the embedded Ray goes with it
 
 
 def test_a_sweep_records_everything_and_a_rerun_runs_nothing(tmp_path) -> None:
     s = spec(tmp_path, "small", SMALL)
-    out = run_cli("sweep", "--no-metrics", s, "--out", str(tmp_path / "small"), timeout=300)
+    out = run_cli("sweep", *ON_RAY, s, "--out", str(tmp_path / "small"), timeout=300)
     assert out.returncode == 0, out.stderr
     assert "4 of 4 simulations ok (0 from before, 4 run now" in out.stdout
     cells = results(tmp_path / "small")
@@ -92,10 +94,10 @@ def test_a_sweep_records_everything_and_a_rerun_runs_nothing(tmp_path) -> None:
     unmapped = cells[1]
     assert unmapped["stats"]["alias_violations"]["max"] == 0
     assert unmapped["ratios"]["cache_flush_all"] == 0.0  # the paper's kernel never flushes the whole cache
-    again = run_cli("sweep", "--no-metrics", s, "--out", str(tmp_path / "small"), "--resume", timeout=300)
+    again = run_cli("sweep", *ON_RAY, s, "--out", str(tmp_path / "small"), "--resume", timeout=300)
     assert again.returncode == 0 and "(4 from before, 0 run now" in again.stdout
     changed = spec(tmp_path, "small", SMALL, seeds=3)
-    refused = run_cli("sweep", "--no-metrics", changed, "--out", str(tmp_path / "small"))
+    refused = run_cli("sweep", *ON_RAY, changed, "--out", str(tmp_path / "small"))
     assert refused.returncode == 2 and "--force" in refused.stderr and refused.stderr.count("\n") == 1
     assert logged_keys(tmp_path / "small").total() == 4  # the refusal touched nothing
 
@@ -108,7 +110,7 @@ def test_a_simulation_that_fails_is_recorded_and_the_exit_code_says_so(tmp_path)
     s = spec(tmp_path, "broken", f'[base]\nmachine = "pa8800"\nworkload = "trace:{trace}"\n', seeds=1)
     with open(trace, "r+b") as f:  # valid when the spec is checked, cut short before it runs
         f.truncate(trace.stat().st_size - 100)
-    out = run_cli("sweep", "--no-metrics", s, "--out", str(tmp_path / "broken"), timeout=300)
+    out = run_cli("sweep", *ON_RAY, s, "--out", str(tmp_path / "broken"), timeout=300)
     assert out.returncode == 1
     assert "0 of 2 simulations ok" in out.stdout and "TraceError" in out.stderr and "truncated" in out.stderr
     cells = results(tmp_path / "broken")
@@ -117,8 +119,8 @@ def test_a_simulation_that_fails_is_recorded_and_the_exit_code_says_so(tmp_path)
 
 def test_one_worker_and_two_give_identical_aggregates(tmp_path) -> None:
     s = spec(tmp_path, "det", SMALL, seeds=3)
-    one = run_cli("sweep", "--no-metrics", s, "--out", str(tmp_path / "one"), "--num-cpus", "1", timeout=300)
-    two = run_cli("sweep", "--no-metrics", s, "--out", str(tmp_path / "two"), "--num-cpus", "2", "--max-in-flight", "8",
+    one = run_cli("sweep", *ON_RAY, s, "--out", str(tmp_path / "one"), "--num-cpus", "1", timeout=300)
+    two = run_cli("sweep", *ON_RAY, s, "--out", str(tmp_path / "two"), "--num-cpus", "2", "--max-in-flight", "8",
                   timeout=300)
     assert one.returncode == two.returncode == 0, one.stderr + two.stderr
     assert results(tmp_path / "one") == results(tmp_path / "two")
@@ -143,7 +145,7 @@ def test_a_worker_killed_mid_sweep_is_retried_and_every_simulation_recorded_once
     assert retried >= 1
     logged = logged_keys(tmp_path / "kill")
     assert len(logged) == 12 and set(logged.values()) == {1}
-    clean = run_cli("sweep", "--no-metrics", s, "--out", str(tmp_path / "clean"), timeout=300)
+    clean = run_cli("sweep", *ON_RAY, s, "--out", str(tmp_path / "clean"), timeout=300)
     assert clean.returncode == 0
     assert results(tmp_path / "kill") == results(tmp_path / "clean")
 
@@ -156,11 +158,11 @@ def test_a_killed_driver_resumes_with_only_the_missing_simulations(tmp_path) -> 
     p.communicate()
     before = logged_keys(tmp_path / "resume")
     assert 0 < len(before) < 12
-    out = run_cli("sweep", "--no-metrics", s, "--out", str(tmp_path / "resume"), "--resume", timeout=300)
+    out = run_cli("sweep", *ON_RAY, s, "--out", str(tmp_path / "resume"), "--resume", timeout=300)
     assert out.returncode == 0, out.stderr
     assert f"({len(before)} from before, {12 - len(before)} run now" in out.stdout
     logged = logged_keys(tmp_path / "resume")
     assert len(logged) == 12 and set(logged.values()) == {1}
-    clean = run_cli("sweep", "--no-metrics", s, "--out", str(tmp_path / "clean"), timeout=300)
+    clean = run_cli("sweep", *ON_RAY, s, "--out", str(tmp_path / "clean"), timeout=300)
     assert clean.returncode == 0
     assert results(tmp_path / "resume") == results(tmp_path / "clean")

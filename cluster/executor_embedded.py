@@ -1,0 +1,177 @@
+"""An embedded Ray started only when the sweep's work is worth its start-up.
+
+A fresh single-node Ray costs this machine about 3.5-4.5 s to start (the GCS, the raylet, four
+agents and the first workers, each a Python process importing Ray) and 1.3 s to shut down: more
+than a sweep of a thousand tiny simulations costs in all. So ``EmbeddedRay`` begins by running
+tasks in the driver's own process, one per ``wait``, and starts Ray in a background thread only
+when its estimate of the work left (``backlog``: the simulations left, times the seconds per
+simulation it has seen) passes ``start_after_s``.
+From then on the driver keeps working in-process while Ray starts, and once Ray is up every task
+not yet run goes to its workers. The records are the same wherever a task runs (a simulation is a
+pure function of its config); ``ran_here`` and ``ran_on_ray`` count where they did.
+
+The break-even: with Ray taking S to start and D to stop on ``slots`` CPUs, work W (serial
+seconds) finishes in about W alone, or in S + (W - S) / slots + D with Ray started now. On two
+CPUs with S = 4 and D = 1.4 that is W > 2 (S / 2 + D), about 7 s: ``START_AFTER_S`` is 8.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from cluster.executor import RayExecutor
+from cluster.worker import run_batch
+
+START_AFTER_S = 8.0
+
+
+class EmbeddedRay:
+    """The ``Executor`` verbs over the driver's process until Ray is up, then over ``RayExecutor``.
+
+    Handles are ints whichever side runs the task. ``start_after_s`` 0 starts Ray at the first
+    estimate; ``float('inf')`` never (a sweep that stays in-process)."""
+
+    def __init__(self, num_cpus: int | None = None, progress: bool = False,
+                 start_after_s: float = START_AFTER_S) -> None:
+        self.slots = num_cpus or os.cpu_count() or 1
+        self.start_after_s = start_after_s
+        self.ran_here = self.ran_on_ray = 0
+        self.started_at: float | None = None  # seconds after creation that Ray was asked for
+        self.up_at: float | None = None  # and was up
+        self._created = time.perf_counter()
+        self._num_cpus, self._progress = num_cpus, progress
+        self._here: dict[int, list[dict[str, object]]] = {}  # submitted, not run yet, Ray not up
+        self._done: dict[int, list[dict[str, object]]] = {}
+        self._remote: dict[int, object] = {}  # handle -> Ray's object ref
+        self._by_ref: dict[object, int] = {}
+        self._next = 0
+        self._events = 0
+        self._here_s, self._fastest = 0.0, float("inf")  # seconds run in this process, the least per simulation
+        self._ray: RayExecutor | None = None
+        self._failed: BaseException | None = None
+        self._up, self._closing = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- Ray in the background ----------------------------------------------------------------------
+
+    def backlog(self, sims: int) -> None:
+        """Start Ray if the ``sims`` not finished yet are worth it, judged by what this process
+        has run: their count times the fastest seconds per simulation seen here (the fastest,
+        because a process's first simulation pays its imports and any one can lose time to GC or
+        a neighbour), once ``slots`` simulations or half a second have given an estimate. Whatever
+        the estimate, Ray starts once the driver has itself worked ``start_after_s``: a sweep
+        whose later configs cost far more than its first then loses at most that much."""
+        if self._thread is not None:
+            return
+        trusted = self.ran_here >= self.slots or self._here_s >= 0.5
+        if self._here_s >= self.start_after_s or (trusted and self._fastest * sims > self.start_after_s):
+            self.started_at = time.perf_counter() - self._created
+            self._thread = threading.Thread(target=self._start_ray, name="zonesim-ray-start", daemon=True)
+            self._thread.start()
+
+    def _start_ray(self) -> None:
+        # The thread lives until close: Ray's daemons are started with a parent-death signal, which
+        # Linux sends when the *thread* that spawned them exits, not the process.
+        try:
+            self._ray = RayExecutor(num_cpus=self._num_cpus, progress=self._progress)
+            self.up_at = time.perf_counter() - self._created
+        except BaseException as err:  # noqa: BLE001 - re-raised in the driver's thread by wait
+            self._failed = err
+        self._up.set()
+        self._closing.wait()
+
+    def _promote(self) -> None:
+        """Once Ray is up, every task not run yet goes to its workers."""
+        if self._failed is not None:
+            raise self._failed
+        if self._ray is None or not self._up.is_set():
+            return
+        for handle, configs in self._here.items():
+            self._send(handle, configs)
+        self._here.clear()
+
+    def _send(self, handle: int, configs: list[dict[str, object]]) -> None:
+        ref = self._ray.submit(configs)
+        self._remote[handle], self._by_ref[ref] = ref, handle
+
+    # -- the Executor verbs ------------------------------------------------------------------------
+
+    def submit(self, configs: list[dict[str, object]]) -> int:
+        self._next += 1
+        self._promote()
+        if self._ray is not None and self._up.is_set():
+            self._send(self._next, configs)
+        else:
+            self._here[self._next] = configs
+        return self._next
+
+    def wait(self, handles: Sequence[int], timeout: float) -> list[int]:
+        self._promote()
+        ready = [h for h in handles if h in self._done]
+        if ready:
+            return ready
+        waiting = [h for h in handles if h in self._here]
+        if waiting:  # Ray is not up: the driver runs the oldest task itself
+            handle = waiting[0]
+            configs = self._here.pop(handle)
+            start = time.perf_counter()
+            self._done[handle] = run_batch(configs, self._count)
+            seconds = time.perf_counter() - start
+            self._here_s += seconds
+            self._fastest = min(self._fastest, seconds / len(configs))
+            self.ran_here += len(configs)
+            return [handle]
+        refs = [self._remote[h] for h in handles if h in self._remote]
+        return [self._by_ref[ref] for ref in self._ray.wait(refs, timeout)] if refs else []
+
+    def _count(self, n: int) -> None:
+        self._events += n
+
+    def result(self, handle: int) -> list[dict[str, object]]:
+        if handle in self._done:
+            return self._done.pop(handle)
+        ref = self._remote.pop(handle)
+        del self._by_ref[ref]
+        entries = self._ray.result(ref)
+        self.ran_on_ray += len(entries)
+        return entries
+
+    def cancel(self, handle: int) -> None:
+        self._here.pop(handle, None)
+        self._done.pop(handle, None)
+        if handle in self._remote:
+            ref = self._remote.pop(handle)
+            del self._by_ref[ref]
+            self._ray.cancel(ref)
+
+    def progress(self) -> int:
+        """Events simulated since the last call, in this process and by Ray's workers."""
+        n, self._events = self._events, 0
+        if self._progress and self._ray is not None and self._up.is_set():
+            n += self._ray.progress()
+        return n
+
+    def close(self) -> None:
+        """Shut Ray down if it was started (waiting for it to be up first: a half-started Ray
+        cannot be stopped cleanly)."""
+        if self._thread is None:
+            return
+        self._up.wait()
+        try:
+            if self._ray is not None:
+                self._ray.close()
+        finally:
+            self._closing.set()
+            self._thread.join()
+
+    def describe(self) -> str:
+        """Where the simulations ran, for the sweep's last lines."""
+        if self.started_at is None:
+            return (f"ray: not started ({self.ran_here} simulations ran in the driver; the work never passed "
+                    f"{self.start_after_s:g} s, Ray's start-up and shut-down)")
+        up = f"up at {self.up_at:.1f} s" if self.up_at is not None else "never came up"
+        return (f"ray: embedded, started at {self.started_at:.1f} s, {up}; {self.ran_on_ray} simulations ran on "
+                f"its workers, {self.ran_here} in the driver meanwhile")

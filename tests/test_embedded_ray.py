@@ -1,0 +1,85 @@
+"""The embedded Ray started on demand (``cluster.executor_embedded.EmbeddedRay``): a sweep worth
+less than Ray's start-up runs in the driver's process and never starts it; one worth more starts
+Ray in the background, keeps working meanwhile and hands the rest to Ray's workers. Wherever a
+simulation runs its record is the same. Real Ray, started and stopped by each test that needs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import ray
+from conftest import run_cli
+from test_driver import configs, store
+
+from cluster.driver import run_sweep
+from cluster.executor import LocalExecutor
+from cluster.executor_embedded import EmbeddedRay
+
+pytestmark = pytest.mark.ray
+
+# about a quarter of a second each (the reference engine): some run in the driver while Ray starts,
+# the rest on its workers
+SLOW = {"machine": "x86-pae-64g", "policy": "stock", "workload": "mixed", "engine": "reference",
+        "set": {"events": 40000, "processes": 4, "anon_pages": 16, "shm": "8MiB", "pagecache": "8MiB", "files": 256}}
+
+
+def records(s) -> dict[str, dict]:
+    return {e["key"]: e["record"] for e in s.entries() if e["status"] == "ok"}
+
+
+def test_a_sweep_worth_less_than_rays_start_up_runs_in_the_driver(tmp_path) -> None:
+    executor = EmbeddedRay(num_cpus=2)
+    s = store(tmp_path)
+    try:
+        out = run_sweep(configs(40), s, executor)
+    finally:
+        executor.close()
+    assert out.ran == 40 and not out.failed
+    assert executor.started_at is None and not ray.is_initialized()
+    assert (executor.ran_here, executor.ran_on_ray) == (40, 0)
+    assert executor.describe().startswith("ray: not started (40 simulations ran in the driver")
+    local = store(tmp_path, "local")
+    run_sweep(configs(40), local, LocalExecutor())
+    assert records(s) == records(local)
+
+
+def test_a_sweep_worth_more_starts_ray_and_hands_it_the_rest(tmp_path) -> None:
+    """With a 1 s threshold, 32 quarter-second simulations (8 s of work) start Ray once two of
+    them give an estimate; the driver runs more while Ray starts, Ray's workers the rest."""
+    sims = [{**SLOW, "seed": seed} for seed in range(32)]
+    executor = EmbeddedRay(num_cpus=2, start_after_s=1.0)
+    s = store(tmp_path)
+    try:
+        out = run_sweep(sims, s, executor)
+        assert ray.is_initialized()
+    finally:
+        executor.close()
+    assert out.ran == 32 and not out.failed and not ray.is_initialized()
+    assert executor.started_at is not None and executor.up_at is not None and executor.up_at > executor.started_at
+    assert executor.ran_here >= 2 and executor.ran_on_ray > 0 and executor.ran_here + executor.ran_on_ray == 32
+    assert "simulations ran on its workers" in executor.describe()
+    local = store(tmp_path, "local")
+    run_sweep(sims, local, LocalExecutor())
+    assert records(s) == records(local)
+
+
+def test_the_cli_says_where_a_sweep_ran_and_the_records_do_not_depend_on_it(tmp_path) -> None:
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('name = "tiny"\nseeds = 6\n[base]\nmachine = "pa8800"\nworkload = "io"\n'
+                    '[base.set]\nevents = 20000\nprocesses = 4\nanon_pages = 16\npagecache = "32MiB"\n')
+    auto = run_cli("sweep", str(spec), "--out", str(tmp_path / "auto"), "--no-metrics", timeout=300)
+    now = run_cli("sweep", str(spec), "--out", str(tmp_path / "now"), "--no-metrics", "--ray-start", "now",
+                  timeout=300)
+    assert auto.returncode == now.returncode == 0, auto.stderr + now.stderr
+    assert "ray: not started (6 simulations ran in the driver" in auto.stderr
+    assert "ray:" not in now.stderr  # every simulation on Ray's workers: nothing to say
+
+    def cells(directory: str) -> list[dict]:
+        out = run_cli("results", str(tmp_path / directory), "--format", "json", "--keys", "all")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["cells"]
+
+    assert cells("auto") == cells("now")
+    bad = run_cli("sweep", str(spec), "--out", str(tmp_path / "bad"), "--ray-start", "later")
+    assert bad.returncode == 2 and "--ray-start" in bad.stderr and "Traceback" not in bad.stderr
