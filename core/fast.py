@@ -173,7 +173,7 @@ def kmap_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarray
     todo = np.flatnonzero(((kind == E.K_KMAP) | (kind == E.K_KUNMAP)) & (pfn >= 0) & ~has_address)
     if not todo.size:
         return todo, todo
-    mapped_after = kmap_ops(k.pk, k.mm.pkmap_slot, kind[todo] == E.K_KMAP, cols.handle[cols.use[todo]], pfn[todo])
+    mapped_after = kmap_ops(k.pk, kind[todo] == E.K_KMAP, cols.handle[cols.use[todo]], pfn[todo])
     return cols.use[todo], mapped_after
 
 

@@ -18,12 +18,13 @@ from core.highmem import Pkmap, kmap_high, kunmap_high
 from core.vec import stable_order
 
 
-def _segment(pk: Pkmap, slot_of: np.ndarray, is_kmap: np.ndarray, pfn: np.ndarray) -> np.ndarray:
+def _segment(pk: Pkmap, is_kmap: np.ndarray, pfn: np.ndarray) -> np.ndarray:
     """Apply ops up to the first new mapping that finds no free slot before the wrap; return, for
     each op applied, whether it installed a new mapping."""
     free = np.flatnonzero(pk.pkmap_count[pk.last_pkmap_nr + 1:] == 0) + pk.last_pkmap_nr + 1
-    had_slot = slot_of[pfn] >= 0
-    cand = np.flatnonzero(is_kmap & ~had_slot)
+    htable = pk.page_address_htable
+    slot = htable.lookup(pfn)
+    cand = np.flatnonzero(is_kmap & (slot < 0))
     _, first = np.unique(pfn[cand], return_index=True)
     new_at = np.sort(cand[first])  # ops that install a new mapping, in time order
     stop = int(new_at[free.size]) if new_at.size > free.size else pfn.size
@@ -31,12 +32,14 @@ def _segment(pk: Pkmap, slot_of: np.ndarray, is_kmap: np.ndarray, pfn: np.ndarra
     n = stop
     if n == 0:
         return np.zeros(0, dtype=bool)
-    pfn, is_kmap = pfn[:n], is_kmap[:n]
+    pfn, is_kmap, slot = pfn[:n], is_kmap[:n], slot[:n]
     slots_new = free[: new_at.size]
-    slot_of[pfn[new_at]] = slots_new
     pk.pkmap_page[slots_new] = pfn[new_at]
     pk.pkmap_count[slots_new] = 1
-    slot = slot_of[pfn]
+    late = np.flatnonzero(slot < 0)  # ops on the pages just mapped (or on none: a bad kunmap)
+    if new_at.size:
+        htable.add_many(pfn[new_at], slots_new)
+        slot[late] = htable.lookup(pfn[late])
     if np.any(slot < 0):
         i = int(np.flatnonzero(slot < 0)[0])
         raise StreamError(f"kunmap of page {int(pfn[i])}, which is not kmapped")
@@ -66,8 +69,7 @@ def _check_counts(pk: Pkmap, slot: np.ndarray, is_kmap: np.ndarray) -> None:
         raise StreamError(f"kunmap of pkmap slot {int(s[np.flatnonzero(level < 1)[0]])}, which has no users")
 
 
-def kmap_ops(pk: Pkmap, slot_of: np.ndarray, is_kmap: np.ndarray, handle: np.ndarray,
-             pfn: np.ndarray) -> np.ndarray:
+def kmap_ops(pk: Pkmap, is_kmap: np.ndarray, handle: np.ndarray, pfn: np.ndarray) -> np.ndarray:
     """Apply kmap (True) / kunmap (False) ops in order; returns ``pk.mapped`` after each op."""
     n = pfn.size
     mapped_after = np.empty(n, dtype=np.int64)
@@ -75,15 +77,15 @@ def kmap_ops(pk: Pkmap, slot_of: np.ndarray, is_kmap: np.ndarray, handle: np.nda
     while i < n:
         if not pk.waiters:
             before = pk.mapped
-            is_new = _segment(pk, slot_of, is_kmap[i:], pfn[i:])
+            is_new = _segment(pk, is_kmap[i:], pfn[i:])
             if is_new.size:
                 mapped_after[i:i + is_new.size] = before + np.cumsum(is_new)
                 i += is_new.size
                 continue
         if is_kmap[i]:
-            kmap_high(pk, slot_of, int(handle[i]), int(pfn[i]))
+            kmap_high(pk, int(handle[i]), int(pfn[i]))
         else:
-            kunmap_high(pk, slot_of, int(handle[i]), int(pfn[i]))
+            kunmap_high(pk, int(handle[i]), int(pfn[i]))
         mapped_after[i] = pk.mapped
         i += 1
     return mapped_after

@@ -142,25 +142,20 @@ def check_zones(k: Kernel, own: Owners) -> None:
 
 
 def check_pkmap(k: Kernel) -> None:
-    """pkmap_count and page->virtual agree; counts are never negative."""
-    pk, slot_of = k.pk, k.mm.pkmap_slot
+    """pkmap_count, pkmap_page and page_address_htable agree; counts are never negative."""
+    pk, htable = k.pk, k.pk.page_address_htable
     if np.any(pk.pkmap_count < 0):
         _fail("pkmap-count", "a pkmap_count is negative")
     used = np.flatnonzero(pk.pkmap_count >= 1)
     if used.size != pk.mapped:
         _fail("pkmap-mapped", f"{used.size} slots in use but mapped = {pk.mapped}")
-    pages = pk.pkmap_page[used]
-    if np.any(slot_of[pages] != used):
-        _fail("pkmap-virtual", "a slot's page does not point back at the slot")
-    # every other page must hold -1: with the slots' own pages set aside, every bit of every entry
-    # is set, so their AND is -1 (one reduction pass; a comparison and a count would be three)
-    slot_of[pages] = -1
-    try:
-        stray = slot_of.size and int(np.bitwise_and.reduce(slot_of)) != -1
-    finally:
-        slot_of[pages] = used
-    if stray:
-        _fail("pkmap-virtual", "a page points at a slot that does not hold it")
+    if np.any(htable.lookup(pk.pkmap_page[used]) != used):
+        _fail("pkmap-virtual", "a slot's page does not find the slot in page_address_htable")
+    # each slot in use was just found on its page's chain, so a chain holding any other entry (a
+    # free slot, one slot twice, a loop) holds more entries than there are slots in use
+    entries = htable.entries().size
+    if entries != used.size:
+        _fail("pkmap-virtual", f"page_address_htable holds {entries} entries for {used.size} slots in use")
 
 
 def check_mapped(k: Kernel, own: Owners) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from core.events import GFP_HIGHUSER, GFP_KERNEL, GFP_NONE, GFP_PGTABLE
-from core.highmem import Pkmap, new_page_virtual
+from core.highmem import Pkmap
 from core.machine import Machine
 from core.mem_map import MemMap, PG_mapped
 from core.parisc import PariscState
@@ -82,7 +82,6 @@ class Kernel:
         # A virtually indexed machine maps through kmap_kernel's colour buckets, not a pkmap ring.
         self.vi = PariscState(machine, policy) if machine.virtually_indexed else None
         self.pk = Pkmap(1 if self.vi else policy.kmap_ring_slots(machine, lowmem_pages - reserved))
-        self.mm.pkmap_slot = new_page_virtual(0 if self.vi else machine.frames, self.pk.slots)
         self.handle_pfn = np.full(max_handles, H_FREE, dtype=np.int64)
         self.c = Counters()
         self.permanent_pages = reserved  # kernel image + mem_map: mapped under every policy

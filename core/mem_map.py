@@ -8,10 +8,9 @@ Per-frame state is two flat arrays, one entry per 4 KiB frame (16,777,216 at 64 
 and each zone keeps its per-CPU-style hot list (see page_alloc) in an int32 array that grows as
 the list does (``Zone.pcp``: it has no high mark, so a run's longest list decides its size).
 
-plus ``pkmap_slot`` (the persistent-kmap slot holding the frame or -1; page->virtual for
-highmem), which mm/highmem.c owns: the kernel sizes it once the pkmap pool is known
-(highmem.new_page_virtual: int16 for the stock pool, none on a virtually indexed machine). Four
-bytes per frame on x86 with the stock pool, and the hot lists.
+page->virtual of a highmem page is not kept per frame: mm/highmem.c's page_address_htable holds
+only the pages that have a pkmap slot (highmem.PageAddressHtable). Two bytes per frame, and the
+hot lists.
 
 Boot layout (i386): the kernel image and BIOS area sit at physical 0; bootmem places mem_map just
 above MAX_DMA_ADDRESS (16 MB); everything else is handed to the buddy allocator as the largest
@@ -93,7 +92,7 @@ def compute_layout(m: Machine, p: Policy) -> Layout:
 
 
 class MemMap:
-    """mem_map plus the zones. Built once per run; ~10 bytes per frame."""
+    """mem_map plus the zones. Built once per run; two bytes per frame."""
 
     def __init__(self, m: Machine, p: Policy) -> None:
         self.machine = m
@@ -101,7 +100,6 @@ class MemMap:
         n = m.frames
         self.page_flags = np.zeros(n, dtype=np.uint8)
         self.page_order = np.full(n, -1, dtype=np.int8)
-        self.pkmap_slot = np.zeros(0, dtype=np.int16)  # sized by the kernel once its pkmap pool is (new_page_virtual)
         dma_end = min(m.dma_zone, m.memory) // m.page_size
         low_end = self.layout.lowmem_end // m.page_size
         self.zones = [Zone(ZONE_DMA, 0, dma_end), Zone(ZONE_NORMAL, dma_end, low_end), Zone(ZONE_HIGHMEM, low_end, n)]

@@ -64,13 +64,13 @@ def do_kmap(k: Kernel, handle: int) -> None:
     k.c.kmap_calls += 1
     pfn = live_pfn(k, handle, "kmap")
     if pfn >= 0 and not k.has_kernel_address(pfn):
-        kmap_high(k.pk, k.mm.pkmap_slot, handle, pfn)
+        kmap_high(k.pk, handle, pfn)
 
 
 def do_kunmap(k: Kernel, handle: int) -> None:
     pfn = live_pfn(k, handle, "kunmap")
     if pfn >= 0 and not k.has_kernel_address(pfn):
-        kunmap_high(k.pk, k.mm.pkmap_slot, handle, pfn)
+        kunmap_high(k.pk, handle, pfn)
 
 
 def do_kmap_atomic(k: Kernel, handle: int, what: str = "kmap_atomic", maps: str = "kmap_atomic_maps") -> None:

@@ -78,7 +78,10 @@ def state_of(k: Kernel) -> dict[str, object]:
     state.update({
         "page_flags": mm.page_flags,
         "page_order": mm.page_order,
-        "pkmap_slot": mm.pkmap_slot,
+        # page_address of every slot's page, and which slots the table chains (not how: the
+        # engines may chain a bucket's entries in another order)
+        "page_address": pk.page_address_htable.lookup(pk.pkmap_page),
+        "page_address_entries": np.sort(pk.page_address_htable.entries()),
         "pkmap_count": pk.pkmap_count,
         "pkmap_page": pk.pkmap_page,
         "last_pkmap_nr": pk.last_pkmap_nr,

@@ -156,6 +156,11 @@ def test_a_mapped_slot_counted_free_breaks_pkmap(stock):
     assert violated(stock).startswith("pkmap-")
 
 
+def test_a_wrong_count_of_mapped_slots_breaks_pkmap_mapped(stock):
+    stock.pk.mapped += 1
+    assert violated(stock) == "pkmap-mapped"
+
+
 def test_a_page_pointing_at_a_free_slot_breaks_pkmap_virtual(stock):
     stock.pk.pkmap_count[slot_in_use(stock)] = 0
     stock.pk.mapped -= 1  # the pool's own count agrees; only page->virtual is left dangling
@@ -165,6 +170,20 @@ def test_a_page_pointing_at_a_free_slot_breaks_pkmap_virtual(stock):
 def test_a_slot_holding_the_wrong_page_breaks_pkmap_virtual(stock):
     slot = slot_in_use(stock)
     stock.pk.pkmap_page[slot] = live_pfn(stock, 3)  # a highmem page that was never kmapped
+    assert violated(stock) == "pkmap-virtual"
+
+
+def test_a_kmapped_page_missing_from_page_address_htable_breaks_pkmap_virtual(stock):
+    slot, pk = slot_in_use(stock), stock.pk
+    used = np.flatnonzero(pk.pkmap_count >= 1)
+    pk.page_address_htable.rebuild(used[used != slot], pk.pkmap_page[used[used != slot]])  # its entry dropped
+    assert violated(stock) == "pkmap-virtual"
+
+
+def test_a_page_address_chain_that_loops_breaks_pkmap_virtual(stock):
+    """Every slot is still found, but its chain runs on through itself: the check must end."""
+    slot = slot_in_use(stock)
+    stock.pk.page_address_htable.next[slot] = slot
     assert violated(stock) == "pkmap-virtual"
 
 
