@@ -46,6 +46,9 @@ def test_bench_runs_both_engines_on_both_machines_and_they_agree(zonesim):
         [line] = report["results"]
         assert line["policy"] == "stock" and line["mismatch"] == []
         assert line["fast_events_per_s"] > 0 and line["reference_events_per_s"] > 0
+        # a whole zonesim run process includes the check it is compared with
+        assert line["command_s"] > line["check_s"] > 0
+        assert line["check_command_share"] == pytest.approx(line["check_s"] / line["command_s"])
 
 
 def test_bench_repeats_and_keeps_the_best_time(zonesim):
