@@ -146,7 +146,7 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
         got = by_key[np.maximum(j, 0)]
         ok = (j >= 0) & (key_handle[np.maximum(j, 0)] == use_handle)
         pfn = np.where(ok, out.pfn[got], start)
-        mapped = np.where(ok, out.mapped[got], start_mapped)
+        mapped = (ok & out.mapped[got]) | (~ok & start_mapped)  # (bool logic: np.where on bools costs 5x)
     has_address = (pfn >= 0) & ((pfn < k.offset_mapped_end) | mapped)
     return pfn, has_address
 
