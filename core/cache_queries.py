@@ -165,12 +165,13 @@ def memory_at_start(cache, frames: np.ndarray) -> np.ndarray:
     return np.where(cache.mem_stale[frames], STALE, CURRENT)
 
 
-def settle(cache, out: Versions, frames: np.ndarray, lines: tuple, shift: int, scratch: np.ndarray,
-            everything: bool) -> None:
+def settle(cache, out: Versions, frames: np.ndarray, lines: tuple, settled: tuple, shift: int,
+           scratch: np.ndarray, everything: bool) -> None:
     """``Cache.settle`` for the batch's results: memory is stale where it is not the latest write
     (a frame written and not written back holds an older, settled version), a line is CURRENT iff
     it holds its frame's latest write (an untouched frame's latest is CURRENT); then the lines of
-    ``frames`` become ``lines``."""
+    ``frames`` become ``settled`` (lines whose versions are settled already: no lookup) and
+    ``lines``."""
     wf, wv = out.final(out.last)
     mf, mv = out.final(out.mem)
 
@@ -184,4 +185,7 @@ def settle(cache, out: Versions, frames: np.ndarray, lines: tuple, shift: int, s
     cache.mem_stale[mf] = mv != latest_of(mf)
     keys, version, dirty = lines
     version = np.where(version == latest_of(keys >> shift), CURRENT, STALE)
-    cache.table().replace(frames, (keys, version, dirty), scratch, everything)
+    lines = (keys, version, dirty)
+    if settled[0].size:
+        lines = tuple(np.concatenate(pair) for pair in zip(settled, lines, strict=True))
+    cache.table().replace(frames, lines, scratch, everything)
