@@ -239,23 +239,30 @@ def series_pass(k: Kernel, cols: Columns, out: AllocResult, kmap_at: np.ndarray,
     c = k.c
     low0, high0, window0, pk0 = start
     src = cols.src
+    # the window's pages taken so far, at each alloc and free; None while it does not move (stock,
+    # 4g4g), when every sum over it is a product
+    moved = np.cumsum(out.d_window) if out.d_window.any() else None
     if src.size:
         high = out.zone == ZONE_HIGHMEM
-        d_low = -out.d_window if k.policy.map_on_alloc else np.where(high | (out.zone < 0), 0, out.d_free)
-        c.lowmem_free_min = min(c.lowmem_free_min, low0 + int(np.cumsum(d_low).min()))
+        if k.policy.map_on_alloc:  # lowmem is the window's free pages: what it took, negated
+            low_min = -int(moved.max()) if moved is not None else 0
+        else:
+            low_min = int(np.cumsum(np.where(high | (out.zone < 0), 0, out.d_free)).min())
+        c.lowmem_free_min = min(c.lowmem_free_min, low0 + low_min)
         c.highmem_free_min = min(c.highmem_free_min, high0 + int(np.cumsum(np.where(high, out.d_free, 0)).min()))
-    window = window0 + np.cumsum(out.d_window)
     base = k.offset_mapped_end if k.policy.offset_maps_lowmem else k.permanent_pages
     peaks = [window0 + pk0]
-    if not out.d_window.any():  # the window does not move (stock, 4g4g): only the pool does
+    if moved is None:  # only the pool moves
         peaks.append(window0 + int(mapped_after.max()) if kmap_at.size else 0)
+        window_sum = window0 * cols.n
     else:
+        window = window0 + moved
         peaks.append(int((window + _value_at(kmap_at, mapped_after, pk0, src)).max()))
         if kmap_at.size:
             peaks.append(int((mapped_after + _value_at(src, window, window0, kmap_at)).max()))
+        window_sum = _held_sum(src, window, window0, cols.n)
     c.kernel_mapped_peak = max(c.kernel_mapped_peak, base + max(peaks))
-    c.kernel_mapped_sum += (base * cols.n + _held_sum(src, window, window0, cols.n)
-                            + _held_sum(kmap_at, mapped_after, pk0, cols.n))
+    c.kernel_mapped_sum += base * cols.n + window_sum + _held_sum(kmap_at, mapped_after, pk0, cols.n)
 
 
 def run_batch(k: Kernel, batch: np.ndarray) -> None:
