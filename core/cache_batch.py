@@ -108,7 +108,8 @@ def play_single(out: Versions, lane: _ClosedForms, ops: tuple, lines: tuple, flu
     the last write-back, the latest version is the last store's, and the line survives, dirty, if
     the frame's last operation is a store with no whole-cache flush after it (a carried line never
     survives as it was: a store or flush always follows it). Memory's and the latest versions go
-    to ``out``; returns the lines left (keys, versions, dirty)."""
+    to ``out``; returns the lines left (keys, versions, dirty), their versions settled already:
+    each holds its frame's last store, the latest write, so each is CURRENT."""
     typ, pfn, col, rel = ops
     keys, lver, ldirty = lines
     span = flushes.span
@@ -136,7 +137,8 @@ def play_single(out: Versions, lane: _ClosedForms, ops: tuple, lines: tuple, flu
     w = np.flatnonzero(is_w)
     out.latest(*last_per_key(f[w], t[w]))
     stays = np.flatnonzero(np.append(~same, True) & is_w & (fa_after == span))
-    return (f[stays] << shift) + col[i[stays]], t[stays], np.ones(stays.size, dtype=bool)
+    left = stays.size
+    return (f[stays] << shift) + col[i[stays]], np.full(left, CURRENT, dtype=np.int64), np.ones(left, dtype=bool)
 
 
 def play_read_only(cache, out: Versions, lane: _ClosedForms, ops: tuple, flushes: Flushes,
@@ -208,8 +210,8 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     # line the single-line frames do not
     lane = _ClosedForms(cache, typ, pfn, col, keys, shift, start)
     ops, flushes, out = (typ, pfn, col, rel), Flushes(fa, span), Versions()
-    extra = [play_single(out, lane, ops, (keys, lver, ldirty), flushes, shift),
-             play_read_only(cache, out, lane, ops, flushes, shift)]
+    single = play_single(out, lane, ops, (keys, lver, ldirty), flushes, shift)
+    extra = [play_read_only(cache, out, lane, ops, flushes, shift)]
     rest = np.flatnonzero(~lane.single & ~lane.reads)
     if rest.size < typ.size:
         typ, pfn, col, rel = typ[rest], pfn[rest], col[rest], rel[rest]
@@ -281,7 +283,7 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     for lookup, keep in ((mem, out.memory), (latest, out.latest)):
         keep(*lookup.last_per_frame())
     lines = _lines_left(runs, g, t, ver, value, (is_inv, is_set, is_w), prev, fa, extra)
-    settle(cache, out, frames, lines, shift, scratch, everything=bool(fa.size))
+    settle(cache, out, frames, lines, single, shift, scratch, everything=bool(fa.size))
 
 
 def _written_back_by_fa(runs, t, is_w, is_inv, prev_mark, nxt_fa, span):

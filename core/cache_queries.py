@@ -38,13 +38,25 @@ class Runs:
 
     def prev(self, mark: np.ndarray) -> np.ndarray:
         """Index of the last marked element of my run before me, else -1."""
-        prev = np.zeros(self.n, dtype=np.int64)
-        if self.n:  # index + 1 of marked elements, shifted by one, then a running max: the last
-            # marked index before me, plus one. Arithmetic, not masked stores: marks come in no
-            # pattern a branch predictor could follow, and masked copies are several times slower.
-            np.multiply(self.at[1:], mark[:-1], out=prev[1:])
-            np.maximum.accumulate(prev, out=prev)
-            prev *= prev > self.start
+        if not self.n:
+            return np.zeros(0, dtype=np.int64)
+        # the last marked index before me, plus one, over the whole array: a step function that
+        # rises at each mark, laid out by repeating each step (a repeat is several times cheaper
+        # than a running max, whose every step waits on the one before); then cut at my run's
+        # start. Arithmetic, not masked stores: marks come in no pattern a branch predictor
+        # could follow, and masked copies are several times slower.
+        at = np.flatnonzero(mark)
+        if not at.size:
+            return np.full(self.n, -1, dtype=np.int64)
+        steps = np.empty(at.size + 1, dtype=np.int64)  # elements at each step: up to the first mark, ...
+        steps[0] = at[0] + 1
+        steps[1:-1] = at[1:] - at[:-1]
+        steps[-1] = self.n - 1 - at[-1]
+        value = np.empty(at.size + 1, dtype=np.int64)
+        value[0] = 0
+        value[1:] = at + 1
+        prev = np.repeat(value, steps)
+        prev *= prev > self.start
         prev -= 1
         return prev
 
@@ -75,10 +87,14 @@ class Lookup:
 
 
 def run_index(start: np.ndarray, n: int) -> np.ndarray:
-    """Which run each of ``n`` elements is in, given the runs' first indices."""
-    first = np.zeros(n, dtype=np.int64)
-    first[start] = 1
-    return np.cumsum(first) - 1
+    """Which run each of ``n`` elements is in, given the runs' first indices (each run's number
+    repeated over its length: several times cheaper than a prefix sum of run starts)."""
+    if not start.size:
+        return np.zeros(n, dtype=np.int64)
+    length = np.empty_like(start)
+    length[:-1] = start[1:] - start[:-1]
+    length[-1] = n - start[-1]
+    return np.repeat(np.arange(start.size), length)
 
 
 class Flushes:
@@ -149,12 +165,13 @@ def memory_at_start(cache, frames: np.ndarray) -> np.ndarray:
     return np.where(cache.mem_stale[frames], STALE, CURRENT)
 
 
-def settle(cache, out: Versions, frames: np.ndarray, lines: tuple, shift: int, scratch: np.ndarray,
-            everything: bool) -> None:
+def settle(cache, out: Versions, frames: np.ndarray, lines: tuple, settled: tuple, shift: int,
+           scratch: np.ndarray, everything: bool) -> None:
     """``Cache.settle`` for the batch's results: memory is stale where it is not the latest write
     (a frame written and not written back holds an older, settled version), a line is CURRENT iff
     it holds its frame's latest write (an untouched frame's latest is CURRENT); then the lines of
-    ``frames`` become ``lines``."""
+    ``frames`` become ``settled`` (lines whose versions are settled already: no lookup) and
+    ``lines``."""
     wf, wv = out.final(out.last)
     mf, mv = out.final(out.mem)
 
@@ -168,4 +185,7 @@ def settle(cache, out: Versions, frames: np.ndarray, lines: tuple, shift: int, s
     cache.mem_stale[mf] = mv != latest_of(mf)
     keys, version, dirty = lines
     version = np.where(version == latest_of(keys >> shift), CURRENT, STALE)
-    cache.table().replace(frames, (keys, version, dirty), scratch, everything)
+    lines = (keys, version, dirty)
+    if settled[0].size:
+        lines = tuple(np.concatenate(pair) for pair in zip(settled, lines, strict=True))
+    cache.table().replace(frames, lines, scratch, everything)

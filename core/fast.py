@@ -131,11 +131,12 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
                   out: AllocResult) -> tuple[np.ndarray, np.ndarray]:
     """For each event in ``cols.use``: the pfn its handle held when it ran (or H_FREE / H_FAILED)
     and whether that block had a kernel address of its own. Each use looks up the last alloc or
-    free of its handle before it, in the allocs and frees sorted by (handle, time)."""
+    free of its handle before it, in the allocs and frees sorted by (handle, time); ``start`` and
+    ``start_mapped`` (aligned with ``cols.use``) are what its handle held before the batch."""
     n = cols.n
     use = cols.use
     if not cols.src.size:  # no alloc or free in the batch: every page is the one held at the start
-        pfn, mapped = start[use], start_mapped[use]
+        pfn, mapped = start, start_mapped
     else:
         by_key = cols.src_by_key
         keys = cols.src_key[by_key]
@@ -144,8 +145,8 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
         j = _last_key_below(k, key_handle, keys, use_handle * n + use, use_handle)
         got = by_key[np.maximum(j, 0)]
         ok = (j >= 0) & (key_handle[np.maximum(j, 0)] == use_handle)
-        pfn = np.where(ok, out.pfn[got], start[use])
-        mapped = np.where(ok, out.mapped[got], start_mapped[use])
+        pfn = np.where(ok, out.pfn[got], start)
+        mapped = (ok & out.mapped[got]) | (~ok & start_mapped)  # (bool logic: np.where on bools costs 5x)
     has_address = (pfn >= 0) & ((pfn < k.offset_mapped_end) | mapped)
     return pfn, has_address
 
@@ -157,7 +158,10 @@ def _last_key_below(k: Kernel, key_handle: np.ndarray, keys: np.ndarray, use_key
     last key (found through a per-handle table, not a binary search) and steps back at most twice;
     the few still short of their key take a binary search."""
     last = run_last(key_handle)
-    table = np.full(k.handle_pfn.size, -1, dtype=np.int32)  # (per call: kept, it would be state)
+    # (per call: kept, it would be state). Only the entries read are cleared: a fill of a table
+    # the size of the handle space costs more than the rest of the lookup
+    table = np.empty(k.handle_pfn.size, dtype=np.int32)
+    table[use_handle] = -1
     table[key_handle[last]] = last
     j = table[use_handle].astype(np.int64)  # -1: the handle has no key in the batch
     for _ in range(2):  # a key above the use's: step back (off the handle's keys is below all its keys)
@@ -235,34 +239,38 @@ def series_pass(k: Kernel, cols: Columns, out: AllocResult, kmap_at: np.ndarray,
     c = k.c
     low0, high0, window0, pk0 = start
     src = cols.src
+    # the window's pages taken so far, at each alloc and free; None while it does not move (stock,
+    # 4g4g), when every sum over it is a product
+    moved = np.cumsum(out.d_window) if out.d_window.any() else None
     if src.size:
         high = out.zone == ZONE_HIGHMEM
-        d_low = -out.d_window if k.policy.map_on_alloc else np.where(high | (out.zone < 0), 0, out.d_free)
-        c.lowmem_free_min = min(c.lowmem_free_min, low0 + int(np.cumsum(d_low).min()))
+        if k.policy.map_on_alloc:  # lowmem is the window's free pages: what it took, negated
+            low_min = -int(moved.max()) if moved is not None else 0
+        else:
+            low_min = int(np.cumsum(np.where(high | (out.zone < 0), 0, out.d_free)).min())
+        c.lowmem_free_min = min(c.lowmem_free_min, low0 + low_min)
         c.highmem_free_min = min(c.highmem_free_min, high0 + int(np.cumsum(np.where(high, out.d_free, 0)).min()))
-    window = window0 + np.cumsum(out.d_window)
     base = k.offset_mapped_end if k.policy.offset_maps_lowmem else k.permanent_pages
     peaks = [window0 + pk0]
-    if not out.d_window.any():  # the window does not move (stock, 4g4g): only the pool does
+    if moved is None:  # only the pool moves
         peaks.append(window0 + int(mapped_after.max()) if kmap_at.size else 0)
+        window_sum = window0 * cols.n
     else:
+        window = window0 + moved
         peaks.append(int((window + _value_at(kmap_at, mapped_after, pk0, src)).max()))
         if kmap_at.size:
             peaks.append(int((mapped_after + _value_at(src, window, window0, kmap_at)).max()))
+        window_sum = _held_sum(src, window, window0, cols.n)
     c.kernel_mapped_peak = max(c.kernel_mapped_peak, base + max(peaks))
-    c.kernel_mapped_sum += (base * cols.n + _held_sum(src, window, window0, cols.n)
-                            + _held_sum(kmap_at, mapped_after, pk0, cols.n))
+    c.kernel_mapped_sum += base * cols.n + window_sum + _held_sum(kmap_at, mapped_after, pk0, cols.n)
 
 
 def run_batch(k: Kernel, batch: np.ndarray) -> None:
     if batch.size == 0:
         return
     cols = Columns(batch)
-    handles = cols.handle[cols.use]
-    start = np.full(cols.n, H_FREE, dtype=np.int64)
-    start[cols.use] = k.handle_pfn[handles]
-    start_mapped = np.zeros(cols.n, dtype=bool)
-    start_mapped[cols.use] = (k.mm.page_flags[np.maximum(start[cols.use], 0)] & PG_mapped) != 0
+    start = k.handle_pfn[cols.handle[cols.use]]  # what each use's handle held before the batch
+    start_mapped = (k.mm.page_flags[np.maximum(start, 0)] & PG_mapped) != 0
     zones = k.mm.zones
     series_start = (k.lowmem_free(), zones[ZONE_HIGHMEM].free_pages, k.window_used, k.pk.mapped + k.vi_kmapped())
     out = alloc_pass(k, cols)

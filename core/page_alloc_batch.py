@@ -112,6 +112,9 @@ class _Zone:
         pop_levels = np.compress(is_pop, self.level)
         self.neg_runmin = -np.minimum.accumulate(pop_levels) if pop_levels.size else pop_levels
         self.supplied = 0  # pages the refills so far put on the list (levels 0, -1, ... -(supplied-1))
+        # pages on the buddy lists, kept up to date through the window's buddy pass (a sum over the
+        # free lists at every order >= 1 event costs more than the rest of the pass)
+        self.buddy = sum(len(a) << o for o, a in enumerate(self.zone.free_area))
         self.blocks: list[tuple[int, int]] = []
 
     def supply(self) -> np.ndarray:
@@ -145,10 +148,13 @@ def _buddy_pass(k: Kernel, w: Window, zones: dict[int, _Zone], hi: np.ndarray, o
             return cut
         e = t_end
         order = int(order_of[e])
+        z = zones.get(int(zone_of[e]))  # (a zone with no order-0 traffic needs no buddy count)
         if w.gfp[e]:
             got = rmqueue(mm, mm.zones[int(zone_of[e])], order)
             if got < 0:
                 return e  # needs a drain or another zone
+            if z is not None:
+                z.buddy -= 1 << order
             mm.page_flags[got] |= PG_alloc | (PG_mapped if mapped[e] else 0)
             mm.page_order[got] = order
             pfn[e] = got
@@ -158,6 +164,8 @@ def _buddy_pass(k: Kernel, w: Window, zones: dict[int, _Zone], hi: np.ndarray, o
             mm.page_flags[p] &= 0xFF ^ (PG_alloc | PG_mapped)
             mm.page_order[p] = -1
             free_one_page(mm, mm.zones[int(zone_of[e])], p, order)
+            if z is not None:
+                z.buddy += 1 << order
     return w.pos.size
 
 
@@ -166,7 +174,7 @@ def _refill_until(k: Kernel, zones: dict[int, _Zone], t_end: int) -> int:
     pop that finds its hot list and buddy lists empty (nothing at or after it is refilled)."""
     cut = t_end
     for z in zones.values():  # first where a zone runs dry, so no refill beyond it is taken
-        have = z.supplied + sum(len(a) << o for o, a in enumerate(z.zone.free_area))
+        have = z.supplied + z.buddy  # (a refill moves pages from one to the other)
         if z.neg_runmin.size and int(z.neg_runmin[-1]) >= have:
             cut = min(cut, int(z.pop_idx[np.searchsorted(z.neg_runmin, have, side="left")]))
     for z in zones.values():
@@ -176,6 +184,7 @@ def _refill_until(k: Kernel, zones: dict[int, _Zone], t_end: int) -> int:
             block = _refill_block(k, z.idx)
             z.blocks.append(block)
             z.supplied += 1 << block[1]
+            z.buddy -= 1 << block[1]
     return cut
 
 

@@ -223,7 +223,7 @@ class Colours:
         else ``kmapped``, the kmap mapping after each, -1 for none)."""
         is_alloc, is_free = t.is_alloc[i], t.is_free[i]
         alloc_after = np.where(is_alloc, self.alloc[i], np.where(is_free, -1, self.alloc_before[i]))
-        amapped_after = np.where(is_alloc, t.mapped[i], ~is_free & t.amapped[i])
+        amapped_after = (is_alloc & t.mapped[i]) | (~is_alloc & ~is_free & t.amapped[i])  # (bools: np.where costs more)
         return np.where(amapped_after, alloc_after, kmapped)
 
     def _alloc_pool(self, k: Kernel, t: Timeline) -> None:
