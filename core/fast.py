@@ -47,8 +47,9 @@ class Columns:
         self.is_src = E.IS_ALLOC[self.kind] | (self.kind == E.K_FREE)
         self.src = np.flatnonzero(self.is_src)  # alloc/free positions, in time order
         # allocs and frees by (handle, time): the windows' handle links and the uses' lookups
-        self.src_key = self.handle[self.src] * self.n + self.src
-        self.src_by_key = stable_order(self.handle[self.src])  # (ties in time order: by src_key)
+        self.src_handle = self.handle[self.src]
+        self.src_key = self.src_handle * self.n + self.src
+        self.src_by_key = stable_order(self.src_handle)  # (ties in time order: by src_key)
         self.use = np.flatnonzero(USES_PFN[self.kind])  # positions of events that use a page
 
 
@@ -107,7 +108,7 @@ def alloc_pass(k: Kernel, cols: Columns) -> AllocResult:
     """Pass 1: every alloc/free of the batch, in windows that adapt to how often they are cut."""
     pos = cols.src
     out = AllocResult(pos.size)
-    handle, order = cols.handle[pos], cols.order[pos]
+    handle, order = cols.src_handle, cols.order[pos]
     kind = cols.kind[pos]
     gfp = E.GFP_OF_KIND[kind].astype(np.intp)  # indexes the per-GFP tables
     i, size = 0, MAX_WINDOW
@@ -140,7 +141,7 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
     else:
         by_key = cols.src_by_key
         keys = cols.src_key[by_key]
-        key_handle = cols.handle[cols.src[by_key]]
+        key_handle = cols.src_handle[by_key]
         use_handle = cols.handle[use]
         j = _last_key_below(k, key_handle, keys, use_handle * n + use, use_handle)
         got = by_key[np.maximum(j, 0)]

@@ -267,7 +267,7 @@ def _frees_of_kernel_blocks(k: Kernel, cols: Columns, out: AllocResult) -> np.nd
     """The frees (indices into ``cols.src``) of blocks with no user colour: allocated in the batch
     without a user address, or held since before it by a frame with none."""
     by = cols.src_by_key  # allocs and frees by (handle, time): a free's alloc is the one before it
-    handle = cols.handle[cols.src[by]]
+    handle = cols.src_handle[by]
     same = np.flatnonzero(handle[1:] == handle[:-1])
     alloc_of = np.full(cols.src.size, -1, dtype=np.int64)
     alloc_of[by[same + 1]] = by[same]
