@@ -32,6 +32,7 @@ class Owners:
     live: np.ndarray  # the live handles' block heads
     live_flags: np.ndarray  # their page_flags and page_order: one gather each, which every check reads
     live_orders: np.ndarray
+    live_mapped: np.ndarray  # which of them carry PG_mapped (mapped by __alloc_pages)
     heads: np.ndarray  # every buddy free list's heads, their orders and their lists' zones
     orders: np.ndarray
     zones: np.ndarray
@@ -43,7 +44,9 @@ def owners(k: Kernel) -> Owners:
     sizes = [len(area) for _, _, area in lists]
     heads = np.fromiter((pfn for _, _, area in lists for pfn in area), dtype=np.int64, count=sum(sizes))
     live = k.handle_pfn[k.handle_pfn >= 0]
-    return Owners(live=live, live_flags=k.mm.page_flags[live], live_orders=k.mm.page_order[live], heads=heads,
+    live_flags = k.mm.page_flags[live]
+    return Owners(live=live, live_flags=live_flags, live_orders=k.mm.page_order[live],
+                  live_mapped=(live_flags & PG_mapped) != 0, heads=heads,
                   orders=np.repeat(np.array([o for _, o, _ in lists], dtype=np.int64), sizes),
                   zones=np.repeat(np.array([z for z, _, _ in lists], dtype=np.int64), sizes),
                   hot=np.concatenate([z.pcp[:z.pcp_top] for z in k.mm.zones]).astype(np.int64))
@@ -164,12 +167,11 @@ def check_mapped(k: Kernel, own: Owners) -> None:
     a bit against the lists' heads, the hot pages, the reserved frames and the live heads, so
     only those others need looking at (no pass over every frame)."""
     mm = k.mm
-    mapped = (own.live_flags & PG_mapped) != 0
     others = [mm.page_flags[own.heads], mm.page_flags[own.hot],
               *(mm.page_flags[lo:hi] for lo, hi in mm.layout.reserved_ranges)]
     if any(np.any(flags & PG_mapped) for flags in others):
         _fail("mapped-allocated", "a kernel-mapped block is not allocated")
-    pages = int(np.sum(np.left_shift(1, own.live_orders[mapped].astype(np.int64))))
+    pages = int(np.sum(np.left_shift(1, own.live_orders[own.live_mapped].astype(np.int64))))
     if pages != k.window_used:
         _fail("window", f"window_used {k.window_used} != mapped pages {pages}")
     if k.window_used > k.window_pages:
@@ -194,7 +196,7 @@ def check_vi(k: Kernel, own: Owners) -> None:
     if kmapped.size != vi.kmaps.pages:
         _fail("kmap-pool", f"{kmapped.size} kmapped pages but the pool holds {vi.kmaps.pages}")
     # (PG_mapped is on allocated heads only: check_mapped)
-    if np.any(vi.kernel_colour[live[(own.live_flags & PG_mapped) != 0]] < 0):
+    if np.any(vi.kernel_colour[live[own.live_mapped]] < 0):
         _fail("alloc-colour", "a block mapped by __alloc_pages has no slot colour")
     if vi.allocs.pages != k.window_used:
         _fail("alloc-pool", f"the allocation pool holds {vi.allocs.pages} pages, the window {k.window_used}")
