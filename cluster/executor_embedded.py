@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from cluster.executor import RayExecutor
+from cluster.executor import ProgressSink, RayExecutor
 from cluster.worker import run_batch
 
 START_AFTER_S = 8.0
@@ -48,7 +48,7 @@ class EmbeddedRay:
         self._remote: dict[int, object] = {}  # handle -> Ray's object ref
         self._by_ref: dict[object, int] = {}
         self._next = 0
-        self._events = 0
+        self._sink = ProgressSink()  # events simulated in this process, taken with Ray's by progress
         self._here_s, self._fastest = 0.0, float("inf")  # seconds run in this process, the least per simulation
         self._ray: RayExecutor | None = None
         self._failed: BaseException | None = None
@@ -83,15 +83,16 @@ class EmbeddedRay:
         self._up.set()
         self._closing.wait()
 
-    def _promote(self) -> None:
-        """Once Ray is up, every task not run yet goes to its workers."""
+    def _promote(self) -> bool:
+        """Once Ray is up, every task not run yet goes to its workers; whether it is up."""
         if self._failed is not None:
             raise self._failed
         if self._ray is None or not self._up.is_set():
-            return
+            return False
         for handle, configs in self._here.items():
             self._send(handle, configs)
         self._here.clear()
+        return True
 
     def _send(self, handle: int, configs: list[dict[str, object]]) -> None:
         ref = self._ray.submit(configs)
@@ -101,8 +102,7 @@ class EmbeddedRay:
 
     def submit(self, configs: list[dict[str, object]]) -> int:
         self._next += 1
-        self._promote()
-        if self._ray is not None and self._up.is_set():
+        if self._promote():
             self._send(self._next, configs)
         else:
             self._here[self._next] = configs
@@ -118,7 +118,7 @@ class EmbeddedRay:
             handle = waiting[0]
             configs = self._here.pop(handle)
             start = time.perf_counter()
-            self._done[handle] = run_batch(configs, self._count)
+            self._done[handle] = run_batch(configs, self._sink.report)
             seconds = time.perf_counter() - start
             self._here_s += seconds
             self._fastest = min(self._fastest, seconds / len(configs))
@@ -126,9 +126,6 @@ class EmbeddedRay:
             return [handle]
         refs = [self._remote[h] for h in handles if h in self._remote]
         return [self._by_ref[ref] for ref in self._ray.wait(refs, timeout)] if refs else []
-
-    def _count(self, n: int) -> None:
-        self._events += n
 
     def result(self, handle: int) -> list[dict[str, object]]:
         if handle in self._done:
@@ -149,7 +146,7 @@ class EmbeddedRay:
 
     def progress(self) -> int:
         """Events simulated since the last call, in this process and by Ray's workers."""
-        n, self._events = self._events, 0
+        n = self._sink.take()
         if self._progress and self._ray is not None and self._up.is_set():
             n += self._ray.progress()
         return n
