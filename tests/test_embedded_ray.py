@@ -6,6 +6,7 @@ simulation runs its record is the same. Real Ray, started and stopped by each te
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import ray
@@ -13,7 +14,7 @@ from conftest import run_cli
 from test_driver import configs, store
 
 from cluster.driver import run_sweep
-from cluster.executor import LocalExecutor
+from cluster.executor import LocalExecutor, RayExecutor
 from cluster.executor_embedded import EmbeddedRay
 
 pytestmark = pytest.mark.ray
@@ -83,3 +84,33 @@ def test_the_cli_says_where_a_sweep_ran_and_the_records_do_not_depend_on_it(tmp_
     assert cells("auto") == cells("now")
     bad = run_cli("sweep", str(spec), "--out", str(tmp_path / "bad"), "--ray-start", "later")
     assert bad.returncode == 2 and "--ray-start" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _children(pid: int) -> dict[int, str]:
+    """This machine's processes whose parent is ``pid``, with their command lines (from /proc)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if entry.isdigit() and int(fields[1]) == pid and fields[0] != "Z":
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    out[int(entry)] = f.read().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def test_an_embedded_ray_works_at_the_drivers_priority_and_close_stops_what_it_started() -> None:
+    """Workers at nice 0, as the driver that runs tasks beside them; and every process the
+    embedded instance started, the autoscaler monitor that ``close`` kills first among them, is
+    gone once it returns."""
+    before = _children(os.getpid())
+    executor = RayExecutor(num_cpus=1)
+    try:
+        assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == 0  # a lambda: pickled by value
+        started = {pid: cmd for pid, cmd in _children(os.getpid()).items() if pid not in before}
+    finally:
+        executor.close()
+    assert any("monitor.py" in cmd for cmd in started.values()), started
+    assert not set(started) & set(_children(os.getpid())), "still running after close"
