@@ -115,6 +115,16 @@ class SweepResults:
         with self._lock:
             self._sweeps.pop(sweep, None)
 
+    def settle(self, sweep: str) -> None:
+        """A finished sweep keeps only its cells: aggregated once more, then its entries dropped,
+        so a long-lived service holds a summary per sweep, not every record it ran. No entries
+        come for the sweep after this until it is forgotten (a sweep run again starts afresh)."""
+        self.cells(sweep)
+        with self._lock:
+            cells = self._sweeps.get(sweep)
+            if cells is not None:
+                cells.keys, cells.entries = set(), {}
+
     def cells(self, sweep: str) -> list[Cell]:
         """The sweep's cells, in the order of their cell ids."""
         with self._lock:
@@ -262,6 +272,7 @@ class SweepListener:
     def finish(self, outcome) -> None:
         self.state["running"] = 0
         self._states()
+        self.e.results.settle(self.sweep)
 
 
 def wait_grace(seconds: float) -> None:

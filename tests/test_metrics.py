@@ -237,3 +237,19 @@ def test_a_collection_aggregates_again_only_the_cells_that_got_entries() -> None
     assert after["engine=fast"] is before["engine=fast"]
     assert after["engine=fast events=2000"].n == 5
     assert {k: c.as_dict() for k, c in after.items()} == {c.axes(): c.as_dict() for c in aggregate(entries + more)}
+
+
+def test_a_finished_sweep_keeps_its_cells_and_lets_go_of_its_entries() -> None:
+    """What a scrape shows of a sweep is the same before and after it finishes; after, the
+    collector holds its cells only (a service that has run many sweeps keeps a summary of each)."""
+    registry = CollectorRegistry()
+    exporter = Exporter(registry)
+    listener = exporter.listener("s7")
+    listener.start(4, 0)
+    listener.update([entry(seed=s, alias_violations=s) for s in range(4)])
+    shown = {(m.name, tuple(sorted(x.labels.items())), x.value) for m in registry.collect() for x in m.samples
+             if m.name.startswith("zonesim_result")}
+    listener.finish(None)
+    assert exporter.results._sweeps["s7"].entries == {}
+    assert {(m.name, tuple(sorted(x.labels.items())), x.value) for m in registry.collect() for x in m.samples
+            if m.name.startswith("zonesim_result")} == shown != set()
