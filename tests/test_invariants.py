@@ -148,6 +148,12 @@ def a_live_block_one_order_larger(k: Kernel) -> None:
     k.mm.page_order[live_pfn(k, 4)] += 1
 
 
+def a_live_block_grown_over_the_next_handles(k: Kernel) -> None:
+    """Handles 0 and 1 hold neighbouring pages: an order-1 block at the first holds both."""
+    assert live_pfn(k, 1) == live_pfn(k, 0) + 1 and live_pfn(k, 0) % 2 == 0
+    k.mm.page_order[live_pfn(k, 0)] = 1
+
+
 def a_live_block_of_negative_order(k: Kernel) -> None:
     k.mm.page_order[live_pfn(k, 4)] = -1
 
@@ -164,7 +170,8 @@ def a_hot_page_listed_twice(k: Kernel) -> None:
 
 
 TILING_BREAKS = [two_handles_on_one_block, a_handle_on_a_free_block, a_free_head_off_its_list,
-                 a_live_block_one_order_larger, a_live_block_of_negative_order, a_handle_of_no_order_on_a_free_block,
+                 a_live_block_one_order_larger, a_live_block_grown_over_the_next_handles,
+                 a_live_block_of_negative_order, a_handle_of_no_order_on_a_free_block,
                  a_hot_page_listed_twice]
 
 
