@@ -27,9 +27,9 @@ FLAGS = PG_reserved | PG_buddy | PG_pcp | PG_alloc
 @dataclass(frozen=True)
 class Owners:
     """Who owns which frames, by the lists and the handle table (not by the flags): every check
-    reads the same snapshot, taken once per ``check_all``. Each kind's page_flags are gathered
-    here once for every check, which also holds every pfn in it to [-N, N) for N frames (NumPy
-    raises on any other index): the steps between two of them fit in int32 when 2N does."""
+    reads the same snapshot, taken once per ``check_all``. The live and free heads' page_flags
+    are gathered here once for every check, which also holds those pfns to [-N, N) for N frames
+    (NumPy raises on any other index): the steps between two of them fit in int32 when 2N does."""
 
     live: np.ndarray  # the live handles' block heads
     live_flags: np.ndarray  # their page_flags and page_order
@@ -39,8 +39,7 @@ class Owners:
     orders: np.ndarray
     zones: np.ndarray
     head_flags: np.ndarray
-    hot: np.ndarray  # every zone's hot-list pages and their flags
-    hot_flags: np.ndarray
+    hot: np.ndarray  # every zone's hot-list pages (a page past memory is check_frames's to report)
 
 
 def owners(k: Kernel) -> Owners:
@@ -51,13 +50,12 @@ def owners(k: Kernel) -> Owners:
     heads = np.concatenate([np.fromiter(area, dtype=np.int64, count=len(area)) for _, _, area in lists]
                            or [np.zeros(0, dtype=np.int64)])
     live = k.handle_pfn[k.handle_pfn >= 0]
-    hot = np.concatenate([z.pcp[:z.pcp_top] for z in k.mm.zones]).astype(np.int64)
     live_flags = flags[live]
     return Owners(live=live, live_flags=live_flags, live_orders=k.mm.page_order[live],
                   live_mapped=(live_flags & PG_mapped) != 0, heads=heads, head_flags=flags[heads],
                   orders=np.repeat(np.array([o for _, o, _ in lists], dtype=np.int64), sizes),
                   zones=np.repeat(np.array([z for z, _, _ in lists], dtype=np.int64), sizes),
-                  hot=hot, hot_flags=flags[hot])
+                  hot=np.concatenate([z.pcp[:z.pcp_top] for z in k.mm.zones]).astype(np.int64))
 
 
 ORDER_BITS = 6  # a block's key is start << ORDER_BITS | order: orders up to 63
@@ -108,14 +106,16 @@ def _tiles_by_runs(mm: MemMap, own: Owners) -> bool:
     their starts and their ends, each sorted, satisfy S[0] = 0, S[i + 1] = E[i], E[-1] = N (a
     frame x is covered #{S <= x} - #{E <= x} times), so the two sorts need no pairing of starts
     with ends: two sorts of the runs instead of one of every block."""
-    frames = mm.page_flags.size
+    frames, hot = mm.page_flags.size, own.hot
     # (a hot list is a stack that refills and frees push onto, so its runs mostly descend)
-    blocks = [(own.live, own.live_orders), (own.heads, own.orders), (own.hot[::-1], None)]
+    blocks = [(own.live, own.live_orders), (own.heads, own.orders), (hot[::-1], None)]
     for _, orders in blocks:  # only blocks no larger than memory can tile it (nor overflow a step)
         if orders is not None and orders.size and (orders.min() < 0 or 1 << int(orders.max()) > frames):
             return False
-    step = np.int32 if 2 * frames < 2**31 else np.int64  # (pfns in [-N, N), sizes <= N: see Owners)
     reserved = [(lo, hi) for lo, hi in mm.layout.reserved_ranges if lo < hi]
+    if hot.size and (hot.min() < 0 or hot.max() >= frames) or any(lo < 0 or hi > frames for lo, hi in reserved):
+        return False  # (the live and free heads are held to memory by Owners)
+    step = np.int32 if 2 * frames < 2**31 else np.int64  # (pfns in [-N, N), sizes <= N)
     parts = [_run_bounds(starts, orders, step) for starts, orders in blocks]
     parts.append(tuple(np.array(reserved, dtype=np.int64).reshape(-1, 2).T))
     if 2 * sum(starts.size for starts, _ in parts) > sum(starts.size for starts, _ in blocks):
@@ -162,7 +162,7 @@ def check_frames(k: Kernel, own: Owners) -> None:
         _fail("alloc-flag", "a live handle's block is not flagged allocated")
     if not _tiles_by_runs(mm, own):
         _check_tiling(mm, own)
-    if np.any(own.hot_flags & FLAGS != PG_pcp):
+    if np.any(mm.page_flags[hot] & FLAGS != PG_pcp):
         _fail("pcp-flag", "a hot-list page is not flagged PG_pcp alone")
     if np.any(own.head_flags & FLAGS != PG_buddy) or np.any(live_flags != PG_alloc):
         _fail("tiling", "a free or allocated block's head carries another kind's flag")
@@ -220,7 +220,7 @@ def check_mapped(k: Kernel, own: Owners) -> None:
     a bit against the lists' heads, the hot pages, the reserved frames and the live heads, so
     only those others need looking at (no pass over every frame)."""
     mm = k.mm
-    others = [own.head_flags, own.hot_flags,
+    others = [own.head_flags, mm.page_flags[own.hot],
               *(mm.page_flags[lo:hi] for lo, hi in mm.layout.reserved_ranges)]
     if any(np.any(flags & PG_mapped) for flags in others):
         _fail("mapped-allocated", "a kernel-mapped block is not allocated")

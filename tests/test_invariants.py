@@ -169,10 +169,15 @@ def a_hot_page_listed_twice(k: Kernel) -> None:
     zone.pcp[0] = zone.pcp[1]
 
 
+def a_hot_page_past_memory(k: Kernel) -> None:
+    zone = next(z for z in k.mm.zones if z.pcp_top)
+    zone.pcp[0] = k.mm.page_flags.size + 5
+
+
 TILING_BREAKS = [two_handles_on_one_block, a_handle_on_a_free_block, a_free_head_off_its_list,
                  a_live_block_one_order_larger, a_live_block_grown_over_the_next_handles,
                  a_live_block_of_negative_order, a_handle_of_no_order_on_a_free_block,
-                 a_hot_page_listed_twice]
+                 a_hot_page_listed_twice, a_hot_page_past_memory]
 
 
 def test_the_runs_show_the_scripted_kernels_tiling(stock):
@@ -186,6 +191,11 @@ def test_the_runs_never_show_a_tiling_the_sort_rejects(stock, corrupt):
     assert not invariants._tiles_by_runs(stock.mm, own)
     with pytest.raises(InvariantError, match="invariant (tiling|one-owner) violated"):
         invariants._check_tiling(stock.mm, own)
+
+
+def test_a_hot_page_past_memory_breaks_tiling(stock):
+    a_hot_page_past_memory(stock)
+    assert violated(stock) == "tiling"
 
 
 def test_a_kernel_whose_runs_are_many_passes_by_the_sort(stock):
