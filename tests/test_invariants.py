@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from core import events as E
+from core import invariants
 from core.errors import InvariantError
 from core.events import Stream, ev, make_batch
 from core.invariants import check_all
@@ -123,6 +124,85 @@ def test_a_hot_list_page_without_pg_pcp_breaks_pcp_flag(stock):
     top = int(zone.pcp[zone.pcp_top - 1])
     stock.mm.page_flags[top] &= 0xFF ^ PG_pcp
     assert violated(stock) in {"pcp-flag", "tiling"}
+
+
+# The tiling is shown on the blocks' runs when they are few (invariants._tiles_by_runs), else decided
+# by one sort of every block (invariants._check_tiling): the runs must never show a tiling the sort
+# rejects, and a kernel whose runs are many must still pass by the sort.
+
+
+def two_handles_on_one_block(k: Kernel) -> None:
+    k.handle_pfn[SPARE] = live_pfn(k, 4)
+
+
+def a_handle_on_a_free_block(k: Kernel) -> None:
+    k.handle_pfn[SPARE] = free_head(k)
+
+
+def a_free_head_off_its_list(k: Kernel) -> None:
+    pfn = free_head(k)
+    del k.mm.zones[ZONE_NORMAL].free_area[int(k.mm.page_order[pfn])][pfn]
+
+
+def a_live_block_one_order_larger(k: Kernel) -> None:
+    k.mm.page_order[live_pfn(k, 4)] += 1
+
+
+def a_live_block_grown_over_the_next_handles(k: Kernel) -> None:
+    """Handles 0 and 1 hold neighbouring pages: an order-1 block at the first holds both."""
+    assert live_pfn(k, 1) == live_pfn(k, 0) + 1 and live_pfn(k, 0) % 2 == 0
+    k.mm.page_order[live_pfn(k, 0)] = 1
+
+
+def a_live_block_of_negative_order(k: Kernel) -> None:
+    k.mm.page_order[live_pfn(k, 4)] = -1
+
+
+def a_handle_of_no_order_on_a_free_block(k: Kernel) -> None:
+    """The free block still covers its frames; the handle's block (order -1) would cover none."""
+    k.handle_pfn[SPARE] = free_head(k)
+    k.mm.page_order[free_head(k)] = -1
+
+
+def a_hot_page_listed_twice(k: Kernel) -> None:
+    zone = next(z for z in k.mm.zones if z.pcp_top > 1)
+    zone.pcp[0] = zone.pcp[1]
+
+
+def a_hot_page_past_memory(k: Kernel) -> None:
+    zone = next(z for z in k.mm.zones if z.pcp_top)
+    zone.pcp[0] = k.mm.page_flags.size + 5
+
+
+TILING_BREAKS = [two_handles_on_one_block, a_handle_on_a_free_block, a_free_head_off_its_list,
+                 a_live_block_one_order_larger, a_live_block_grown_over_the_next_handles,
+                 a_live_block_of_negative_order, a_handle_of_no_order_on_a_free_block,
+                 a_hot_page_listed_twice, a_hot_page_past_memory]
+
+
+def test_the_runs_show_the_scripted_kernels_tiling(stock):
+    assert invariants._tiles_by_runs(stock.mm, invariants.owners(stock))
+
+
+@pytest.mark.parametrize("corrupt", TILING_BREAKS, ids=lambda f: f.__name__)
+def test_the_runs_never_show_a_tiling_the_sort_rejects(stock, corrupt):
+    corrupt(stock)
+    own = invariants.owners(stock)
+    assert not invariants._tiles_by_runs(stock.mm, own)
+    with pytest.raises(InvariantError, match="invariant (tiling|one-owner) violated"):
+        invariants._check_tiling(stock.mm, own)
+
+
+def test_a_hot_page_past_memory_breaks_tiling(stock):
+    a_hot_page_past_memory(stock)
+    assert violated(stock) == "tiling"
+
+
+def test_a_kernel_whose_runs_are_many_passes_by_the_sort(stock):
+    zone = next(z for z in stock.mm.zones if z.pcp_top > 100)
+    zone.pcp[:zone.pcp_top] = np.sort(zone.pcp[:zone.pcp_top])  # no page abuts the one pushed after it
+    assert not invariants._tiles_by_runs(stock.mm, invariants.owners(stock))
+    check_all(stock)
 
 
 # -- zones: free counts and free lists ----------------------------------------------------------------
