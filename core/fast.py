@@ -43,7 +43,7 @@ class Columns:
         self.kind = batch["kind"].astype(np.intp)  # an index into the kind tables: intp indexes fastest
         self.handle = batch["handle"].astype(np.int64)
         self.order = batch["order"].astype(np.int64)
-        self.addr = batch["addr"].astype(np.int64)
+        self.addr = np.ascontiguousarray(batch["addr"])  # uint32 as it came: gathers move half of int64's bytes
         self.is_src = E.IS_ALLOC[self.kind] | (self.kind == E.K_FREE)
         self.src = np.flatnonzero(self.is_src)  # alloc/free positions, in time order
         # allocs and frees by (handle, time): the windows' handle links and the uses' lookups
