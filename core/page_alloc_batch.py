@@ -288,9 +288,12 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     zone_of[tf] = mm.zone_index(held)
     zone_of[lk] = zone_of[src[lk]]
     failed, cut = route(k, w.gfp, is_alloc, order, zone_of, src, noop, again)
+    roomy = True  # the kernel window has room for every request before the cut (always, unless unmapped)
     if k.policy.map_on_alloc:  # unmapped: a kernel allocation the window has no room for fails first
         full, cut = window_misses(k, is_alloc, mapped, noop, order, src, cut)
-        failed |= full
+        if full is not None:
+            failed |= full
+            roomy = False
     if failed.any():
         noop |= linked & failed[np.maximum(src, 0)]  # frees of handles whose allocation failed
         pfn[failed | noop] = H_FAILED
@@ -298,7 +301,7 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
         mapped[failed] = False
     pages = np.left_shift(1, order)
     d_window = np.where(mapped & ~noop & ~failed, np.where(is_alloc, pages, -pages), 0)
-    if k.policy.map_on_alloc:
+    if not roomy:  # (with room for every request, failures only give more back)
         over = np.flatnonzero(is_alloc & (k.window_used + np.cumsum(d_window) > k.window_pages))
         cut = min(cut, int(over[0])) if over.size else cut
     live = ~noop & ~failed & (idx < cut)
@@ -376,21 +379,24 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
 
 
 def window_misses(k, is_alloc: np.ndarray, mapped: np.ndarray, noop: np.ndarray, order: np.ndarray,
-                  src: np.ndarray, cut: int) -> tuple[np.ndarray, int]:
+                  src: np.ndarray, cut: int) -> tuple[np.ndarray | None, int]:
     """unmapped: the kernel allocations that find the kernel window full (do_alloc's check, before
     any zone), and the cut. The window's free pages walk as a zone's do: -2**order per mapped
     allocation, +2**order per free of a mapped block, so the same reflected walk finds the
     order-0 requests that meet it full (``page_alloc_route.reflect``, frees of failed requests
-    giving nothing back); a larger request that finds some room but too little ends the window."""
+    giving nothing back); a larger request that finds some room but too little ends the window.
+    None for no miss: room for every request in the window (the common case)."""
     n = is_alloc.size
     ops = np.flatnonzero(mapped[:cut] & ~noop[:cut])
-    none = np.zeros(n, dtype=bool)
     if not ops.size:
-        return none, cut
-    step = np.where(is_alloc[ops], -np.left_shift(1, order[ops]), np.left_shift(1, order[ops]))
+        return None, cut
+    pages = np.left_shift(1, order[ops])
     room = k.window_pages - k.window_used
+    if room >= int(pages.sum()):  # room even if nothing were given back: no walk needed
+        return None, cut
+    step = np.where(is_alloc[ops], -pages, pages)
     if room + int(np.cumsum(step).min()) >= 0:
-        return none, cut  # room for every request in the window (the common case)
+        return None, cut
     missed, short = reflect(room, ops, step, is_alloc[ops] & (order[ops] == 0), n, src)
     cut = min(cut, short)
     missed[cut:] = False

@@ -12,7 +12,6 @@ the scalar verbs issue them and plays them against the cache.
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -76,15 +75,10 @@ class Timeline:
         return self._cols.order[self.pos[i]]
 
     def block_order(self, i: np.ndarray) -> np.ndarray:
-        """The order of the block allocated or freed by the alloc and free events ``i``."""
-        return self._order_at[self.pos[i]].astype(np.int64)  # (1 << an int8 order is an int8)
-
-    @cached_property
-    def _order_at(self) -> np.ndarray:
-        """Per batch position, the order of the block its alloc or free moved (orders fit a byte)."""
-        order = np.zeros(self._cols.n, dtype=np.int8)
-        order[self._cols.src] = self._out.order
-        return order
+        """The order of the block allocated or freed by the alloc and free events ``i``: each
+        found among the allocs and frees (``cols.src``, ascending) by a binary search, where a
+        per-position table costs a scatter of them all."""
+        return self._out.order[np.searchsorted(self._cols.src, self.pos[i])]
 
     def in_time(self, mark: np.ndarray) -> np.ndarray:
         """The indices of the marked events, in time order: a sort of the few marked ones (the

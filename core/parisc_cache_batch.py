@@ -269,9 +269,12 @@ def op_times(ops: Ops, t: Timeline, teardown: np.ndarray, n: int, at: np.ndarray
     per_event = np.zeros(n, dtype=np.int64)
     per_event[t.pos] = upto[:, -1]
     per_event[teardown] += 1
-    before = np.cumsum(per_event) - per_event  # operations issued by earlier events
-    times = before[t.pos[row]] + upto.ravel()[at]
-    return times, before[teardown] + 1, int(per_event.sum())
+    issued = np.cumsum(per_event)  # operations issued by each event and the earlier ones
+    # an operation's time: what its event and the earlier ones issue, less its row's live slots
+    # after it (bytes over the grid, where an exclusive sum costs a pass over the batch)
+    upto -= upto[:, -1:]
+    times = issued[t.pos[row]] + upto.ravel()[at]
+    return times, issued[teardown] - per_event[teardown] + 1, int(issued[-1]) if n else 0
 
 
 def issue(k: Kernel, cols: Columns, t: Timeline, c: Colours) -> None:
