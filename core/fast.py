@@ -33,6 +33,8 @@ from core.vec import run_last, stable_order
 MIN_WINDOW, MAX_WINDOW = 256, 1 << 16
 USES_PFN = E.NEEDS_HANDLE & ~E.IS_ALLOC
 USES_PFN[E.K_FREE] = False  # events that act on the page a handle holds (kmap, io, ...)
+IS_SRC = E.IS_ALLOC.copy()
+IS_SRC[E.K_FREE] = True  # allocs and frees: pass 1's events
 
 
 class Columns:
@@ -44,13 +46,13 @@ class Columns:
         self.handle = batch["handle"].astype(np.int64)
         self.order = batch["order"].astype(np.int64)
         self.addr = np.ascontiguousarray(batch["addr"])  # uint32 as it came: gathers move half of int64's bytes
-        self.is_src = E.IS_ALLOC[self.kind] | (self.kind == E.K_FREE)
-        self.src = np.flatnonzero(self.is_src)  # alloc/free positions, in time order
+        self.src = np.flatnonzero(IS_SRC[self.kind])  # alloc/free positions, in time order
         # allocs and frees by (handle, time): the windows' handle links and the uses' lookups
         self.src_handle = self.handle[self.src]
         self.src_key = self.src_handle * self.n + self.src
         self.src_by_key = stable_order(self.src_handle)  # (ties in time order: by src_key)
         self.use = np.flatnonzero(USES_PFN[self.kind])  # positions of events that use a page
+        self.use_kind, self.use_handle = self.kind[self.use], self.handle[self.use]
 
 
 class AllocResult:
@@ -142,7 +144,7 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
         by_key = cols.src_by_key
         keys = cols.src_key[by_key]
         key_handle = cols.src_handle[by_key]
-        use_handle = cols.handle[use]
+        use_handle = cols.use_handle
         j = _last_key_below(k, key_handle, keys, use_handle * n + use, use_handle)
         got = by_key[np.maximum(j, 0)]
         ok = (j >= 0) & (key_handle[np.maximum(j, 0)] == use_handle)
@@ -174,7 +176,7 @@ def _last_key_below(k: Kernel, key_handle: np.ndarray, keys: np.ndarray, use_key
 
 def kmap_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pass 2: kmap/kunmap ops; returns their batch positions and pk.mapped after each."""
-    kind = cols.kind[cols.use]
+    kind = cols.use_kind
     todo = np.flatnonzero(((kind == E.K_KMAP) | (kind == E.K_KUNMAP)) & (pfn >= 0) & ~has_address)
     if not todo.size:
         return todo, todo
@@ -208,7 +210,7 @@ def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarra
     c.io_requests += int(counts[E.K_IO])
     c.page_copies += int(counts[E.K_COPY])
     c.user_accesses += int(counts[E.K_USER])
-    kind = cols.kind[cols.use]
+    kind = cols.use_kind
     needs_map = (pfn >= 0) & ~has_address
     atomic = int(np.count_nonzero(needs_map & ((kind == E.K_KMAP_ATOMIC) | (kind == E.K_COW))))
     pte = int(np.count_nonzero(needs_map & (kind == E.K_PTE_UPDATE)))
@@ -245,12 +247,14 @@ def series_pass(k: Kernel, cols: Columns, out: AllocResult, kmap_at: np.ndarray,
     moved = np.cumsum(out.d_window) if out.d_window.any() else None
     if src.size:
         high = out.zone == ZONE_HIGHMEM
+        high_d = np.where(high, out.d_free, 0) if high.any() else None  # (None: no highmem moved)
         if k.policy.map_on_alloc:  # lowmem is the window's free pages: what it took, negated
             low_min = -int(moved.max()) if moved is not None else 0
-        else:
-            low_min = int(np.cumsum(np.where(high | (out.zone < 0), 0, out.d_free)).min())
+        else:  # lowmem's is the rest of d_free, which is 0 where no zone moved
+            low_min = int(np.cumsum(out.d_free if high_d is None else out.d_free - high_d).min())
         c.lowmem_free_min = min(c.lowmem_free_min, low0 + low_min)
-        c.highmem_free_min = min(c.highmem_free_min, high0 + int(np.cumsum(np.where(high, out.d_free, 0)).min()))
+        high_min = int(np.cumsum(high_d).min()) if high_d is not None else 0
+        c.highmem_free_min = min(c.highmem_free_min, high0 + high_min)
     base = k.offset_mapped_end if k.policy.offset_maps_lowmem else k.permanent_pages
     peaks = [window0 + pk0]
     if moved is None:  # only the pool moves
@@ -270,7 +274,7 @@ def run_batch(k: Kernel, batch: np.ndarray) -> None:
     if batch.size == 0:
         return
     cols = Columns(batch)
-    start = k.handle_pfn[cols.handle[cols.use]]  # what each use's handle held before the batch
+    start = k.handle_pfn[cols.use_handle]  # what each use's handle held before the batch
     start_mapped = (k.mm.page_flags[np.maximum(start, 0)] & PG_mapped) != 0
     zones = k.mm.zones
     series_start = (k.lowmem_free(), zones[ZONE_HIGHMEM].free_pages, k.window_used, k.pk.mapped + k.vi_kmapped())
