@@ -54,18 +54,18 @@ class Timeline:
         self.setter = self.runs.prev(self.is_alloc | self.is_free)
         had = self.setter >= 0
         prev = np.maximum(self.setter, 0)
+        # per-frame state from before the batch is read once per frame and spread over its events
+        # (random reads of per-frame arrays cost more than anything done with them)
+        frames, length = pfn[self.runs.ends], self.runs.length
         # an alloc or free sets both (u_set is -1 for a free); else they come from before the batch
-        self.u = self.u_set[prev]
-        carried = np.flatnonzero(~had)
-        self.u[carried] = vi.user_colour[pfn[carried]]
+        self.u = np.where(had, self.u_set[prev], np.repeat(vi.user_colour[frames], length))
         # allocation mappings: none while the offset map gives every page its kernel address
         if k.policy.offset_maps_lowmem:
             self.amapped = np.zeros(pfn.size, dtype=bool)
             return
-        # each frame's kernel colour and kmap count before the batch, read once (random reads
-        # of per-frame arrays cost more than anything done with them)
-        self.kc0 = vi.kernel_colour[pfn].astype(COLOUR)
-        self.kcount0 = vi.kmap_count[pfn].astype(np.int32)  # (int16 would overflow at KMAP_COUNT_MAX + 1)
+        # each frame's kernel colour and kmap count before the batch
+        self.kc0 = np.repeat(vi.kernel_colour[frames].astype(COLOUR), length)
+        self.kcount0 = np.repeat(vi.kmap_count[frames].astype(np.int32), length)  # (int16: overflows in KmapCounts)
         carried_amapped = (self.kc0 >= 0) & (self.kcount0 == 0)
         alloc_mapped = self.is_alloc & self.mapped
         self.amapped = (had & alloc_mapped[prev]) | (~had & carried_amapped)
@@ -75,9 +75,9 @@ class Timeline:
         return self._cols.order[self.pos[i]]
 
     def block_order(self, i: np.ndarray) -> np.ndarray:
-        """The order of the block allocated or freed by the alloc and free events ``i``: each
-        found among the allocs and frees (``cols.src``, ascending) by a binary search, where a
-        per-position table costs a scatter of them all."""
+        """The order of the block allocated or freed by the alloc and free events ``i``, in time
+        order: each found among the allocs and frees (``cols.src``, ascending) by a binary search
+        of rising keys, where a per-position table costs a scatter of them all."""
         return self._out.order[np.searchsorted(self._cols.src, self.pos[i])]
 
     def in_time(self, mark: np.ndarray) -> np.ndarray:
@@ -289,7 +289,9 @@ def run(k: Kernel, cols: Columns, event_pfn: np.ndarray, out: AllocResult) -> tu
     transients = int(np.count_nonzero(c.transient))
     cnt.kmap_atomic_maps += transients
     cnt.tlb_flush_local += transients + int(np.count_nonzero(c.last))
-    mapped_blocks = t.block_order(np.flatnonzero(t.is_alloc & t.mapped))
+    # the blocks __alloc_pages mapped: every one is a timeline event (none is inert), so they are
+    # read off the allocator's results, in time order, with no lookup
+    mapped_blocks = out.order[np.flatnonzero(out.mapped & E.IS_ALLOC[cols.kind[cols.src]])]
     cnt.tlb_entries_used += int(np.sum(tlb_entries(mapped_blocks, p.variable_pages)))
     _store(k, t, c)
     change = c.first | c.last
