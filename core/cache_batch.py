@@ -68,7 +68,10 @@ class _ClosedForms:
         self.line, self.colour = np.zeros(keys.size, dtype=bool), np.zeros(n, dtype=np.int64)
         if not n:
             return
-        frame_of = run_index(start, n)  # (start: each frame's first operation, run_first(pfn))
+        # (start: each frame's first operation, run_first(pfn)); per-frame facts are spread over
+        # the operations by repeats, several times cheaper than gathers through frame_of
+        length = np.diff(start, append=n)
+        frame_of = np.repeat(np.arange(start.size), length)  # (run_index)
         is_r, is_d = typ == OP_R, typ == OP_D
         # single-line: out at a read, a DMA or a device read, or a store or flush at another colour
         # than the first; store-free: out at a store, a read or DMA with no colour, or one at
@@ -97,8 +100,8 @@ class _ClosedForms:
         self.line = (wanted >= 0) & kept[at]
         single &= kept
         reads &= kept
-        self.single, self.reads = single[frame_of], reads[frame_of]
-        self.colour = np.where(single, single_colour, read_colour)[frame_of]
+        self.single, self.reads = np.repeat(single, length), np.repeat(reads, length)
+        self.colour = np.repeat(np.where(single, single_colour, read_colour), length)
 
 
 def play_single(out: Versions, lane: _ClosedForms, ops: tuple, lines: tuple, flushes: Flushes,

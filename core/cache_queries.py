@@ -125,7 +125,7 @@ def first_colour(kind: np.ndarray, frame_of: np.ndarray, col: np.ndarray, frames
     same = at_frame[1:] == at_frame[:-1]
     out[at[1:][same & (at_col[1:] != at_col[:-1])]] |= bit
     first = np.flatnonzero(np.append(True, ~same)) if at.size else at
-    colour = np.full(frames, -1, dtype=np.int64)
+    colour = np.full(frames, -1, dtype=col.dtype)
     colour[at_frame[first]] = at_col[first]
     return colour
 

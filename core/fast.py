@@ -44,8 +44,10 @@ class Columns:
         self.n = batch.size
         self.kind = batch["kind"].astype(np.intp)  # an index into the kind tables: intp indexes fastest
         self.handle = batch["handle"].astype(np.int64)
-        self.order = batch["order"].astype(np.int64)
-        self.addr = np.ascontiguousarray(batch["addr"])  # uint32 as it came: gathers move half of int64's bytes
+        # order and addr in their own types (uint8, uint32): their gathers move an eighth and a
+        # half of int64's bytes, and the allocator widens the orders it works on
+        self.order = np.ascontiguousarray(batch["order"])
+        self.addr = np.ascontiguousarray(batch["addr"])
         self.src = np.flatnonzero(IS_SRC[self.kind])  # alloc/free positions, in time order
         # allocs and frees by (handle, time): the windows' handle links and the uses' lookups
         self.src_handle = self.handle[self.src]

@@ -44,7 +44,7 @@ class Window:
 
     pos: np.ndarray  # int64 positions in the batch
     handle: np.ndarray  # int64
-    order: np.ndarray  # int64: alloc order; filled in for frees
+    order: np.ndarray  # the events' order field (alloc order); apply_window widens it and fills in frees
     gfp: np.ndarray  # intp: the GFP class, 0 for frees
     by_handle: np.ndarray  # the window's events in handle-major, time-minor order
 
