@@ -304,8 +304,8 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
         zone_of[failed | noop] = -1
         mapped[failed] = False
     pages = np.left_shift(1, order)
-    d_window = np.where(mapped & ~noop & ~failed, np.where(is_alloc, pages, -pages), 0)
     if not roomy:  # (with room for every request, failures only give more back)
+        d_window = np.where(mapped & ~noop & ~failed, np.where(is_alloc, pages, -pages), 0)
         over = np.flatnonzero(is_alloc & (k.window_used + np.cumsum(d_window) > k.window_pages))
         cut = min(cut, int(over[0])) if over.size else cut
     live = ~noop & ~failed & (idx < cut)
@@ -318,7 +318,7 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     ptr[push_linked] = src[push_linked]
     finals = {zi: _match(k, z, cut, ptr, pfn) for zi, z in zones.items()}
     _resolve(ptr, pfn)
-    _commit(k, w, cut, _Resolved(is_alloc, noop, failed, order, pfn, mapped, zone_of, d_window), finals)
+    _commit(k, w, cut, _Resolved(is_alloc, noop, failed, order, pages, pfn, mapped, zone_of), finals)
     return Outcome(cut, pfn[:cut], zone_of[:cut], mapped[:cut], order[:cut])
 
 
@@ -330,10 +330,10 @@ class _Resolved:
     noop: np.ndarray  # frees of handles whose allocation failed: nothing to free
     failed: np.ndarray  # allocations that found no page
     order: np.ndarray
+    pages: np.ndarray  # 1 << order
     pfn: np.ndarray
     mapped: np.ndarray
     zone_of: np.ndarray
-    d_window: np.ndarray
 
     def prefix(self, cut: int) -> _Resolved:
         return _Resolved(*(getattr(self, f)[:cut] for f in self.__dataclass_fields__))
@@ -363,18 +363,19 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
     held = last[is_alloc[last] & (order[last] == 0) & ~failed[last]]
     mm.page_flags[pfn[held]] |= PG_alloc | np.where(mapped[held], PG_mapped, 0).astype(np.uint8)
     mm.page_order[pfn[held]] = 0
-    pages = np.left_shift(1, order)
+    pages = r.pages
     for zone, gained in zip(mm.zones, _free_pages_gained(zone_of, is_alloc, order, pages, len(mm.zones)), strict=True):
         zone.free_pages += gained
-    k.window_used += int(r.d_window.sum())
     mfree = ~is_alloc & ~noop & mapped
     # (count_nonzero, not sum: summing booleans widens them first, several times the cost)
     c.allocs += int(np.count_nonzero(is_alloc))
     c.alloc_failures += int(np.count_nonzero(failed))
     c.frees += int(np.count_nonzero(~is_alloc & ~noop))
     c.ops_on_failed += int(np.count_nonzero(noop))
-    c.kernel_map_pages += int(np.dot(pages, is_alloc & mapped & ~failed))
-    c.kernel_unmap_pages += int(np.dot(pages, mfree))
+    mapped_in, mapped_out = int(np.dot(pages, is_alloc & mapped & ~failed)), int(np.dot(pages, mfree))
+    c.kernel_map_pages += mapped_in
+    c.kernel_unmap_pages += mapped_out
+    k.window_used += mapped_in - mapped_out  # the window's pages are the mapped blocks' (noops are frees)
     c.kernel_unmaps += int(np.count_nonzero(mfree))
     c.tlb_flush_local += int(np.count_nonzero(mfree))
     pfn[noop] = H_FAILED

@@ -28,6 +28,7 @@ from core.vec import ranges, stable_order
 if TYPE_CHECKING:
     from core.fast import AllocResult, Columns
     from core.kernel import Kernel
+    from core.policy import Policy
 
 COLOUR = np.int32  # the type of the timeline's colours, -1 for none
 
@@ -198,9 +199,7 @@ class Colours:
         want_user = np.where(t.u >= 0, t.u if p.congruent_kmap else -1, colourless)
         self._alloc_pool(k, t)
         no_translation = ~t.amapped & (self.count == 0)
-        kernel_access = (t.kind == E.K_COPY) | (t.kind == E.K_PTE_UPDATE) | (t.kind == E.K_COW)
-        io_transient = (t.kind == E.K_IO) & (not p.user_coherence_index)
-        self.transient = no_translation & (kernel_access | io_transient)
+        self.transient = no_translation & _transient_kinds(p)[t.kind]
         first_before = counts.first_before()
         carried = np.where(t.kcount0 > 0, t.kc0, -1)
         ev = t.in_time(self.first | self.last | self.transient)
@@ -236,6 +235,16 @@ class Colours:
         self.alloc = Requests(t.pfn.size, ev, np.where(get, pools.GET, pools.PUT), want,
                               np.left_shift(1, t.block_order(ev)), np.where(~get & (setter >= 0), setter, -1),
                               t.kc0[ev], t.pos[ev]).serve(vi.allocs)
+
+
+def _transient_kinds(p: Policy) -> np.ndarray:
+    """The kinds that touch a page through the kernel (a kmap_atomic when it has no translation):
+    copies, PTE updates and COW, and I/O when the kernel's index is what the transfer uses (a
+    table: one gather where tests of the kind take a pass each)."""
+    kinds = np.zeros(E.NKINDS, dtype=bool)
+    kinds[[E.K_COPY, E.K_PTE_UPDATE, E.K_COW]] = True
+    kinds[E.K_IO] = not p.user_coherence_index
+    return kinds
 
 
 def _user_mapped(cols: Columns, at: np.ndarray) -> np.ndarray:
