@@ -52,7 +52,8 @@ class Timeline:
         mapped[cols.src] = out.mapped
         self.mapped = mapped[self.pos]
         self.runs = Runs(pfn)  # each frame's events
-        self.setter = self.runs.prev(self.is_alloc | self.is_free)
+        self.sets = self.is_alloc | self.is_free  # the events that set a frame's user colour
+        self.setter = self.runs.prev(self.sets)
         had = self.setter >= 0
         prev = np.maximum(self.setter, 0)
         # per-frame state from before the batch is read once per frame and spread over its events
@@ -318,9 +319,11 @@ def _store(k: Kernel, t: Timeline, c: Colours) -> None:
     if not t.pfn.size:
         return
     end = t.runs.ends
-    end = end[(t.setter[end] >= 0) | t.is_alloc[end] | t.is_free[end]]  # runs with an alloc or a free
+    sets = t.sets[end]
+    keep = np.flatnonzero((t.setter[end] >= 0) | sets)  # runs with an alloc or a free
+    end, sets = end[keep], sets[keep]
     frames = t.pfn[end]
-    vi.user_colour[frames] = np.where(t.is_alloc[end] | t.is_free[end], t.u_set[end], t.u[end])  # (-1 for a free)
+    vi.user_colour[frames] = np.where(sets, t.u_set[end], t.u[end])  # (-1 for a free)
     if k.policy.offset_maps_lowmem:
         return
     # a frame KmapCounts does not follow keeps the kmap mapping it came with (kmap_before)
