@@ -144,12 +144,14 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
         pfn, mapped = start, start_mapped
     else:
         by_key = cols.src_by_key
-        keys = cols.src_key[by_key]
-        key_handle = cols.src_handle[by_key]
+        # each ends in a sentinel, read at index -1 (no key below the use's): a key below every
+        # key, a handle no use has; no clamping of indices and masking of what they read
+        keys = np.append(cols.src_key[by_key], np.iinfo(np.int64).min)
+        key_handle = np.append(cols.src_handle[by_key], -1)
         use_handle = cols.use_handle
         j = _last_key_below(k, key_handle, keys, use_handle * n + use, use_handle)
-        got = by_key[np.maximum(j, 0)]
-        ok = (j >= 0) & (key_handle[np.maximum(j, 0)] == use_handle)
+        got = by_key[j]  # (at -1 some other event's: ok is False there)
+        ok = key_handle[j] == use_handle
         pfn = np.where(ok, out.pfn[got], start)
         mapped = (ok & out.mapped[got]) | (~ok & start_mapped)  # (bool logic: np.where on bools costs 5x)
     has_address = (pfn >= 0) & ((pfn < k.offset_mapped_end) | mapped)
@@ -161,8 +163,9 @@ def _last_key_below(k: Kernel, key_handle: np.ndarray, keys: np.ndarray, use_key
     """For each use, the index of the last of the sorted (handle, time) ``keys`` below its own, or
     -1. A handle has an alloc and a free or two in a batch, so each use starts at its handle's
     last key (found through a per-handle table, not a binary search) and steps back at most twice;
-    the few still short of their key take a binary search."""
-    last = run_last(key_handle)
+    the few still short of their key take a binary search. ``keys`` and ``key_handle`` end in
+    sentinels (pages_at_uses), so index -1 reads a key below every use's."""
+    last = run_last(key_handle[:-1])
     # (per call: kept, it would be state). Only the entries read are cleared: a fill of a table
     # the size of the handle space costs more than the rest of the lookup
     table = np.empty(k.handle_pfn.size, dtype=np.int32)
@@ -170,9 +173,9 @@ def _last_key_below(k: Kernel, key_handle: np.ndarray, keys: np.ndarray, use_key
     table[key_handle[last]] = last
     j = table[use_handle].astype(np.int64)  # -1: the handle has no key in the batch
     for _ in range(2):  # a key above the use's: step back (off the handle's keys is below all its keys)
-        j -= (j >= 0) & (keys[np.maximum(j, 0)] > use_key)
-    far = np.flatnonzero((j >= 0) & (keys[np.maximum(j, 0)] > use_key))
-    j[far] = np.searchsorted(keys, use_key[far]) - 1
+        j -= keys[j] > use_key
+    far = np.flatnonzero(keys[j] > use_key)
+    j[far] = np.searchsorted(keys[:-1], use_key[far]) - 1
     return j
 
 
