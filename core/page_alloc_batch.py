@@ -94,8 +94,7 @@ def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, int]:
 def _walk(is_pop: np.ndarray, s0: int) -> np.ndarray:
     """Absolute hot-list level of each op: a pop takes the level it starts at, a push the level it
     ends at. Levels 1..s0 hold the pre-existing pages, levels <= 0 the pages refills bring."""
-    # every op is one or the other: steps of -1 and +1 as bytes, summed into int64 (two passes of
-    # int64 fewer than selecting them)
+    # every op is one or the other: steps of -1 and +1 as bytes, summed into int64
     level = np.cumsum(1 - 2 * is_pop.view(np.int8), dtype=np.int64)
     level += s0
     level += is_pop
@@ -292,19 +291,17 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     zone_of[tf] = mm.zone_index(held)
     zone_of[lk] = zone_of[src[lk]]
     failed, cut = route(k, w.gfp, is_alloc, order, zone_of, src, noop, again)
-    roomy = True  # the kernel window has room for every request before the cut (always, unless unmapped)
-    if k.policy.map_on_alloc:  # unmapped: a kernel allocation the window has no room for fails first
-        full, cut = window_misses(k, is_alloc, mapped, noop, order, src, cut)
-        if full is not None:
-            failed |= full
-            roomy = False
+    # unmapped: a kernel allocation the window has no room for fails first (None: room for all)
+    full, cut = window_misses(k, is_alloc, mapped, noop, order, src, cut) if k.policy.map_on_alloc else (None, cut)
+    if full is not None:
+        failed |= full
     if failed.any():
         noop |= linked & failed[np.maximum(src, 0)]  # frees of handles whose allocation failed
         pfn[failed | noop] = H_FAILED
         zone_of[failed | noop] = -1
         mapped[failed] = False
     pages = np.left_shift(1, order)
-    if not roomy:  # (with room for every request, failures only give more back)
+    if full is not None:  # (with room for every request, failures only give more back)
         d_window = np.where(mapped & ~noop & ~failed, np.where(is_alloc, pages, -pages), 0)
         over = np.flatnonzero(is_alloc & (k.window_used + np.cumsum(d_window) > k.window_pages))
         cut = min(cut, int(over[0])) if over.size else cut
@@ -364,8 +361,10 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
     mm.page_flags[pfn[held]] |= PG_alloc | np.where(mapped[held], PG_mapped, 0).astype(np.uint8)
     mm.page_order[pfn[held]] = 0
     pages = r.pages
-    for zone, gained in zip(mm.zones, _free_pages_gained(zone_of, is_alloc, order, pages, len(mm.zones)), strict=True):
-        zone.free_pages += gained
+    signed = np.where(is_alloc, -pages, pages)
+    by_zone = np.bincount(zone_of + 1, weights=signed, minlength=len(mm.zones) + 1)  # (-1: no zone)
+    for zone in mm.zones:
+        zone.free_pages += int(by_zone[zone.index + 1])
     mfree = ~is_alloc & ~noop & mapped
     # (count_nonzero, not sum: summing booleans widens them first, several times the cost)
     c.allocs += int(np.count_nonzero(is_alloc))
@@ -379,21 +378,6 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
     c.kernel_unmaps += int(np.count_nonzero(mfree))
     c.tlb_flush_local += int(np.count_nonzero(mfree))
     pfn[noop] = H_FAILED
-
-
-def _free_pages_gained(zone_of: np.ndarray, is_alloc: np.ndarray, order: np.ndarray, pages: np.ndarray,
-                       zones: int) -> list[int]:
-    """Per zone, the pages its frees gave back less those its allocations took: one page per
-    event counted by (zone, alloc or free), then the few blocks of more than one (a plain count
-    is half the cost of a weighted one)."""
-    key = zone_of + 1  # (-1: no zone)
-    key <<= 1
-    key += is_alloc
-    count = np.bincount(key, minlength=2 * (zones + 1))
-    big = np.flatnonzero(order > 0)
-    if big.size:
-        count = count + np.bincount(key[big], weights=pages[big] - 1, minlength=2 * (zones + 1)).astype(np.int64)
-    return [int(f - a) for f, a in zip(count[2::2], count[3::2], strict=True)]
 
 
 def window_misses(k, is_alloc: np.ndarray, mapped: np.ndarray, noop: np.ndarray, order: np.ndarray,
