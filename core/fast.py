@@ -132,12 +132,13 @@ def alloc_pass(k: Kernel, cols: Columns) -> AllocResult:
     return out
 
 
-def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.ndarray,
-                  out: AllocResult) -> tuple[np.ndarray, np.ndarray]:
+def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.ndarray | None,
+                  out: AllocResult) -> tuple[np.ndarray, np.ndarray | None]:
     """For each event in ``cols.use``: the pfn its handle held when it ran (or H_FREE / H_FAILED)
     and whether that block had a kernel address of its own. Each use looks up the last alloc or
     free of its handle before it, in the allocs and frees sorted by (handle, time); ``start`` and
-    ``start_mapped`` (aligned with ``cols.use``) are what its handle held before the batch."""
+    ``start_mapped`` (aligned with ``cols.use``) are what its handle held before the batch
+    (``start_mapped`` None: no kernel addresses wanted, and None for them)."""
     n = cols.n
     use = cols.use
     if not cols.src.size:  # no alloc or free in the batch: every page is the one held at the start
@@ -153,7 +154,10 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
         got = by_key[j]  # (at -1 some other event's: ok is False there)
         ok = key_handle[j] == use_handle
         pfn = np.where(ok, out.pfn[got], start)
-        mapped = (ok & out.mapped[got]) | (~ok & start_mapped)  # (bool logic: np.where on bools costs 5x)
+        # (bool logic: np.where on bools costs 5x)
+        mapped = None if start_mapped is None else (ok & out.mapped[got]) | (~ok & start_mapped)
+    if mapped is None:
+        return pfn, None
     has_address = (pfn >= 0) & ((pfn < k.offset_mapped_end) | mapped)
     return pfn, has_address
 
@@ -189,8 +193,9 @@ def kmap_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarray
     return cols.use[todo], mapped_after
 
 
-def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarray) -> None:
-    """Pass 3: the counts that need no order."""
+def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarray | None) -> None:
+    """Pass 3: the counts that need no order (``has_address`` None: transient maps are counted
+    elsewhere, by parisc_batch)."""
     c = k.c
     counts = np.bincount(cols.kind, minlength=E.NKINDS)
     if np.any(pfn == H_FREE):
@@ -215,6 +220,9 @@ def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarra
     c.io_requests += int(counts[E.K_IO])
     c.page_copies += int(counts[E.K_COPY])
     c.user_accesses += int(counts[E.K_USER])
+    c.events += cols.n
+    if has_address is None:
+        return
     kind = cols.use_kind
     needs_map = (pfn >= 0) & ~has_address
     atomic = int(np.count_nonzero(needs_map & ((kind == E.K_KMAP_ATOMIC) | (kind == E.K_COW))))
@@ -222,7 +230,6 @@ def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarra
     c.kmap_atomic_maps += atomic
     c.pte_kmaps += pte
     c.tlb_flush_local += atomic + pte
-    c.events += cols.n
 
 
 def _held_sum(at: np.ndarray, after: np.ndarray, before: int, n: int) -> int:
@@ -280,13 +287,14 @@ def run_batch(k: Kernel, batch: np.ndarray) -> None:
         return
     cols = Columns(batch)
     start = k.handle_pfn[cols.use_handle]  # what each use's handle held before the batch
-    start_mapped = (k.mm.page_flags[np.maximum(start, 0)] & PG_mapped) != 0
+    # (on a virtually indexed machine parisc_batch follows kernel addresses: no per-use mapping)
+    start_mapped = None if k.vi else (k.mm.page_flags[np.maximum(start, 0)] & PG_mapped) != 0
     zones = k.mm.zones
     series_start = (k.lowmem_free(), zones[ZONE_HIGHMEM].free_pages, k.window_used, k.pk.mapped + k.vi_kmapped())
     out = alloc_pass(k, cols)
     pfn, has_address = pages_at_uses(k, cols, start, start_mapped, out)
     if k.vi:  # virtually indexed: kmaps, flushes and the cache are core.parisc_batch's
-        count_pass(k, cols, pfn, np.ones_like(has_address))
+        count_pass(k, cols, pfn, None)
         event_pfn = np.full(cols.n, -1, dtype=np.int64)
         event_pfn[cols.use] = pfn
         event_pfn[cols.src] = np.where(out.pfn >= 0, out.pfn, out.freed)

@@ -254,6 +254,12 @@ def _user_mapped(cols: Columns, at: np.ndarray) -> np.ndarray:
     return (kind == E.K_ALLOC_ANON) | ((kind == E.K_ALLOC_PAGECACHE) & (cols.addr[at] != 0))
 
 
+INERT = np.zeros(E.NKINDS, dtype=bool)  # the kinds inert() leaves out whatever the event
+INERT[E.K_KMAP_ATOMIC] = True
+INERT_OFFSET = INERT.copy()  # ... and while the offset map gives every page its kernel address
+INERT_OFFSET[[E.K_KMAP, E.K_KUNMAP]] = True
+
+
 def inert(k: Kernel, cols: Columns, out: AllocResult) -> np.ndarray:
     """Events that change no parisc state and issue no cache operation, left out of the timeline:
     kmap_atomic (it only counts here) and allocations that neither map the block for the kernel
@@ -261,14 +267,14 @@ def inert(k: Kernel, cols: Columns, out: AllocResult) -> np.ndarray:
     While the offset map gives every page its kernel address, kmap and kunmap are inert too, and
     so is the free of a block with no user address (its frame stays as it was: no user colour)."""
     kind = cols.kind
-    idle = kind == E.K_KMAP_ATOMIC
+    idle = (INERT_OFFSET if k.policy.offset_maps_lowmem else INERT)[kind]  # (a table: one pass)
     is_alloc = np.flatnonzero(E.IS_ALLOC[kind[cols.src]])  # (index arrays: masks here follow no pattern)
     alloc = cols.src[is_alloc]
     idle[alloc] = ~_user_mapped(cols, alloc) & ~out.mapped[is_alloc]
     if k.policy.offset_maps_lowmem:
-        idle |= (kind == E.K_KMAP) | (kind == E.K_KUNMAP)
         idle[cols.src[_frees_of_kernel_blocks(k, cols, out)]] = True
     return idle
+
 
 
 def _frees_of_kernel_blocks(k: Kernel, cols: Columns, out: AllocResult) -> np.ndarray:
