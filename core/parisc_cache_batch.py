@@ -159,7 +159,7 @@ def expand(p: Policy, t: Timeline, c: Colours, n: int) -> Ops:
 def clear_user_page(p: Policy, v: _View, t: Timeline, ops: Ops) -> None:
     """core.parisc.clear_user_page: purge the kernel alias, then zero the page through tmpalias."""
     u = t.u_set[v.i]
-    kcol = v.eq if p.offset_maps_lowmem else np.full(v.i.size, -1)  # the kernel's translation
+    kcol = v.eq if p.offset_maps_lowmem else np.full(v.i.size, -1, dtype=v.eq.dtype)  # the kernel's translation
     lines = v.eq if p.offset_maps_lowmem or p.defer_dcache_flush else kcol  # where its lines may be
     purge = (lines >= 0) & (lines != u)
     ops.put(v.row[purge], 0, OP_P, lines[purge])
