@@ -68,7 +68,10 @@ class _ClosedForms:
         self.line, self.colour = np.zeros(keys.size, dtype=bool), np.zeros(n, dtype=np.int64)
         if not n:
             return
-        frame_of = run_index(start, n)  # (start: each frame's first operation, run_first(pfn))
+        # (start: each frame's first operation, run_first(pfn)); per-frame facts are spread over
+        # the operations by repeats, several times cheaper than gathers through frame_of
+        length = np.diff(start, append=n)
+        frame_of = np.repeat(np.arange(start.size), length)  # (run_index)
         is_r, is_d = typ == OP_R, typ == OP_D
         # single-line: out at a read, a DMA or a device read, or a store or flush at another colour
         # than the first; store-free: out at a store, a read or DMA with no colour, or one at
@@ -77,12 +80,13 @@ class _ClosedForms:
         out |= ((typ == OP_W) | ((is_r | is_d) & (col < 0))).view(np.uint8) << 1
         single_colour = first_colour((typ == OP_W) | (typ == OP_F), frame_of, col, start.size, out, self.SINGLE_OUT)
         read_colour = first_colour(is_r | is_d, frame_of, col, start.size, out, self.READS_OUT)
-        # per frame, how many operations rule it out of each kind (counts: a weighted bincount
-        # is several times faster than an or-reduction over runs)
-        single_out, reads_out = (np.bincount(frame_of, weights=out & bit, minlength=start.size) for bit in
-                                 (self.SINGLE_OUT, self.READS_OUT))
-        single = (single_colour >= 0) & (single_out == 0)
-        reads = ~single & (reads_out == 0)
+        # per frame, whether an operation rules it out of each kind: the frames of those that do,
+        # marked (a weighted bincount or an or-reduction over runs reads every operation's frame)
+        single = single_colour >= 0
+        single[frame_of[np.flatnonzero(out & self.SINGLE_OUT)]] = False
+        reads = np.ones(start.size, dtype=bool)
+        reads[frame_of[np.flatnonzero(out & self.READS_OUT)]] = False
+        reads &= ~single
         # carried lines: a single-line frame may have one at its own colour, a store-free one none
         # (C, what it wants, is no line's colour). Each line finds its frame among the batch's,
         # which are in order (a binary search: per-frame marks would cost 4 bytes a frame)
@@ -96,8 +100,8 @@ class _ClosedForms:
         self.line = (wanted >= 0) & kept[at]
         single &= kept
         reads &= kept
-        self.single, self.reads = single[frame_of], reads[frame_of]
-        self.colour = np.where(single, single_colour, read_colour)[frame_of]
+        self.single, self.reads = np.repeat(single, length), np.repeat(reads, length)
+        self.colour = np.repeat(np.where(single, single_colour, read_colour), length)
 
 
 def play_single(out: Versions, lane: _ClosedForms, ops: tuple, lines: tuple, flushes: Flushes,

@@ -21,8 +21,7 @@ class Runs:
     def __init__(self, g: np.ndarray) -> None:
         n = g.size
         self.n = n
-        self.at = np.arange(n)
-        first = np.flatnonzero(np.append(True, g[1:] != g[:-1])) if n else self.at
+        first = np.flatnonzero(np.append(True, g[1:] != g[:-1])) if n else np.zeros(0, dtype=np.int64)
         # each run's first index, repeated over the run (a repeat is several times cheaper than a
         # running max, whose every step waits on the one before)
         length = np.empty_like(first)
@@ -30,6 +29,7 @@ class Runs:
         length[-1:] = n - first[-1:]
         self.start = np.repeat(first, length)  # my run's first
         self.ends = first + length - 1  # each run's last
+        self.length = length  # each run's (per-run values spread over runs: np.repeat(v, length))
 
     def exclusive_sum(self, delta: np.ndarray) -> np.ndarray:
         """Sum of ``delta`` over the earlier elements of my run."""
@@ -125,7 +125,7 @@ def first_colour(kind: np.ndarray, frame_of: np.ndarray, col: np.ndarray, frames
     same = at_frame[1:] == at_frame[:-1]
     out[at[1:][same & (at_col[1:] != at_col[:-1])]] |= bit
     first = np.flatnonzero(np.append(True, ~same)) if at.size else at
-    colour = np.full(frames, -1, dtype=np.int64)
+    colour = np.full(frames, -1, dtype=col.dtype)
     colour[at_frame[first]] = at_col[first]
     return colour
 

@@ -33,6 +33,8 @@ from core.vec import run_last, stable_order
 MIN_WINDOW, MAX_WINDOW = 256, 1 << 16
 USES_PFN = E.NEEDS_HANDLE & ~E.IS_ALLOC
 USES_PFN[E.K_FREE] = False  # events that act on the page a handle holds (kmap, io, ...)
+IS_SRC = E.IS_ALLOC.copy()
+IS_SRC[E.K_FREE] = True  # allocs and frees: pass 1's events
 
 
 class Columns:
@@ -42,15 +44,17 @@ class Columns:
         self.n = batch.size
         self.kind = batch["kind"].astype(np.intp)  # an index into the kind tables: intp indexes fastest
         self.handle = batch["handle"].astype(np.int64)
-        self.order = batch["order"].astype(np.int64)
-        self.addr = batch["addr"].astype(np.int64)
-        self.is_src = E.IS_ALLOC[self.kind] | (self.kind == E.K_FREE)
-        self.src = np.flatnonzero(self.is_src)  # alloc/free positions, in time order
+        # order and addr in their own types (uint8, uint32): their gathers move an eighth and a
+        # half of int64's bytes, and the allocator widens the orders it works on
+        self.order = np.ascontiguousarray(batch["order"])
+        self.addr = np.ascontiguousarray(batch["addr"])
+        self.src = np.flatnonzero(IS_SRC[self.kind])  # alloc/free positions, in time order
         # allocs and frees by (handle, time): the windows' handle links and the uses' lookups
         self.src_handle = self.handle[self.src]
         self.src_key = self.src_handle * self.n + self.src
         self.src_by_key = stable_order(self.src_handle)  # (ties in time order: by src_key)
         self.use = np.flatnonzero(USES_PFN[self.kind])  # positions of events that use a page
+        self.use_kind, self.use_handle = self.kind[self.use], self.handle[self.use]
 
 
 class AllocResult:
@@ -128,26 +132,32 @@ def alloc_pass(k: Kernel, cols: Columns) -> AllocResult:
     return out
 
 
-def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.ndarray,
-                  out: AllocResult) -> tuple[np.ndarray, np.ndarray]:
+def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.ndarray | None,
+                  out: AllocResult) -> tuple[np.ndarray, np.ndarray | None]:
     """For each event in ``cols.use``: the pfn its handle held when it ran (or H_FREE / H_FAILED)
     and whether that block had a kernel address of its own. Each use looks up the last alloc or
     free of its handle before it, in the allocs and frees sorted by (handle, time); ``start`` and
-    ``start_mapped`` (aligned with ``cols.use``) are what its handle held before the batch."""
+    ``start_mapped`` (aligned with ``cols.use``) are what its handle held before the batch
+    (``start_mapped`` None: no kernel addresses wanted, and None for them)."""
     n = cols.n
     use = cols.use
     if not cols.src.size:  # no alloc or free in the batch: every page is the one held at the start
         pfn, mapped = start, start_mapped
     else:
         by_key = cols.src_by_key
-        keys = cols.src_key[by_key]
-        key_handle = cols.src_handle[by_key]
-        use_handle = cols.handle[use]
+        # each ends in a sentinel, read at index -1 (no key below the use's): a key below every
+        # key, a handle no use has; no clamping of indices and masking of what they read
+        keys = np.append(cols.src_key[by_key], np.iinfo(np.int64).min)
+        key_handle = np.append(cols.src_handle[by_key], -1)
+        use_handle = cols.use_handle
         j = _last_key_below(k, key_handle, keys, use_handle * n + use, use_handle)
-        got = by_key[np.maximum(j, 0)]
-        ok = (j >= 0) & (key_handle[np.maximum(j, 0)] == use_handle)
+        got = by_key[j]  # (at -1 some other event's: ok is False there)
+        ok = key_handle[j] == use_handle
         pfn = np.where(ok, out.pfn[got], start)
-        mapped = (ok & out.mapped[got]) | (~ok & start_mapped)  # (bool logic: np.where on bools costs 5x)
+        # (bool logic: np.where on bools costs 5x)
+        mapped = None if start_mapped is None else (ok & out.mapped[got]) | (~ok & start_mapped)
+    if mapped is None:
+        return pfn, None
     has_address = (pfn >= 0) & ((pfn < k.offset_mapped_end) | mapped)
     return pfn, has_address
 
@@ -157,8 +167,9 @@ def _last_key_below(k: Kernel, key_handle: np.ndarray, keys: np.ndarray, use_key
     """For each use, the index of the last of the sorted (handle, time) ``keys`` below its own, or
     -1. A handle has an alloc and a free or two in a batch, so each use starts at its handle's
     last key (found through a per-handle table, not a binary search) and steps back at most twice;
-    the few still short of their key take a binary search."""
-    last = run_last(key_handle)
+    the few still short of their key take a binary search. ``keys`` and ``key_handle`` end in
+    sentinels (pages_at_uses), so index -1 reads a key below every use's."""
+    last = run_last(key_handle[:-1])
     # (per call: kept, it would be state). Only the entries read are cleared: a fill of a table
     # the size of the handle space costs more than the rest of the lookup
     table = np.empty(k.handle_pfn.size, dtype=np.int32)
@@ -166,15 +177,15 @@ def _last_key_below(k: Kernel, key_handle: np.ndarray, keys: np.ndarray, use_key
     table[key_handle[last]] = last
     j = table[use_handle].astype(np.int64)  # -1: the handle has no key in the batch
     for _ in range(2):  # a key above the use's: step back (off the handle's keys is below all its keys)
-        j -= (j >= 0) & (keys[np.maximum(j, 0)] > use_key)
-    far = np.flatnonzero((j >= 0) & (keys[np.maximum(j, 0)] > use_key))
-    j[far] = np.searchsorted(keys, use_key[far]) - 1
+        j -= keys[j] > use_key
+    far = np.flatnonzero(keys[j] > use_key)
+    j[far] = np.searchsorted(keys[:-1], use_key[far]) - 1
     return j
 
 
 def kmap_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pass 2: kmap/kunmap ops; returns their batch positions and pk.mapped after each."""
-    kind = cols.kind[cols.use]
+    kind = cols.use_kind
     todo = np.flatnonzero(((kind == E.K_KMAP) | (kind == E.K_KUNMAP)) & (pfn >= 0) & ~has_address)
     if not todo.size:
         return todo, todo
@@ -182,8 +193,9 @@ def kmap_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarray
     return cols.use[todo], mapped_after
 
 
-def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarray) -> None:
-    """Pass 3: the counts that need no order."""
+def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarray | None) -> None:
+    """Pass 3: the counts that need no order (``has_address`` None: transient maps are counted
+    elsewhere, by parisc_batch)."""
     c = k.c
     counts = np.bincount(cols.kind, minlength=E.NKINDS)
     if np.any(pfn == H_FREE):
@@ -208,14 +220,16 @@ def count_pass(k: Kernel, cols: Columns, pfn: np.ndarray, has_address: np.ndarra
     c.io_requests += int(counts[E.K_IO])
     c.page_copies += int(counts[E.K_COPY])
     c.user_accesses += int(counts[E.K_USER])
-    kind = cols.kind[cols.use]
+    c.events += cols.n
+    if has_address is None:
+        return
+    kind = cols.use_kind
     needs_map = (pfn >= 0) & ~has_address
     atomic = int(np.count_nonzero(needs_map & ((kind == E.K_KMAP_ATOMIC) | (kind == E.K_COW))))
     pte = int(np.count_nonzero(needs_map & (kind == E.K_PTE_UPDATE)))
     c.kmap_atomic_maps += atomic
     c.pte_kmaps += pte
     c.tlb_flush_local += atomic + pte
-    c.events += cols.n
 
 
 def _held_sum(at: np.ndarray, after: np.ndarray, before: int, n: int) -> int:
@@ -245,12 +259,14 @@ def series_pass(k: Kernel, cols: Columns, out: AllocResult, kmap_at: np.ndarray,
     moved = np.cumsum(out.d_window) if out.d_window.any() else None
     if src.size:
         high = out.zone == ZONE_HIGHMEM
+        high_d = np.where(high, out.d_free, 0) if high.any() else None  # (None: no highmem moved)
         if k.policy.map_on_alloc:  # lowmem is the window's free pages: what it took, negated
             low_min = -int(moved.max()) if moved is not None else 0
-        else:
-            low_min = int(np.cumsum(np.where(high | (out.zone < 0), 0, out.d_free)).min())
+        else:  # lowmem's is the rest of d_free, which is 0 where no zone moved
+            low_min = int(np.cumsum(out.d_free if high_d is None else out.d_free - high_d).min())
         c.lowmem_free_min = min(c.lowmem_free_min, low0 + low_min)
-        c.highmem_free_min = min(c.highmem_free_min, high0 + int(np.cumsum(np.where(high, out.d_free, 0)).min()))
+        high_min = int(np.cumsum(high_d).min()) if high_d is not None else 0
+        c.highmem_free_min = min(c.highmem_free_min, high0 + high_min)
     base = k.offset_mapped_end if k.policy.offset_maps_lowmem else k.permanent_pages
     peaks = [window0 + pk0]
     if moved is None:  # only the pool moves
@@ -270,14 +286,15 @@ def run_batch(k: Kernel, batch: np.ndarray) -> None:
     if batch.size == 0:
         return
     cols = Columns(batch)
-    start = k.handle_pfn[cols.handle[cols.use]]  # what each use's handle held before the batch
-    start_mapped = (k.mm.page_flags[np.maximum(start, 0)] & PG_mapped) != 0
+    start = k.handle_pfn[cols.use_handle]  # what each use's handle held before the batch
+    # (on a virtually indexed machine parisc_batch follows kernel addresses: no per-use mapping)
+    start_mapped = None if k.vi else (k.mm.page_flags[np.maximum(start, 0)] & PG_mapped) != 0
     zones = k.mm.zones
     series_start = (k.lowmem_free(), zones[ZONE_HIGHMEM].free_pages, k.window_used, k.pk.mapped + k.vi_kmapped())
     out = alloc_pass(k, cols)
     pfn, has_address = pages_at_uses(k, cols, start, start_mapped, out)
     if k.vi:  # virtually indexed: kmaps, flushes and the cache are core.parisc_batch's
-        count_pass(k, cols, pfn, np.ones_like(has_address))
+        count_pass(k, cols, pfn, None)
         event_pfn = np.full(cols.n, -1, dtype=np.int64)
         event_pfn[cols.use] = pfn
         event_pfn[cols.src] = np.where(out.pfn >= 0, out.pfn, out.freed)

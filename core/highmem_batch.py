@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.cache_queries import Runs
 from core.errors import StreamError
 from core.highmem import Pkmap, kmap_high, kunmap_high
-from core.vec import stable_order
+from core.vec import run_first, stable_order
 
 
 def _segment(pk: Pkmap, is_kmap: np.ndarray, pfn: np.ndarray) -> np.ndarray:
@@ -25,8 +26,10 @@ def _segment(pk: Pkmap, is_kmap: np.ndarray, pfn: np.ndarray) -> np.ndarray:
     htable = pk.page_address_htable
     slot = htable.lookup(pfn)
     cand = np.flatnonzero(is_kmap & (slot < 0))
-    _, first = np.unique(pfn[cand], return_index=True)
-    new_at = np.sort(cand[first])  # ops that install a new mapping, in time order
+    # each page's first such kmap: the first of its run in a stable sort by page (np.unique's
+    # return_index is the same sort and more)
+    by_page = cand[stable_order(pfn[cand])]
+    new_at = np.sort(by_page[run_first(pfn[by_page])])  # ops that install a new mapping, in time order
     stop = int(new_at[free.size]) if new_at.size > free.size else pfn.size
     new_at = new_at[: free.size]
     n = stop
@@ -58,13 +61,7 @@ def _check_counts(pk: Pkmap, slot: np.ndarray, is_kmap: np.ndarray) -> None:
     """A kunmap must find its slot with users (count >= 2): running counts per slot stay >= 1."""
     srt = stable_order(slot)
     s, d = slot[srt], np.where(is_kmap[srt], 1, -1)
-    run = np.cumsum(d)
-    starts = np.ones(s.size, dtype=bool)
-    starts[1:] = s[1:] != s[:-1]
-    base = np.maximum.accumulate(np.where(starts, np.arange(s.size), 0))
-    before = run - d  # running sum before each op, across groups
-    offset = before[base]
-    level = pk.pkmap_count[s] + run - offset
+    level = pk.pkmap_count[s] + Runs(s).exclusive_sum(d) + d  # each slot's count after each op
     if np.any(level < 1):
         raise StreamError(f"kunmap of pkmap slot {int(s[np.flatnonzero(level < 1)[0]])}, which has no users")
 

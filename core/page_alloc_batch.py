@@ -44,7 +44,7 @@ class Window:
 
     pos: np.ndarray  # int64 positions in the batch
     handle: np.ndarray  # int64
-    order: np.ndarray  # int64: alloc order; filled in for frees
+    order: np.ndarray  # the events' order field (alloc order); apply_window widens it and fills in frees
     gfp: np.ndarray  # intp: the GFP class, 0 for frees
     by_handle: np.ndarray  # the window's events in handle-major, time-minor order
 
@@ -94,8 +94,11 @@ def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, int]:
 def _walk(is_pop: np.ndarray, s0: int) -> np.ndarray:
     """Absolute hot-list level of each op: a pop takes the level it starts at, a push the level it
     ends at. Levels 1..s0 hold the pre-existing pages, levels <= 0 the pages refills bring."""
-    depth_after = s0 + np.cumsum(np.where(is_pop, -1, 1))  # every op is one or the other
-    return np.where(is_pop, depth_after + 1, depth_after)
+    # every op is one or the other: steps of -1 and +1 as bytes, summed into int64
+    level = np.cumsum(1 - 2 * is_pop.view(np.int8), dtype=np.int64)
+    level += s0
+    level += is_pop
+    return level
 
 
 class _Zone:
@@ -288,8 +291,9 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     zone_of[tf] = mm.zone_index(held)
     zone_of[lk] = zone_of[src[lk]]
     failed, cut = route(k, w.gfp, is_alloc, order, zone_of, src, noop, again)
-    if k.policy.map_on_alloc:  # unmapped: a kernel allocation the window has no room for fails first
-        full, cut = window_misses(k, is_alloc, mapped, noop, order, src, cut)
+    # unmapped: a kernel allocation the window has no room for fails first (None: room for all)
+    full, cut = window_misses(k, is_alloc, mapped, noop, order, src, cut) if k.policy.map_on_alloc else (None, cut)
+    if full is not None:
         failed |= full
     if failed.any():
         noop |= linked & failed[np.maximum(src, 0)]  # frees of handles whose allocation failed
@@ -297,8 +301,8 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
         zone_of[failed | noop] = -1
         mapped[failed] = False
     pages = np.left_shift(1, order)
-    d_window = np.where(mapped & ~noop & ~failed, np.where(is_alloc, pages, -pages), 0)
-    if k.policy.map_on_alloc:
+    if full is not None:  # (with room for every request, failures only give more back)
+        d_window = np.where(mapped & ~noop & ~failed, np.where(is_alloc, pages, -pages), 0)
         over = np.flatnonzero(is_alloc & (k.window_used + np.cumsum(d_window) > k.window_pages))
         cut = min(cut, int(over[0])) if over.size else cut
     live = ~noop & ~failed & (idx < cut)
@@ -311,7 +315,7 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     ptr[push_linked] = src[push_linked]
     finals = {zi: _match(k, z, cut, ptr, pfn) for zi, z in zones.items()}
     _resolve(ptr, pfn)
-    _commit(k, w, cut, _Resolved(is_alloc, noop, failed, order, pfn, mapped, zone_of, d_window), finals)
+    _commit(k, w, cut, _Resolved(is_alloc, noop, failed, order, pages, pfn, mapped, zone_of), finals)
     return Outcome(cut, pfn[:cut], zone_of[:cut], mapped[:cut], order[:cut])
 
 
@@ -323,10 +327,10 @@ class _Resolved:
     noop: np.ndarray  # frees of handles whose allocation failed: nothing to free
     failed: np.ndarray  # allocations that found no page
     order: np.ndarray
+    pages: np.ndarray  # 1 << order
     pfn: np.ndarray
     mapped: np.ndarray
     zone_of: np.ndarray
-    d_window: np.ndarray
 
     def prefix(self, cut: int) -> _Resolved:
         return _Resolved(*(getattr(self, f)[:cut] for f in self.__dataclass_fields__))
@@ -356,41 +360,45 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
     held = last[is_alloc[last] & (order[last] == 0) & ~failed[last]]
     mm.page_flags[pfn[held]] |= PG_alloc | np.where(mapped[held], PG_mapped, 0).astype(np.uint8)
     mm.page_order[pfn[held]] = 0
-    pages = np.left_shift(1, order)
+    pages = r.pages
     signed = np.where(is_alloc, -pages, pages)
     by_zone = np.bincount(zone_of + 1, weights=signed, minlength=len(mm.zones) + 1)  # (-1: no zone)
     for zone in mm.zones:
         zone.free_pages += int(by_zone[zone.index + 1])
-    k.window_used += int(r.d_window.sum())
     mfree = ~is_alloc & ~noop & mapped
     # (count_nonzero, not sum: summing booleans widens them first, several times the cost)
     c.allocs += int(np.count_nonzero(is_alloc))
     c.alloc_failures += int(np.count_nonzero(failed))
     c.frees += int(np.count_nonzero(~is_alloc & ~noop))
     c.ops_on_failed += int(np.count_nonzero(noop))
-    c.kernel_map_pages += int(np.dot(pages, is_alloc & mapped & ~failed))
-    c.kernel_unmap_pages += int(np.dot(pages, mfree))
+    mapped_in, mapped_out = int(np.dot(pages, is_alloc & mapped & ~failed)), int(np.dot(pages, mfree))
+    c.kernel_map_pages += mapped_in
+    c.kernel_unmap_pages += mapped_out
+    k.window_used += mapped_in - mapped_out  # the window's pages are the mapped blocks' (noops are frees)
     c.kernel_unmaps += int(np.count_nonzero(mfree))
     c.tlb_flush_local += int(np.count_nonzero(mfree))
     pfn[noop] = H_FAILED
 
 
 def window_misses(k, is_alloc: np.ndarray, mapped: np.ndarray, noop: np.ndarray, order: np.ndarray,
-                  src: np.ndarray, cut: int) -> tuple[np.ndarray, int]:
+                  src: np.ndarray, cut: int) -> tuple[np.ndarray | None, int]:
     """unmapped: the kernel allocations that find the kernel window full (do_alloc's check, before
     any zone), and the cut. The window's free pages walk as a zone's do: -2**order per mapped
     allocation, +2**order per free of a mapped block, so the same reflected walk finds the
     order-0 requests that meet it full (``page_alloc_route.reflect``, frees of failed requests
-    giving nothing back); a larger request that finds some room but too little ends the window."""
+    giving nothing back); a larger request that finds some room but too little ends the window.
+    None for no miss: room for every request in the window (the common case)."""
     n = is_alloc.size
     ops = np.flatnonzero(mapped[:cut] & ~noop[:cut])
-    none = np.zeros(n, dtype=bool)
     if not ops.size:
-        return none, cut
-    step = np.where(is_alloc[ops], -np.left_shift(1, order[ops]), np.left_shift(1, order[ops]))
+        return None, cut
+    pages = np.left_shift(1, order[ops])
     room = k.window_pages - k.window_used
+    if room >= int(pages.sum()):  # room even if nothing were given back: no walk needed
+        return None, cut
+    step = np.where(is_alloc[ops], -pages, pages)
     if room + int(np.cumsum(step).min()) >= 0:
-        return none, cut  # room for every request in the window (the common case)
+        return None, cut
     missed, short = reflect(room, ops, step, is_alloc[ops] & (order[ops] == 0), n, src)
     cut = min(cut, short)
     missed[cut:] = False

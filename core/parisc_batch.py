@@ -12,7 +12,6 @@ the scalar verbs issue them and plays them against the cache.
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,6 +28,9 @@ from core.vec import ranges, stable_order
 if TYPE_CHECKING:
     from core.fast import AllocResult, Columns
     from core.kernel import Kernel
+    from core.policy import Policy
+
+COLOUR = np.int32  # the type of the timeline's colours, -1 for none
 
 class Timeline:
     """A batch's page events, frame-major, and the state each ran in."""
@@ -43,26 +45,29 @@ class Timeline:
         self.is_free = kind == E.K_FREE
         addr = cols.addr[self.pos]
         user_mapped = (kind == E.K_ALLOC_ANON) | ((kind == E.K_ALLOC_PAGECACHE) & (addr != 0))
-        self.u_set = np.where(user_mapped, addr & (colours - 1), -1)  # colours is a power of two
+        # colours as int32 from here on (the cache grid's type): compares and selects over them
+        # move half the bytes of int64's (colours is a power of two)
+        self.u_set = np.where(user_mapped, (addr & (colours - 1)).astype(COLOUR), -1)
         mapped = np.zeros(cols.n, dtype=bool)  # per batch position: allocations __alloc_pages mapped
         mapped[cols.src] = out.mapped
         self.mapped = mapped[self.pos]
         self.runs = Runs(pfn)  # each frame's events
-        self.setter = self.runs.prev(self.is_alloc | self.is_free)
+        self.sets = self.is_alloc | self.is_free  # the events that set a frame's user colour
+        self.setter = self.runs.prev(self.sets)
         had = self.setter >= 0
         prev = np.maximum(self.setter, 0)
+        # per-frame state from before the batch is read once per frame and spread over its events
+        # (random reads of per-frame arrays cost more than anything done with them)
+        frames, length = pfn[self.runs.ends], self.runs.length
         # an alloc or free sets both (u_set is -1 for a free); else they come from before the batch
-        self.u = self.u_set[prev]
-        carried = np.flatnonzero(~had)
-        self.u[carried] = vi.user_colour[pfn[carried]]
+        self.u = np.where(had, self.u_set[prev], np.repeat(vi.user_colour[frames], length))
         # allocation mappings: none while the offset map gives every page its kernel address
         if k.policy.offset_maps_lowmem:
             self.amapped = np.zeros(pfn.size, dtype=bool)
             return
-        # each frame's kernel colour and kmap count before the batch, read once (random reads
-        # of per-frame arrays cost more than anything done with them)
-        self.kc0 = vi.kernel_colour[pfn].astype(np.int64)
-        self.kcount0 = vi.kmap_count[pfn].astype(np.int64)
+        # each frame's kernel colour and kmap count before the batch
+        self.kc0 = np.repeat(vi.kernel_colour[frames].astype(COLOUR), length)
+        self.kcount0 = np.repeat(vi.kmap_count[frames].astype(np.int32), length)  # (int16: overflows in KmapCounts)
         carried_amapped = (self.kc0 >= 0) & (self.kcount0 == 0)
         alloc_mapped = self.is_alloc & self.mapped
         self.amapped = (had & alloc_mapped[prev]) | (~had & carried_amapped)
@@ -72,15 +77,10 @@ class Timeline:
         return self._cols.order[self.pos[i]]
 
     def block_order(self, i: np.ndarray) -> np.ndarray:
-        """The order of the block allocated or freed by the alloc and free events ``i``."""
-        return self._order_at[self.pos[i]].astype(np.int64)  # (1 << an int8 order is an int8)
-
-    @cached_property
-    def _order_at(self) -> np.ndarray:
-        """Per batch position, the order of the block its alloc or free moved (orders fit a byte)."""
-        order = np.zeros(self._cols.n, dtype=np.int8)
-        order[self._cols.src] = self._out.order
-        return order
+        """The order of the block allocated or freed by the alloc and free events ``i``, in time
+        order: each found among the allocs and frees (``cols.src``, ascending) by a binary search
+        of rising keys, where a per-position table costs a scatter of them all."""
+        return self._out.order[np.searchsorted(self._cols.src, self.pos[i])]
 
     def in_time(self, mark: np.ndarray) -> np.ndarray:
         """The indices of the marked events, in time order: a sort of the few marked ones (the
@@ -91,18 +91,18 @@ class Timeline:
 
 def _frame_major(event_pfn: np.ndarray, frames: int) -> np.ndarray:
     """The batch positions of the events with a frame (pfn >= 0), by frame, each frame's in time
-    order: one sort of (pfn << bits) | position over the whole batch, where the events with no
-    frame (-1) come out first, negative, and are cut off. (Half the time of selecting the page
-    events, then sorting them and mapping back.)"""
+    order: one sort of (pfn << bits) | position over the page events, the position read back from
+    the low bits. (Half the time of sorting the pfns by argument; and a third less than sorting
+    the whole batch with the events with no frame, -1, coming out first: they are a quarter of
+    it, and a sort with them costs more than the selection.)"""
     n = event_pfn.size
     bits = max((n - 1).bit_length(), 1)
+    at = np.flatnonzero(event_pfn >= 0)
     if frames > 1 << (62 - bits):  # (no machine comes near: 2**21 frames on an rp3440)
-        at = np.flatnonzero(event_pfn >= 0)
         return at[stable_order(event_pfn[at])]
-    key = event_pfn << bits
-    key |= np.arange(n, dtype=np.int64)
+    key = event_pfn[at] << bits
+    key |= at
     key.sort()
-    key = key[np.searchsorted(key, 0):]
     key &= (1 << bits) - 1
     return key
 
@@ -172,7 +172,7 @@ class Requests:
 
     def serve(self, pool: ColourPool) -> np.ndarray:
         """The colour of every timeline event's request (-1 where it made none)."""
-        out = np.full(self.n, -1, dtype=np.int64)
+        out = np.full(self.n, -1, dtype=COLOUR)
         if self.event.size:
             out[self.event] = pools.serve(pool, self.op, self.want, self.pages, self.link, self.carried, self.pos)
         return out
@@ -184,7 +184,7 @@ class Colours:
     def __init__(self, k: Kernel, t: Timeline, cols: Columns) -> None:
         p, vi, n = k.policy, k.vi, t.pfn.size
         colours = vi.colours
-        self.eq = t.pfn & (colours - 1)
+        self.eq = (t.pfn & (colours - 1)).astype(COLOUR)
         self.offset = p.offset_maps_lowmem
         self.defer = p.defer_dcache_flush and not p.offset_maps_lowmem
         if p.offset_maps_lowmem:  # no pools, no kmap counts: every page has its kernel address
@@ -200,9 +200,7 @@ class Colours:
         want_user = np.where(t.u >= 0, t.u if p.congruent_kmap else -1, colourless)
         self._alloc_pool(k, t)
         no_translation = ~t.amapped & (self.count == 0)
-        kernel_access = (t.kind == E.K_COPY) | (t.kind == E.K_PTE_UPDATE) | (t.kind == E.K_COW)
-        io_transient = (t.kind == E.K_IO) & (not p.user_coherence_index)
-        self.transient = no_translation & (kernel_access | io_transient)
+        self.transient = no_translation & _transient_kinds(p)[t.kind]
         first_before = counts.first_before()
         carried = np.where(t.kcount0 > 0, t.kc0, -1)
         ev = t.in_time(self.first | self.last | self.transient)
@@ -240,10 +238,26 @@ class Colours:
                               t.kc0[ev], t.pos[ev]).serve(vi.allocs)
 
 
+def _transient_kinds(p: Policy) -> np.ndarray:
+    """The kinds that touch a page through the kernel (a kmap_atomic when it has no translation):
+    copies, PTE updates and COW, and I/O when the kernel's index is what the transfer uses (a
+    table: one gather where tests of the kind take a pass each)."""
+    kinds = np.zeros(E.NKINDS, dtype=bool)
+    kinds[[E.K_COPY, E.K_PTE_UPDATE, E.K_COW]] = True
+    kinds[E.K_IO] = not p.user_coherence_index
+    return kinds
+
+
 def _user_mapped(cols: Columns, at: np.ndarray) -> np.ndarray:
     """Which of the allocations at positions ``at`` give the block a user address."""
     kind = cols.kind[at]
     return (kind == E.K_ALLOC_ANON) | ((kind == E.K_ALLOC_PAGECACHE) & (cols.addr[at] != 0))
+
+
+INERT = np.zeros(E.NKINDS, dtype=bool)  # the kinds inert() leaves out whatever the event
+INERT[E.K_KMAP_ATOMIC] = True
+INERT_OFFSET = INERT.copy()  # ... and while the offset map gives every page its kernel address
+INERT_OFFSET[[E.K_KMAP, E.K_KUNMAP]] = True
 
 
 def inert(k: Kernel, cols: Columns, out: AllocResult) -> np.ndarray:
@@ -253,14 +267,14 @@ def inert(k: Kernel, cols: Columns, out: AllocResult) -> np.ndarray:
     While the offset map gives every page its kernel address, kmap and kunmap are inert too, and
     so is the free of a block with no user address (its frame stays as it was: no user colour)."""
     kind = cols.kind
-    idle = kind == E.K_KMAP_ATOMIC
+    idle = (INERT_OFFSET if k.policy.offset_maps_lowmem else INERT)[kind]  # (a table: one pass)
     is_alloc = np.flatnonzero(E.IS_ALLOC[kind[cols.src]])  # (index arrays: masks here follow no pattern)
     alloc = cols.src[is_alloc]
     idle[alloc] = ~_user_mapped(cols, alloc) & ~out.mapped[is_alloc]
     if k.policy.offset_maps_lowmem:
-        idle |= (kind == E.K_KMAP) | (kind == E.K_KUNMAP)
         idle[cols.src[_frees_of_kernel_blocks(k, cols, out)]] = True
     return idle
+
 
 
 def _frees_of_kernel_blocks(k: Kernel, cols: Columns, out: AllocResult) -> np.ndarray:
@@ -291,7 +305,9 @@ def run(k: Kernel, cols: Columns, event_pfn: np.ndarray, out: AllocResult) -> tu
     transients = int(np.count_nonzero(c.transient))
     cnt.kmap_atomic_maps += transients
     cnt.tlb_flush_local += transients + int(np.count_nonzero(c.last))
-    mapped_blocks = t.block_order(np.flatnonzero(t.is_alloc & t.mapped))
+    # the blocks __alloc_pages mapped: every one is a timeline event (none is inert), so they are
+    # read off the allocator's results, in time order, with no lookup
+    mapped_blocks = out.order[np.flatnonzero(out.mapped & E.IS_ALLOC[cols.kind[cols.src]])]
     cnt.tlb_entries_used += int(np.sum(tlb_entries(mapped_blocks, p.variable_pages)))
     _store(k, t, c)
     change = c.first | c.last
@@ -309,9 +325,11 @@ def _store(k: Kernel, t: Timeline, c: Colours) -> None:
     if not t.pfn.size:
         return
     end = t.runs.ends
-    end = end[(t.setter[end] >= 0) | t.is_alloc[end] | t.is_free[end]]  # runs with an alloc or a free
+    sets = t.sets[end]
+    keep = np.flatnonzero((t.setter[end] >= 0) | sets)  # runs with an alloc or a free
+    end, sets = end[keep], sets[keep]
     frames = t.pfn[end]
-    vi.user_colour[frames] = np.where(t.is_alloc[end] | t.is_free[end], t.u_set[end], t.u[end])  # (-1 for a free)
+    vi.user_colour[frames] = np.where(sets, t.u_set[end], t.u[end])  # (-1 for a free)
     if k.policy.offset_maps_lowmem:
         return
     # a frame KmapCounts does not follow keeps the kmap mapping it came with (kmap_before)

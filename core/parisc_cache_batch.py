@@ -76,9 +76,14 @@ class Ops:
 
 
 def _aliases(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> int:
-    """How many of these (kernel, user, access) colour triples (-1: none) are not all equivalent."""
-    bad = ((a >= 0) & (b >= 0) & (a != b)) | ((a >= 0) & (c >= 0) & (a != c)) | ((b >= 0) & (c >= 0) & (b != c))
-    return int(np.count_nonzero(bad))
+    """How many of these (kernel, user, access) colour triples (-1: none) are not all equivalent:
+    those whose largest colour is not also their smallest, of the colours present. Read as
+    unsigned, -1 is above every colour, so the smallest present is an unsigned minimum, and
+    with none present both are -1 (four passes where pairwise tests take fifteen)."""
+    a, b, c = (x.astype(np.int32, copy=False) for x in (a, b, c))
+    top = np.maximum(np.maximum(a, b), c).view(np.uint32)
+    low = np.minimum(np.minimum(a.view(np.uint32), b.view(np.uint32)), c.view(np.uint32))
+    return int(np.count_nonzero(top != low))
 
 
 class _View:
@@ -154,7 +159,7 @@ def expand(p: Policy, t: Timeline, c: Colours, n: int) -> Ops:
 def clear_user_page(p: Policy, v: _View, t: Timeline, ops: Ops) -> None:
     """core.parisc.clear_user_page: purge the kernel alias, then zero the page through tmpalias."""
     u = t.u_set[v.i]
-    kcol = v.eq if p.offset_maps_lowmem else np.full(v.i.size, -1)  # the kernel's translation
+    kcol = v.eq if p.offset_maps_lowmem else np.full(v.i.size, -1, dtype=v.eq.dtype)  # the kernel's translation
     lines = v.eq if p.offset_maps_lowmem or p.defer_dcache_flush else kcol  # where its lines may be
     purge = (lines >= 0) & (lines != u)
     ops.put(v.row[purge], 0, OP_P, lines[purge])
@@ -266,12 +271,17 @@ def op_times(ops: Ops, t: Timeline, teardown: np.ndarray, n: int, at: np.ndarray
     upto = (ops.typ >= 0).astype(np.int8)  # at most SLOTS: bytes, an eighth of int64's traffic
     for slot in range(1, SLOTS):
         upto[:, slot] += upto[:, slot - 1]
+    live = upto[:, -1]
     per_event = np.zeros(n, dtype=np.int64)
-    per_event[t.pos] = upto[:, -1]
+    per_event[t.pos] = live
     per_event[teardown] += 1
-    before = np.cumsum(per_event) - per_event  # operations issued by earlier events
-    times = before[t.pos[row]] + upto.ravel()[at]
-    return times, before[teardown] + 1, int(per_event.sum())
+    issued = np.cumsum(per_event)  # operations issued by each event and the earlier ones
+    # an operation's time: what the earlier events issued (what its own and those issued, less
+    # its row's: no exclusive sum over the batch) and its rank in its row
+    before = issued[t.pos]
+    before -= live
+    times = before[row] + upto.ravel()[at]
+    return times, issued[teardown] - per_event[teardown] + 1, int(issued[-1]) if n else 0
 
 
 def issue(k: Kernel, cols: Columns, t: Timeline, c: Colours) -> None:

@@ -18,10 +18,14 @@ def stable_order(key: np.ndarray) -> np.ndarray:
     bits = max((n - 1).bit_length(), 1)
     if top - low >= 1 << (62 - bits):
         return np.argsort(key, kind="stable")
-    # uint64 keys past 2**63 are subtracted in their own type; the rest widened first
-    k = (key - key.min()).astype(np.int64) if key.dtype == np.uint64 else key.astype(np.int64) - low
     if top - low < 1 << 16:  # numpy's stable sort of 16-bit integers is a radix sort: O(n)
-        return np.argsort(k.astype(np.uint16), kind="stable")
+        # the offsets in the key's own type (no widening pass): they wrap, if at all, in 16 bits
+        # or more, and only their low 16 bits are kept
+        small = key if key.dtype.kind in "iu" and key.itemsize >= 2 else key.astype(np.int16)
+        return np.argsort((small - small.dtype.type(low)).astype(np.uint16), kind="stable")
+    # uint64 keys past 2**63 are subtracted in their own type; the rest widened first (one pass:
+    # the subtraction writes its int64 result)
+    k = (key - key.min()).astype(np.int64) if key.dtype == np.uint64 else np.subtract(key, low, dtype=np.int64)
     k <<= bits
     k |= np.arange(n, dtype=np.int64)
     k.sort()
