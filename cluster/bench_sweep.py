@@ -2,8 +2,8 @@
 
 Three runs of the same list of simulations, in one invocation so the ratios come from one state
 of a shared machine: serially in this process, through the driver on the embedded Ray that
-``zonesim sweep`` uses (``EmbeddedRay``: started when the work is worth it, the driver one of the
-slots throughout), and through a plain ``multiprocessing.Pool`` (the baseline that any distributed layer
+``zonesim sweep`` uses (``EmbeddedRay``: started when the work is worth it, the driver working
+meanwhile), and through a plain ``multiprocessing.Pool`` (the baseline that any distributed layer
 must not lose to on one box). Then many tiny simulations, serially, through the same driver (which
 does not start Ray for them), through the driver on a fresh Ray started at once
 (``--ray-start now``), and through a Pool. Every parallel side is timed the same way, end to end
@@ -45,7 +45,7 @@ class SweepBench:
     speedup: float  # serial / ray: >= 1.8 wanted on 2 cores
     ray_vs_pool: float  # ray / pool, both end to end: <= 1.05 wanted
     ray_up_s: float  # when EmbeddedRay's Ray was up, seconds into ray_s (nan: never started)
-    ray_ran_here: int  # simulations the driver ran itself, while Ray started and beside its workers
+    ray_ran_here: int  # simulations the driver ran itself while Ray started
     ray_down_s: float  # seconds EmbeddedRay's close took to shut Ray down (nan: never started)
     ray_startup_s: float  # a fresh Ray's ray.init and warm-up sweep, from the tiny forced run
     tiny_sims: int
@@ -144,7 +144,7 @@ def format_sweep_bench(b: SweepBench) -> str:
         f"sweep: {b.sims} simulations of about a second each on {b.cpus} CPUs, one invocation",
         f"  serial in-process   {b.serial_s:8.2f} s",
         f"  driver on Ray       {b.ray_s:8.2f} s   end to end, Ray up at {b.ray_up_s:.2f} s, shut down in "
-        f"{b.ray_down_s:.2f} s ({b.ray_ran_here} simulations in the driver); speedup {b.speedup:.2f}x "
+        f"{b.ray_down_s:.2f} s ({b.ray_ran_here} simulations in the driver meanwhile); speedup {b.speedup:.2f}x "
         f"(>= 1.8: {ok[b.speedup >= 1.8]})",
         f"  multiprocessing     {b.pool_s:8.2f} s   end to end; Ray / Pool {b.ray_vs_pool:.3f} "
         f"(<= 1.05: {ok[b.ray_vs_pool <= 1.05]})",

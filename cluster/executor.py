@@ -31,8 +31,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, running_on
         ray.init(address="auto", **options)
         return False
     # Ray runs workers at nice 15 so that a cluster's raylet keeps its heartbeats under saturated
-    # workers. On an embedded node the simulations are the job, and the driver runs some itself
-    # (``EmbeddedRay``) at nice 0: workers below it would starve whenever anything else runs.
+    # workers. On an embedded node the simulations are the job: at nice 15 its workers starve
+    # whenever anything at nice 0 runs (another job, the driver working while Ray starts).
     ray.init(num_cpus=num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **options)
     return True
 

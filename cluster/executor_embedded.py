@@ -1,7 +1,7 @@
 """An embedded Ray started only when the sweep's work is worth its start-up.
 
 A fresh single-node Ray costs this machine about 3.5-4.5 s to start (the GCS, the raylet, four
-agents and the first workers, each a Python process importing Ray) and 1.3 s to shut down: more
+agents and the first workers, each a Python process importing Ray) and 0.1-0.4 s to shut down: more
 than a sweep of a thousand tiny simulations costs in all. So ``EmbeddedRay`` begins by running
 tasks in the driver's own process, one per ``wait``, and starts Ray in a background thread only
 when its estimate of the work left (``backlog``: the simulations left, times the seconds per
@@ -10,14 +10,12 @@ From then on the driver keeps working in-process while Ray starts, and once Ray 
 not yet run goes to its workers. The records are the same wherever a task runs (a simulation is a
 pure function of its config); ``ran_here`` and ``ran_on_ray`` count where they did.
 
-The driver stays one of the ``slots`` throughout: Ray is started with one CPU fewer, and the driver
-keeps running a task whenever Ray's workers hold all they can usefully queue (two tasks each). On
-two CPUs that is one Ray worker rather than two: a Ray worker costs a process start, Ray's imports
-and zonesim's (about 0.7 s of CPU here), while the driver has paid its own already.
-
 The break-even: with Ray taking S to start and D to stop on ``slots`` CPUs, work W (serial
 seconds) finishes in about W alone, or in S + (W - S) / slots + D with Ray started now. On two
-CPUs with S = 4 and D = 1.4 that is W > 2 (S / 2 + D), about 7 s: ``START_AFTER_S`` is 8.
+CPUs with S = 4 and D = 0.3 that is W > 2 (S / 2 + D), about 4.6 s; but while Ray starts, the
+thread starting it takes the driver's GIL (importing Ray, launching its processes), and the
+driver's own simulations ran 1-1.6 s slower over those seconds (measured here): ``START_AFTER_S``
+is 8.
 """
 
 from __future__ import annotations
@@ -37,8 +35,7 @@ class EmbeddedRay:
     """The ``Executor`` verbs over the driver's process until Ray is up, then over ``RayExecutor``.
 
     Handles are ints whichever side runs the task. ``start_after_s`` 0 starts Ray at the first
-    estimate; ``float('inf')`` never (a sweep that stays in-process), as does a single slot (Ray
-    would get no CPU the driver is not already using)."""
+    estimate; ``float('inf')`` never (a sweep that stays in-process)."""
 
     def __init__(self, num_cpus: int | None = None, progress: bool = False,
                  start_after_s: float = START_AFTER_S) -> None:
@@ -49,7 +46,7 @@ class EmbeddedRay:
         self.up_at: float | None = None  # and was up
         self.down_s: float | None = None  # seconds close took to shut it down
         self._created = time.perf_counter()
-        self._progress = progress
+        self._num_cpus, self._progress = num_cpus, progress
         self._here: dict[int, list[dict[str, object]]] = {}  # submitted, not run yet, Ray not up
         self._done: dict[int, list[dict[str, object]]] = {}
         self._remote: dict[int, object] = {}  # handle -> Ray's object ref
@@ -71,7 +68,7 @@ class EmbeddedRay:
         a neighbour), once ``slots`` simulations or half a second have given an estimate. Whatever
         the estimate, Ray starts once the driver has itself worked ``start_after_s``: a sweep
         whose later configs cost far more than its first then loses at most that much."""
-        if self._thread is not None or self.slots < 2:
+        if self._thread is not None:
             return
         trusted = self.ran_here >= self.slots or self._here_s >= 0.5
         if self._here_s >= self.start_after_s or (trusted and self._fastest * sims > self.start_after_s):
@@ -83,7 +80,7 @@ class EmbeddedRay:
         # The thread lives until close: Ray's daemons are started with a parent-death signal, which
         # Linux sends when the *thread* that spawned them exits, not the process.
         try:
-            self._ray = RayExecutor(num_cpus=self.slots - 1, progress=self._progress)
+            self._ray = RayExecutor(num_cpus=self._num_cpus, progress=self._progress)
             self.up_at = time.perf_counter() - self._created
         except BaseException as err:  # noqa: BLE001 - re-raised in the driver's thread by wait
             self._failed = err
@@ -91,20 +88,15 @@ class EmbeddedRay:
         self._closing.wait()
 
     def _promote(self) -> bool:
-        """Once Ray is up, hand its workers the oldest tasks not run yet, up to two per worker
-        (one running, one queued behind it, so a worker never waits on the driver to collect);
-        whether Ray has room for more."""
+        """Once Ray is up, every task not run yet goes to its workers; whether it is up."""
         if self._failed is not None:
             raise self._failed
         if self._ray is None or not self._up.is_set():
             return False
-        while self._here and self._room():
-            handle = next(iter(self._here))
-            self._send(handle, self._here.pop(handle))
-        return self._room()
-
-    def _room(self) -> bool:
-        return len(self._remote) < 2 * self._ray.slots
+        for handle, configs in self._here.items():
+            self._send(handle, configs)
+        self._here.clear()
+        return True
 
     def _send(self, handle: int, configs: list[dict[str, object]]) -> None:
         ref = self._ray.submit(configs)
@@ -125,13 +117,8 @@ class EmbeddedRay:
         ready = [h for h in handles if h in self._done]
         if ready:
             return ready
-        refs = [self._remote[h] for h in handles if h in self._remote]
-        if refs and self._here:  # collect what Ray has finished before the driver takes a task
-            finished = self._ray.wait(refs, 0)
-            if finished:
-                return [self._by_ref[ref] for ref in finished]
         waiting = [h for h in handles if h in self._here]
-        if waiting:  # Ray is not up, or its workers have all they can queue: the driver runs one
+        if waiting:  # Ray is not up: the driver runs the oldest task itself
             handle = waiting[0]
             configs = self._here.pop(handle)
             start = time.perf_counter()
@@ -141,6 +128,7 @@ class EmbeddedRay:
             self._fastest = min(self._fastest, seconds / len(configs))
             self.ran_here += len(configs)
             return [handle]
+        refs = [self._remote[h] for h in handles if h in self._remote]
         return [self._by_ref[ref] for ref in self._ray.wait(refs, timeout)] if refs else []
 
     def result(self, handle: int) -> list[dict[str, object]]:
@@ -189,4 +177,4 @@ class EmbeddedRay:
                     f"{self.start_after_s:g} s, Ray's start-up and shut-down)")
         up = f"up at {self.up_at:.1f} s" if self.up_at is not None else "never came up"
         return (f"ray: embedded, started at {self.started_at:.1f} s, {up}; {self.ran_on_ray} simulations ran on "
-                f"its workers, {self.ran_here} in the driver")
+                f"its workers, {self.ran_here} in the driver meanwhile")
