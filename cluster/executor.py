@@ -33,7 +33,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, running_on
     # Ray runs workers at nice 15 so that a cluster's raylet keeps its heartbeats under saturated
     # workers. On an embedded node the simulations are the job: at nice 15 its workers starve
     # whenever anything at nice 0 runs (another job, the driver working while Ray starts).
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **options)
+    # (address "local": a new instance even if this machine runs a `ray start` cluster, which
+    # ray.init would otherwise join, and refuse the _system_config for)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0},
+             **options)
     return True
 
 
@@ -157,4 +160,4 @@ def _stop_autoscaler_monitor(ray) -> None:
         return
     for info in monitors:
         info.process.kill()
-        info.process.wait()
+        info.process.wait(timeout=5)  # (a SIGKILLed child: at once, unless stuck in the kernel)

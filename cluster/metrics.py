@@ -117,13 +117,14 @@ class SweepResults:
 
     def settle(self, sweep: str) -> None:
         """A finished sweep keeps only its cells: aggregated once more, then its entries dropped,
-        so a long-lived service holds a summary per sweep, not every record it ran. No entries
-        come for the sweep after this until it is forgotten (a sweep run again starts afresh)."""
+        so a long-lived service holds a summary per sweep, not every record it ran. Its keys stay
+        (strings), so an entry reported again is still ignored; none new comes for the sweep after
+        this until it is forgotten (a sweep run again starts afresh)."""
         self.cells(sweep)
         with self._lock:
             cells = self._sweeps.get(sweep)
             if cells is not None:
-                cells.keys, cells.entries = set(), {}
+                cells.entries = {}
 
     def cells(self, sweep: str) -> list[Cell]:
         """The sweep's cells, in the order of their cell ids."""

@@ -90,7 +90,8 @@ def _run_bounds(starts: np.ndarray, orders: np.ndarray | None, step: type) -> tu
     """The blocks (starts, orders; orders None: order 0) as intervals [start, end), neighbours in
     the given order that abut (one ends where the next begins) joined into one: handles are handed
     out as blocks are split, so 400 k live heads make about 36 k such runs. ``step`` is the dtype
-    the steps between neighbours are taken in: int32 when every start and size fits in one."""
+    the steps between neighbours are taken in: int32 when the differences of any two starts fit
+    in one (the caller's 2N < 2**31)."""
     if not starts.size:
         return starts, starts
     sizes = np.left_shift(1, orders, dtype=step) if orders is not None else np.ones(starts.size, dtype=step)
@@ -122,6 +123,8 @@ def _tiles_by_runs(mm: MemMap, own: Owners) -> bool:
         return False  # (blocks in no useful order: one sort of the blocks is the cheaper way)
     starts = np.sort(np.concatenate([starts for starts, _ in parts], dtype=step, casting="same_kind"))
     ends = np.sort(np.concatenate([ends for _, ends in parts], dtype=step, casting="same_kind"))
+    if not starts.size:  # nothing at all tiles no memory: _check_tiling names it
+        return False
     return bool(starts[0] == 0 and ends[-1] == frames and np.array_equal(starts[1:], ends[:-1]))
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 COLOUR = np.int32  # the type of the timeline's colours, -1 for none
 
+
 class Timeline:
     """A batch's page events, frame-major, and the state each ran in."""
 
@@ -274,7 +275,6 @@ def inert(k: Kernel, cols: Columns, out: AllocResult) -> np.ndarray:
     if k.policy.offset_maps_lowmem:
         idle[cols.src[_frees_of_kernel_blocks(k, cols, out)]] = True
     return idle
-
 
 
 def _frees_of_kernel_blocks(k: Kernel, cols: Columns, out: AllocResult) -> np.ndarray:

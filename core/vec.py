@@ -14,6 +14,8 @@ def stable_order(key: np.ndarray) -> np.ndarray:
     n = key.size
     if n == 0:
         return np.empty(0, dtype=np.int64)
+    if key.dtype.kind not in "biu":  # the offsets below are integer arithmetic
+        return np.argsort(key, kind="stable")
     low, top = int(key.min()), int(key.max())  # (Python ints: no overflow for any integer type)
     bits = max((n - 1).bit_length(), 1)
     if top - low >= 1 << (62 - bits):

@@ -14,7 +14,7 @@ from conftest import run_cli
 from test_driver import configs, store
 
 from cluster.driver import run_sweep
-from cluster.executor import LocalExecutor, RayExecutor
+from cluster.executor import LocalExecutor, RayExecutor, _stop_autoscaler_monitor
 from cluster.executor_embedded import EmbeddedRay
 
 pytestmark = pytest.mark.ray
@@ -102,15 +102,20 @@ def _children(pid: int) -> dict[int, str]:
 
 
 def test_an_embedded_ray_works_at_the_drivers_priority_and_close_stops_what_it_started() -> None:
-    """Workers at nice 0, as the driver that runs tasks beside them; and every process the
-    embedded instance started, the autoscaler monitor that ``close`` kills first among them, is
-    gone once it returns."""
+    """Workers at nice 0, as the driver that runs tasks beside them; the autoscaler monitor is
+    gone once ``_stop_autoscaler_monitor`` returns, with the rest of the instance still up (so
+    shutdown need not wait out its SIGTERM); and every process the instance started is gone once
+    ``close`` returns."""
     before = _children(os.getpid())
     executor = RayExecutor(num_cpus=1)
     try:
         assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == 0  # a lambda: pickled by value
         started = {pid: cmd for pid, cmd in _children(os.getpid()).items() if pid not in before}
+        monitors = {pid for pid, cmd in started.items() if "monitor.py" in cmd and "log_monitor" not in cmd}
+        assert monitors, started
+        _stop_autoscaler_monitor(ray)
+        left = _children(os.getpid())
+        assert not monitors & set(left) and set(started) - monitors <= set(left)
     finally:
         executor.close()
-    assert any("monitor.py" in cmd for cmd in started.values()), started
     assert not set(started) & set(_children(os.getpid())), "still running after close"

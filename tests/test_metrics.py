@@ -245,11 +245,23 @@ def test_a_finished_sweep_keeps_its_cells_and_lets_go_of_its_entries() -> None:
     registry = CollectorRegistry()
     exporter = Exporter(registry)
     listener = exporter.listener("s7")
+    def shown() -> set:
+        return {(m.name, tuple(sorted(x.labels.items())), x.value) for m in registry.collect() for x in m.samples
+                if m.name.startswith("zonesim_result")}
+
+    entries = [entry(seed=s, alias_violations=s) for s in range(4)]
     listener.start(4, 0)
-    listener.update([entry(seed=s, alias_violations=s) for s in range(4)])
-    shown = {(m.name, tuple(sorted(x.labels.items())), x.value) for m in registry.collect() for x in m.samples
-             if m.name.startswith("zonesim_result")}
-    listener.finish(None)
+    listener.update(entries[:2])
+    assert shown()  # a scrape mid-sweep: the cell of two entries
+    listener.update(entries[2:])
+    listener.finish(None)  # no scrape since the last two: settle aggregates them before letting go
     assert exporter.results._sweeps["s7"].entries == {}
-    assert {(m.name, tuple(sorted(x.labels.items())), x.value) for m in registry.collect() for x in m.samples
-            if m.name.startswith("zonesim_result")} == shown != set()
+    after = shown()
+    fresh = CollectorRegistry()
+    other = Exporter(fresh).listener("s7")
+    other.start(4, 0)
+    other.update(entries)
+    assert after == {(m.name, tuple(sorted(x.labels.items())), x.value) for m in fresh.collect() for x in m.samples
+                     if m.name.startswith("zonesim_result")}
+    cell = {"sweep": "s7", "machine": "pa8800", "policy": "unmapped", "workload": "io", "cell": "engine=fast"}
+    assert registry.get_sample_value("zonesim_result_simulations", cell) == 4
