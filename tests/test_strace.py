@@ -133,7 +133,8 @@ def facts(path: Path) -> dict[str, object]:
     pids: list[str] = []
     pending: dict[str, str] = {}
     forks = execs = write_pages = 0
-    shared: set[str] = set()  # CLONE_VM children that have not exec'd: threads, vfork children
+    shared: set[str] = set()  # CLONE_VM children: threads, vfork children
+    exec_ed: set[str] = set()  # pids with a successful execve: a shared child that execs has its own mm
     offsets: Counter[tuple[str, str]] = Counter()
     for raw in path.read_text(errors="replace").splitlines():
         pid, rest = LINE.match(raw).groups()
@@ -157,13 +158,13 @@ def facts(path: Path) -> dict[str, object]:
                 shared.add(ret.split()[0])
         if name == "execve" and ret.startswith("0"):
             execs += 1
-            shared.discard(pid)
+            exec_ed.add(pid)  # (a vfork child's execve can be logged before its parent's clone returns)
         if name == "write" and not ret.startswith("-"):
             fd, n = text[6:text.index(",")], int(ret.split()[0])
             off = offsets[pid, fd]
             write_pages += ((off + n - 1) >> 12) - (off >> 12) + 1 if n else 0
             offsets[pid, fd] = off + n
-    return {"calls": calls, "pids": pids, "forks": forks, "execs": execs, "mms": len(pids) - len(shared),
+    return {"calls": calls, "pids": pids, "forks": forks, "execs": execs, "mms": len(pids) - len(shared - exec_ed),
             "write_pages": write_pages}
 
 
