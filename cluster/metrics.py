@@ -161,7 +161,8 @@ class SweepResults:
 
 class _SweepCells:
     """One sweep's ok entries, the first of each config key, by cell; and each cell as last aggregated.
-    Entries only ever join a cell, so a cell aggregated from fewer entries than it has is stale."""
+    Entries only ever join a cell, so a cell aggregated from fewer entries than it has is stale.
+    A settled sweep has no entries left, only its keys and its cells."""
 
     def __init__(self) -> None:
         self.keys: set[str] = set()

@@ -44,8 +44,8 @@ class Coordinator:
         # One endpoint for the service's whole life, every sweep in it. A finished sweep's results
         # are not forgotten: its gauges are what Grafana shows of it once it has ended (between
         # scrapes there is no knowing whether the last value was seen). They go when the sweep runs
-        # again (its listener's start) or the service restarts; so the exporter holds the
-        # ok entries of the sweeps run since the service started, one per config key.
+        # again (its listener's start) or the service restarts. A running sweep's ok entries are
+        # held, one per config key; a finished one keeps its cells only (SweepResults.settle).
         if metrics is not None:
             from cluster.metrics import Exporter
 

@@ -32,15 +32,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _processes():
+    """(pid, parent pid, state, command line) of every process this machine runs, from /proc
+    (one that exits while it is read is left out)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        yield int(entry), int(ppid), state, cmdline
+
+
 def pids_titled(title: bytes) -> list[int]:
     """Pids of the processes whose command line starts with ``title``: Ray titles a worker running
     a task ``ray::FUNCTION`` and an actor's process ``ray::CLASS``."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if f.read().startswith(title):
-                    pids.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return pids
+    return [pid for pid, _, _, cmdline in _processes() if cmdline.startswith(title)]
+
+
+def children(parent: int) -> dict[int, str]:
+    """The live (not zombie) processes whose parent is ``parent``, with their command lines."""
+    return {pid: cmdline.replace(b"\0", b" ").decode() for pid, ppid, state, cmdline in _processes()
+            if ppid == parent and state != "Z"}

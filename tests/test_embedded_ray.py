@@ -10,7 +10,7 @@ import os
 
 import pytest
 import ray
-from conftest import run_cli
+from conftest import children, run_cli
 from test_driver import configs, store
 
 from cluster.driver import run_sweep
@@ -86,36 +86,21 @@ def test_the_cli_says_where_a_sweep_ran_and_the_records_do_not_depend_on_it(tmp_
     assert bad.returncode == 2 and "--ray-start" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def _children(pid: int) -> dict[int, str]:
-    """This machine's processes whose parent is ``pid``, with their command lines (from /proc)."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if entry.isdigit() and int(fields[1]) == pid and fields[0] != "Z":
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    out[int(entry)] = f.read().replace(b"\0", b" ").decode()
-        except (OSError, IndexError, ValueError):
-            continue
-    return out
-
-
 def test_an_embedded_ray_works_at_the_drivers_priority_and_close_stops_what_it_started() -> None:
     """Workers at nice 0, as the driver that runs tasks beside them; the autoscaler monitor is
     gone once ``_stop_autoscaler_monitor`` returns, with the rest of the instance still up (so
     shutdown need not wait out its SIGTERM); and every process the instance started is gone once
     ``close`` returns."""
-    before = _children(os.getpid())
+    before = children(os.getpid())
     executor = RayExecutor(num_cpus=1)
     try:
         assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == 0  # a lambda: pickled by value
-        started = {pid: cmd for pid, cmd in _children(os.getpid()).items() if pid not in before}
+        started = {pid: cmd for pid, cmd in children(os.getpid()).items() if pid not in before}
         monitors = {pid for pid, cmd in started.items() if "monitor.py" in cmd and "log_monitor" not in cmd}
         assert monitors, started
         _stop_autoscaler_monitor(ray)
-        left = _children(os.getpid())
+        left = children(os.getpid())
         assert not monitors & set(left) and set(started) - monitors <= set(left)
     finally:
         executor.close()
-    assert not set(started) & set(_children(os.getpid())), "still running after close"
+    assert not set(started) & set(children(os.getpid())), "still running after close"
