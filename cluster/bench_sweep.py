@@ -9,8 +9,10 @@ does not start Ray for them), through the driver on a fresh Ray started at once
 (``--ray-start now``), and through a Pool. Every parallel side is timed the same way, end to end
 from nothing: a clock starts before Ray is started as the Pool's starts before it spawns its
 workers, and stops when Ray is shut down as the Pool's when its workers have exited. Ray's
-start-up (``ray.init`` and a warm-up sweep) is reported apart, and so is the driver's time on a
-Ray already up (workers started and imports done).
+start-up (``ray.init`` and a warm-up sweep) is reported apart, and so is each side's time on
+workers already up (started, imports done, by a warm-up sweep of tiny simulations): the driver on a
+Ray, and ``Pool.map``, for both lists. The two ratios say apart what Ray costs once (its daemons
+starting beside the work) and what it costs per task.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class SweepBench:
     ray_ran_here: int  # simulations the driver ran itself while Ray started
     ray_down_s: float  # seconds EmbeddedRay's close took to shut Ray down (nan: never started)
     ray_startup_s: float  # a fresh Ray's ray.init and warm-up sweep, from the tiny forced run
+    ray_warm_s: float  # the same simulations through the driver on a Ray already up
+    pool_warm_s: float  # and through a Pool already up
+    warm_ray_vs_pool: float  # ray_warm / pool_warm: what Ray costs per task, its start-up aside
     tiny_sims: int
     tiny_serial_s: float
     tiny_driver_s: float  # end to end through the driver on EmbeddedRay
@@ -112,11 +117,26 @@ def _embedded(configs: list[dict], cpus: int) -> tuple[float, EmbeddedRay]:
     return time.perf_counter() - start, executor
 
 
+def _pool_map(pool, configs: list[dict]) -> float:
+    start = time.perf_counter()
+    assert all(e["status"] == "ok" for e in pool.map(run_one, configs, chunksize=1))
+    return time.perf_counter() - start
+
+
 def _pool(configs: list[dict], cpus: int) -> float:
+    """End to end on a fresh Pool, from spawning its workers until they have exited."""
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(cpus) as pool:
-        assert all(e["status"] == "ok" for e in pool.map(run_one, configs, chunksize=1))
+        _pool_map(pool, configs)
     return time.perf_counter() - start
+
+
+def _pool_warm(configs: list[dict], cpus: int) -> float:
+    """The configs alone on a Pool already up: workers spawned and warmed by the same tiny sweep
+    that ``_ray`` warms Ray's with."""
+    with multiprocessing.get_context("spawn").Pool(cpus) as pool:
+        _pool_map(pool, _configs(TINY_SIM, 4 * cpus))
+        return _pool_map(pool, configs)
 
 
 def bench_sweep(sims: int = 64, tiny: int = 2000, cpus: int | None = None) -> SweepBench:
@@ -126,15 +146,19 @@ def bench_sweep(sims: int = 64, tiny: int = 2000, cpus: int | None = None) -> Sw
     tiny_serial = _serial(small)
     ray_s, embedded = _embedded(big, cpus)
     pool_s = _pool(big, cpus)
+    ray_warm = _ray(big, cpus)[2]
+    pool_warm = _pool_warm(big, cpus)
     tiny_driver, tiny_embedded = _embedded(small, cpus)
     tiny_ray, startup, tiny_warm = _ray(small, cpus)
     tiny_pool = _pool(small, cpus)
     overhead = (tiny_warm * cpus - tiny_serial) / tiny * 1000
     up = embedded.up_at if embedded.up_at is not None else float("nan")
     down = embedded.down_s if embedded.down_s is not None else float("nan")
-    return SweepBench(cpus, sims, serial, ray_s, pool_s, serial / ray_s, ray_s / pool_s, up, embedded.ran_here, down,
-                      startup, tiny, tiny_serial, tiny_driver, tiny_embedded.started_at is not None, tiny_ray,
-                      tiny_warm, tiny_pool, tiny_driver / tiny_pool, tiny_ray / tiny_pool, overhead)
+    return SweepBench(
+        cpus, sims, serial, ray_s, pool_s, serial / ray_s, ray_s / pool_s, up, embedded.ran_here, down, startup,
+        ray_warm, pool_warm, ray_warm / pool_warm,
+        tiny, tiny_serial, tiny_driver, tiny_embedded.started_at is not None, tiny_ray, tiny_warm, tiny_pool,
+        tiny_driver / tiny_pool, tiny_ray / tiny_pool, overhead)
 
 
 def format_sweep_bench(b: SweepBench) -> str:
@@ -148,6 +172,8 @@ def format_sweep_bench(b: SweepBench) -> str:
         f"(>= 1.8: {ok[b.speedup >= 1.8]})",
         f"  multiprocessing     {b.pool_s:8.2f} s   end to end; Ray / Pool {b.ray_vs_pool:.3f} "
         f"(<= 1.05: {ok[b.ray_vs_pool <= 1.05]})",
+        f"  on workers already up   driver on Ray {b.ray_warm_s:.2f} s, Pool {b.pool_warm_s:.2f} s: Ray / Pool "
+        f"{b.warm_ray_vs_pool:.3f} (Ray's start-up aside)",
         f"tiny: {b.tiny_sims} simulations, serial {b.tiny_serial_s:.2f} s; Pool {b.tiny_pool_s:.2f} s end to end",
         f"  driver as zonesim sweep runs it {b.tiny_driver_s:.2f} s end to end ({started}): driver / Pool "
         f"{b.tiny_driver_vs_pool:.2f} (<= 1.5: {ok[b.tiny_driver_vs_pool <= 1.5]})",
