@@ -7,8 +7,10 @@ tasks in the driver's own process, one per ``wait``, and starts Ray in a backgro
 when its estimate of the work left (``backlog``: the simulations left, times the seconds per
 simulation it has seen) passes ``start_after_s``.
 From then on the driver keeps working in-process while Ray starts, and once Ray is up every task
-not yet run goes to its workers. The records are the same wherever a task runs (a simulation is a
-pure function of its config); ``ran_here`` and ``ran_on_ray`` count where they did.
+not yet run goes to its workers: sent by the thread that started Ray the moment it is up, not when
+the driver's simulation in hand ends, so the workers start (and pay their imports) meanwhile. The
+records are the same wherever a task runs (a simulation is a pure function of its config);
+``ran_here`` and ``ran_on_ray`` count where they did.
 
 The break-even: with Ray taking S to start and D to stop on ``slots`` CPUs, work W (serial
 seconds) finishes in about W alone, or in S + (W - S) / slots + D with Ray started now. On two
@@ -57,6 +59,8 @@ class EmbeddedRay:
         self._ray: RayExecutor | None = None
         self._failed: BaseException | None = None
         self._up, self._closing = threading.Event(), threading.Event()
+        # (held by both threads over _here, _remote and _by_ref: the starting thread promotes)
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     # -- Ray in the background ----------------------------------------------------------------------
@@ -80,18 +84,22 @@ class EmbeddedRay:
         # The thread lives until close: Ray's daemons are started with a parent-death signal, which
         # Linux sends when the *thread* that spawned them exits, not the process.
         try:
-            self._ray = RayExecutor(num_cpus=self._num_cpus, progress=self._progress)
-            self.up_at = time.perf_counter() - self._created
+            ray = RayExecutor(num_cpus=self._num_cpus, progress=self._progress)
+            with self._lock:
+                self._ray = ray
+                self.up_at = time.perf_counter() - self._created
+                self._promote()
         except BaseException as err:  # noqa: BLE001 - re-raised in the driver's thread by wait
             self._failed = err
         self._up.set()
         self._closing.wait()
 
     def _promote(self) -> bool:
-        """Once Ray is up, every task not run yet goes to its workers; whether it is up."""
+        """Once Ray is up, every task not run yet goes to its workers; whether it is up. (Called
+        with the lock held.)"""
         if self._failed is not None:
             raise self._failed
-        if self._ray is None or not self._up.is_set():
+        if self._ray is None:
             return False
         for handle, configs in self._here.items():
             self._send(handle, configs)
@@ -106,21 +114,23 @@ class EmbeddedRay:
 
     def submit(self, configs: list[dict[str, object]]) -> int:
         self._next += 1
-        if self._promote():
-            self._send(self._next, configs)
-        else:
-            self._here[self._next] = configs
+        with self._lock:
+            if self._promote():
+                self._send(self._next, configs)
+            else:
+                self._here[self._next] = configs
         return self._next
 
     def wait(self, handles: Sequence[int], timeout: float) -> list[int]:
-        self._promote()
         ready = [h for h in handles if h in self._done]
         if ready:
             return ready
-        waiting = [h for h in handles if h in self._here]
-        if waiting:  # Ray is not up: the driver runs the oldest task itself
+        with self._lock:
+            self._promote()
+            waiting = [h for h in handles if h in self._here]
+            configs = self._here.pop(waiting[0]) if waiting else None
+        if configs is not None:  # Ray is not up: the driver runs the oldest task itself
             handle = waiting[0]
-            configs = self._here.pop(handle)
             start = time.perf_counter()
             self._done[handle] = run_batch(configs, self._sink.report)
             seconds = time.perf_counter() - start
@@ -128,30 +138,34 @@ class EmbeddedRay:
             self._fastest = min(self._fastest, seconds / len(configs))
             self.ran_here += len(configs)
             return [handle]
-        refs = [self._remote[h] for h in handles if h in self._remote]
+        with self._lock:
+            refs = [self._remote[h] for h in handles if h in self._remote]
         return [self._by_ref[ref] for ref in self._ray.wait(refs, timeout)] if refs else []
 
     def result(self, handle: int) -> list[dict[str, object]]:
         if handle in self._done:
             return self._done.pop(handle)
-        ref = self._remote.pop(handle)
-        del self._by_ref[ref]
+        with self._lock:
+            ref = self._remote.pop(handle)
+            del self._by_ref[ref]
         entries = self._ray.result(ref)
         self.ran_on_ray += len(entries)
         return entries
 
     def cancel(self, handle: int) -> None:
-        self._here.pop(handle, None)
         self._done.pop(handle, None)
-        if handle in self._remote:
-            ref = self._remote.pop(handle)
-            del self._by_ref[ref]
+        with self._lock:
+            self._here.pop(handle, None)
+            ref = self._remote.pop(handle, None)
+            if ref is not None:
+                del self._by_ref[ref]
+        if ref is not None:
             self._ray.cancel(ref)
 
     def progress(self) -> int:
         """Events simulated since the last call, in this process and by Ray's workers."""
         n = self._sink.take()
-        if self._progress and self._ray is not None and self._up.is_set():
+        if self._progress and self._up.is_set() and self._ray is not None:
             n += self._ray.progress()
         return n
 

@@ -65,6 +65,23 @@ def test_a_sweep_worth_more_starts_ray_and_hands_it_the_rest(tmp_path) -> None:
     assert records(s) == records(local)
 
 
+def test_the_tasks_waiting_go_to_ray_the_moment_it_is_up_not_at_the_drivers_next_call() -> None:
+    """Ray comes up while the driver is busy with a simulation of its own: the tasks waiting are
+    sent then by the thread that started Ray, so they run while the driver makes no call at all."""
+    executor = EmbeddedRay(num_cpus=2, start_after_s=0.0)
+    try:
+        handles = [executor.submit([{**SLOW, "seed": seed}]) for seed in range(3)]
+        executor.backlog(3)  # (0 s of work already passes a 0 s threshold: Ray starts now)
+        assert executor._up.wait(120) and executor._failed is None
+        assert not executor._here and sorted(executor._remote) == handles
+        ray.wait(list(executor._remote.values()), num_returns=3, timeout=120)  # the driver calls nothing
+        assert sorted(executor.wait(handles, timeout=0)) == handles
+        assert all(e["status"] == "ok" for h in handles for e in executor.result(h))
+    finally:
+        executor.close()
+    assert (executor.ran_here, executor.ran_on_ray) == (0, 3)
+
+
 def test_the_cli_says_where_a_sweep_ran_and_the_records_do_not_depend_on_it(tmp_path) -> None:
     spec = tmp_path / "tiny.toml"
     spec.write_text('name = "tiny"\nseeds = 6\n[base]\nmachine = "pa8800"\nworkload = "io"\n'
