@@ -35,7 +35,7 @@ from core.cache_queries import (
     run_index,
     settle,
 )
-from core.vec import run_first, run_last, stable_order
+from core.vec import merge_order, run_first, run_last
 
 # Operation codes. The line operations (W..D) come first: ``typ <= OP_D`` selects them. Whole-cache
 # flushes are not operations here but a separate array of times; LOAD is a line carried in from an
@@ -229,8 +229,9 @@ def play(cache, typ: np.ndarray, pfn: np.ndarray, col: np.ndarray, rel: np.ndarr
     ver = np.concatenate([lver[take], rel[li]])  # (the carried lines' are settled: <= 0)
     dl = np.concatenate([ldirty[take], np.zeros(li.size, dtype=bool)])
     # by line, then time: the carried lines (time 0) come first and the operations are frame-major
-    # in time order, so a stable sort by line alone is enough
-    o = stable_order(g)
+    # in time order, so a stable sort by line alone is enough; and the operations' keys, frame-major,
+    # are nearly sorted already
+    o = merge_order(g)
     g, t, ty, ver, dl = g[o], t[o], ty[o], ver[o], dl[o]
     is_inv = (ty == OP_F) | (ty == OP_P) | (ty == OP_D)
     is_set = (ty == OP_W) | (ty == OP_R) | (ty == LOAD)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.cache import CURRENT, STALE
-from core.vec import run_last, stable_order
+from core.vec import merge_order, run_last
 
 
 class Runs:
@@ -151,7 +151,7 @@ class Versions:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         f = np.concatenate([p[0] for p in parts])
         v = np.concatenate([p[1] for p in parts])
-        o = stable_order(f)
+        o = merge_order(f)  # (each part is sorted by frame)
         return last_per_key(f[o], v[o])
 
 

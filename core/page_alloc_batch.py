@@ -362,9 +362,8 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
     mm.page_order[pfn[held]] = 0
     pages = r.pages
     signed = np.where(is_alloc, -pages, pages)
-    by_zone = np.bincount(zone_of + 1, weights=signed, minlength=len(mm.zones) + 1)  # (-1: no zone)
-    for zone in mm.zones:
-        zone.free_pages += int(by_zone[zone.index + 1])
+    for zone in mm.zones:  # (a dot per zone: twice as fast as a weighted bincount, which goes through floats)
+        zone.free_pages += int(np.dot(signed, zone_of == zone.index))
     mfree = ~is_alloc & ~noop & mapped
     # (count_nonzero, not sum: summing booleans widens them first, several times the cost)
     c.allocs += int(np.count_nonzero(is_alloc))

@@ -78,10 +78,13 @@ class Timeline:
         return self._cols.order[self.pos[i]]
 
     def block_order(self, i: np.ndarray) -> np.ndarray:
-        """The order of the block allocated or freed by the alloc and free events ``i``, in time
-        order: each found among the allocs and frees (``cols.src``, ascending) by a binary search
-        of rising keys, where a per-position table costs a scatter of them all."""
-        return self._out.order[np.searchsorted(self._cols.src, self.pos[i])]
+        """The order of the block allocated or freed by the alloc and free events ``i``: read
+        through a per-position table of the allocs' and frees' orders. (The colour pool asks for
+        about half of them; a scatter of them all and a gather cost a quarter of the binary
+        searches among them that they replace.)"""
+        table = np.empty(self._cols.n, dtype=self._out.order.dtype)
+        table[self._cols.src] = self._out.order
+        return table[self.pos[i]]
 
     def in_time(self, mark: np.ndarray) -> np.ndarray:
         """The indices of the marked events, in time order: a sort of the few marked ones (the

@@ -35,6 +35,14 @@ def stable_order(key: np.ndarray) -> np.ndarray:
     return k
 
 
+def merge_order(key: np.ndarray) -> np.ndarray:
+    """stable_order of a key that is a few sorted runs laid end to end (or nearly sorted): numpy's
+    stable argsort of 32- and 64-bit integers is a timsort, which finds the runs and merges them
+    in about one pass, where the sort of packed values in stable_order sorts from scratch (three
+    to four times slower on the cache pass's keys)."""
+    return np.argsort(key, kind="stable")
+
+
 def run_first(key: np.ndarray) -> np.ndarray:
     """Indices of the first element of each run of equal values in ``key`` (grouped into runs)."""
     return np.flatnonzero(np.append(True, key[1:] != key[:-1])) if key.size else np.zeros(0, dtype=np.int64)
