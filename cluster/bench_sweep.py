@@ -72,6 +72,12 @@ def _configs(template: dict, n: int) -> list[dict]:
     return [{**template, "seed": seed} for seed in range(n)]
 
 
+def _warm_up(cpus: int) -> list[dict]:
+    """The tiny sweep that starts a side's workers and pays their imports before a timed run: four
+    simulations per CPU, the same for Ray and the Pool so that their warm times compare."""
+    return _configs(TINY_SIM, 4 * cpus)
+
+
 def _serial(configs: list[dict]) -> float:
     start = time.perf_counter()
     for c in configs:
@@ -97,7 +103,7 @@ def _ray(configs: list[dict], cpus: int) -> tuple[float, float, float]:
     start = time.perf_counter()
     executor = RayExecutor(num_cpus=cpus)
     try:
-        _through_driver(_configs(TINY_SIM, 4 * cpus), executor)
+        _through_driver(_warm_up(cpus), executor)
         up = time.perf_counter() - start
         sweep = _through_driver(configs, executor)
     finally:
@@ -135,7 +141,7 @@ def _pool_warm(configs: list[dict], cpus: int) -> float:
     """The configs alone on a Pool already up: workers spawned and warmed by the same tiny sweep
     that ``_ray`` warms Ray's with."""
     with multiprocessing.get_context("spawn").Pool(cpus) as pool:
-        _pool_map(pool, _configs(TINY_SIM, 4 * cpus))
+        _pool_map(pool, _warm_up(cpus))
         return _pool_map(pool, configs)
 
 
