@@ -98,8 +98,8 @@ def _through_driver(configs: list[dict], executor) -> float:
 
 def _ray(configs: list[dict], cpus: int) -> tuple[float, float, float]:
     """End to end on a fresh embedded Ray: (total seconds, of which start-up, the sweep alone).
-    Start-up is ray.init and a warm-up sweep of 4 tiny simulations per CPU (workers up, imports
-    done), which a first real sweep would otherwise pay inside its own time."""
+    Start-up is ray.init and the ``_warm_up`` sweep (workers up, imports done), which a first real
+    sweep would otherwise pay inside its own time."""
     start = time.perf_counter()
     executor = RayExecutor(num_cpus=cpus)
     try:
