@@ -29,6 +29,38 @@ def records(s) -> dict[str, dict]:
     return {e["key"]: e["record"] for e in s.entries() if e["status"] == "ok"}
 
 
+def seen(here_s: float, fastest: float, latest: float, start_after_s: float = 8.0) -> EmbeddedRay:
+    """An EmbeddedRay (never started) whose driver has run ``here_s`` seconds of simulations (at
+    least one per slot), the fastest at ``fastest`` seconds each and the latest task at ``latest``."""
+    executor = EmbeddedRay(num_cpus=2, start_after_s=start_after_s)
+    executor._here_s, executor._fastest, executor._latest = here_s, fastest, latest
+    executor.ran_here = max(2, int(here_s / fastest))
+    return executor
+
+
+def test_ray_is_not_started_on_the_first_few_readings_of_tiny_simulations() -> None:
+    """Two tiny simulations read at twice their cost (10 s for 2,000 of them) are no estimate;
+    half a second of them, at their real cost (4.8 s), is, and does not pass the threshold."""
+    assert not seen(0.01, 0.005, 0.005).worth_starting(2000)
+    assert not seen(0.6, 0.0024, 0.0025).worth_starting(2000)
+    assert seen(0.6, 0.0024, 0.0025).worth_starting(4000)  # 9.6 s left
+
+
+def test_ray_starts_once_the_work_left_passes_the_threshold() -> None:
+    assert seen(1.0, 1.0, 1.0).worth_starting(63)
+    assert not seen(1.0, 1.0, 1.0).worth_starting(7)
+    assert seen(0.0, float("inf"), float("inf"), start_after_s=0.0).worth_starting(1)
+    assert not seen(60.0, 1.0, 1.0, start_after_s=float("inf")).worth_starting(10**6)
+
+
+def test_after_the_threshold_the_latest_rate_counts_but_only_for_work_still_worth_it() -> None:
+    """Later configs far costlier than the first start Ray once the driver has worked the
+    threshold; a sweep near its end, with less than that left at the latest rate, does not."""
+    assert seen(8.5, 0.002, 0.5).worth_starting(100)  # 50 s left at the latest rate
+    assert not seen(7.5, 0.002, 0.5).worth_starting(100)  # (the driver has not worked 8 s yet)
+    assert not seen(8.5, 0.0024, 0.003).worth_starting(300)  # 0.9 s left
+
+
 def test_a_sweep_worth_less_than_rays_start_up_runs_in_the_driver(tmp_path) -> None:
     executor = EmbeddedRay(num_cpus=2)
     s = store(tmp_path)
