@@ -5,11 +5,11 @@ of a shared machine: serially in this process, through the driver on the embedde
 ``zonesim sweep`` uses (``EmbeddedRay``: started when the work is worth it, the driver working
 meanwhile), and through a plain ``multiprocessing.Pool`` (the baseline that any distributed layer
 must not lose to on one box). Then many tiny simulations, serially, through the same driver (which
-does not start Ray for them), through the driver on a fresh Ray started at once
-(``--ray-start now``), and through a Pool. Every parallel side is timed the same way, end to end
-from nothing: a clock starts before Ray is started as the Pool's starts before it spawns its
-workers, and stops when Ray is shut down as the Pool's when its workers have exited. Ray's
-start-up (``ray.init`` and a warm-up sweep) is reported apart, and so is each side's time on
+does not start Ray for them, but shares them out with helper processes), through the driver on a
+fresh Ray started at once (``--ray-start now``), and through a Pool. Every parallel side is timed
+the same way, end to end from nothing: a clock starts before Ray is started as the Pool's starts
+before it spawns its workers, and stops when Ray is shut down as the Pool's when its workers have
+exited. Ray's start-up (``ray.init`` and a warm-up sweep) is reported apart, and so is each side's time on
 workers already up (started, imports done, by a warm-up sweep of tiny simulations): the driver on a
 Ray, and ``Pool.map``, for both lists. The two ratios say apart what Ray costs once (its daemons
 starting beside the work) and what it costs per task.
@@ -57,6 +57,7 @@ class SweepBench:
     tiny_serial_s: float
     tiny_driver_s: float  # end to end through the driver on EmbeddedRay
     tiny_driver_started_ray: bool
+    tiny_driver_beside: int  # of which its helper processes ran (the driver the rest, or Ray)
     tiny_ray_s: float  # end to end: a fresh Ray started at once, every simulation on its workers
     tiny_ray_warm_s: float  # the same sweep on a Ray already up
     tiny_pool_s: float  # end to end: a fresh Pool
@@ -163,13 +164,15 @@ def bench_sweep(sims: int = 64, tiny: int = 2000, cpus: int | None = None) -> Sw
     return SweepBench(
         cpus, sims, serial, ray_s, pool_s, serial / ray_s, ray_s / pool_s, up, embedded.ran_here, down, startup,
         ray_warm, pool_warm, ray_warm / pool_warm,
-        tiny, tiny_serial, tiny_driver, tiny_embedded.started_at is not None, tiny_ray, tiny_warm, tiny_pool,
+        tiny, tiny_serial, tiny_driver, tiny_embedded.started_at is not None, tiny_embedded.ran_beside,
+        tiny_ray, tiny_warm, tiny_pool,
         tiny_driver / tiny_pool, tiny_ray / tiny_pool, overhead)
 
 
 def format_sweep_bench(b: SweepBench) -> str:
     ok = {True: "yes", False: "NO"}
     started = "started Ray" if b.tiny_driver_started_ray else "Ray not started"
+    started += f"; {b.tiny_driver_beside} in a helper process"
     return "\n".join([
         f"sweep: {b.sims} simulations of about a second each on {b.cpus} CPUs, one invocation",
         f"  serial in-process   {b.serial_s:8.2f} s",

@@ -6,31 +6,109 @@ than a sweep of a thousand tiny simulations costs in all. So ``EmbeddedRay`` beg
 tasks in the driver's own process, one per ``wait``, and starts Ray in a background thread only
 when its estimate of the work left (``backlog``: the simulations left, times the seconds per
 simulation it has seen) passes ``start_after_s``.
-From then on the driver keeps working in-process while Ray starts, and once Ray is up every task
+Below that, once the work left passes ``HELPERS_AFTER_S``, the other CPUs are not left idle: a
+spawned helper process per CPU beyond the driver's takes the newest tasks waiting, the driver the
+oldest (a spawn costs a tenth of Ray's start-up).
+Once Ray is asked for, the helpers take nothing new and the driver keeps working in-process while
+Ray starts; once Ray is up every task
 not yet run goes to its workers: sent by the thread that started Ray the moment it is up, not when
 the driver's simulation in hand ends, so the workers start (and pay their imports) meanwhile. The
 records are the same wherever a task runs (a simulation is a pure function of its config);
-``ran_here`` and ``ran_on_ray`` count where they did.
+``ran_here``, ``ran_beside`` and ``ran_on_ray`` count where they did.
 
-The break-even: with Ray taking S to start and D to stop on ``slots`` CPUs, work W (serial
-seconds) finishes in about W alone, or in S + (W - S) / slots + D with Ray started now. On two
-CPUs with S = 4 and D = 0.3 that is W > 2 (S / 2 + D), about 4.6 s; but while Ray starts, the
-thread starting it takes the driver's GIL (importing Ray, launching its processes), and the
-driver's own simulations ran 1-1.6 s slower over those seconds (measured here): ``START_AFTER_S``
-is 8.
+Why 8 s: Ray is how zonesim runs a sweep (its workers report events as they go, and the code path
+is the one a cluster takes); the helpers only spare a short sweep Ray's start-up. With Ray taking S
+to start and D to stop on ``slots`` CPUs, work W (serial seconds) takes about W / slots on the
+driver and its helpers, or S + (W - S) / slots + D once Ray is started: on one node Ray never wins
+on time, and costs about S (1 - 1 / slots) + D, 2.3 s on two CPUs with S = 4 and D = 0.3, plus its
+daemons' CPU (measured: 1.17x a Pool end to end over 64 one-second simulations). Work worth less
+than ``START_AFTER_S`` = 8 s finishes on two CPUs in under 4 s, before a Ray asked for at its
+start would be up.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent import futures
+from concurrent.futures.process import BrokenProcessPool
 
-from cluster.executor import ProgressSink, RayExecutor
+from cluster.executor import ProgressSink, RayExecutor, WorkerDied
 from cluster.worker import run_batch
 
 START_AFTER_S = 8.0
+HELPERS_AFTER_S = 1.0
+
+
+class _Helpers:
+    """``n`` spawned worker processes beside the driver, for work worth a spawn but not Ray's
+    start-up: a helper costs about 0.4 core-seconds to spawn and import zonesim, on a CPU the
+    driver leaves idle, against Ray's 5 core-seconds over 3-4.5 s. Spawned, not forked: the driver
+    may hold Ray's threads (so a script that drives one guards its main module, as any spawning
+    program must). Handles are the caller's; ``on_free()`` is called from the pool's thread as
+    each task ends, so that the next goes out without waiting for the driver's turn.
+
+    ``running`` is read by that thread and changed by the caller's: each reader takes a copy
+    first (a dict copied in one C call, under the GIL, cannot change size while it is read)."""
+
+    def __init__(self, n: int, on_free) -> None:
+        self.n, self.on_free = n, on_free
+        self.running: dict[int, futures.Future] = {}
+        self.broken = False  # a helper died: the pool takes no more work
+        self._closed = False  # and after close, neither does a late on_free
+        self._pool: futures.ProcessPoolExecutor | None = None
+
+    def spawned(self) -> bool:
+        return self._pool is not None
+
+    def free(self) -> bool:
+        """Whether a helper is idle (a task counts as ended once it has, before its result is taken)."""
+        busy = sum(not f.done() for f in list(self.running.values()))
+        return not (self.broken or self._closed) and busy < self.n
+
+    def send(self, handle: int, configs: list[dict[str, object]]) -> bool:
+        """Whether the task went out (not if the pool has broken)."""
+        if self._pool is None:
+            self._pool = futures.ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            future = self._pool.submit(run_batch, configs)
+        except BrokenProcessPool:
+            self.broken = True
+            return False
+        self.running[handle] = future
+        future.add_done_callback(lambda _: self.on_free())
+        return True
+
+    def finished(self, handles: Sequence[int], timeout: float = 0.0) -> list[int]:
+        """The handles among ``handles`` whose task has finished, waiting up to ``timeout`` for one."""
+        running = dict(self.running)
+        mine = {h: running[h] for h in handles if h in running}
+        if timeout and mine:
+            futures.wait(mine.values(), timeout, return_when=futures.FIRST_COMPLETED)
+        return [h for h, future in mine.items() if future.done()]
+
+    def result(self, handle: int) -> list[dict[str, object]]:
+        try:
+            return self.running.pop(handle).result()
+        except BrokenProcessPool as err:
+            self.broken = True
+            raise WorkerDied(f"a helper process died: {err}") from None
+
+    def cancel(self, handle: int) -> None:
+        future = self.running.pop(handle, None)
+        if future is not None:
+            future.cancel()  # (a task already running finishes, unheard)
+
+    def close(self) -> None:
+        """Wait for the tasks running (a tiny sweep's are short: helpers start only for one worth
+        less than Ray's start-up) and stop the helpers."""
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 class EmbeddedRay:
@@ -43,7 +121,7 @@ class EmbeddedRay:
                  start_after_s: float = START_AFTER_S) -> None:
         self.slots = num_cpus or os.cpu_count() or 1
         self.start_after_s = start_after_s
-        self.ran_here = self.ran_on_ray = 0
+        self.ran_here = self.ran_beside = self.ran_on_ray = 0  # in the driver, in its helpers, on Ray
         self.started_at: float | None = None  # seconds after creation that Ray was asked for
         self.up_at: float | None = None  # and was up
         self.down_s: float | None = None  # seconds close took to shut it down
@@ -56,18 +134,23 @@ class EmbeddedRay:
         self._next = 0
         self._sink = ProgressSink()  # events simulated in this process, taken with Ray's by progress
         self._here_s = 0.0  # seconds run in this process
-        self._fastest = self._latest = float("inf")  # seconds per simulation: the least seen here, the last task's
+        self._fastest = self._latest = float("inf")  # seconds per simulation: the least seen, the last task's
+        self._left = 0  # simulations not finished, as backlog last heard
+        self._helpers = _Helpers(self.slots - 1, self._refill)
         self._ray: RayExecutor | None = None
         self._failed: BaseException | None = None
         self._up, self._closing = threading.Event(), threading.Event()
-        # (held by both threads over _here, _remote and _by_ref: the starting thread promotes)
-        self._lock = threading.Lock()
+        # (held over _here, _remote and _by_ref by the driver's thread, the one starting Ray, which
+        # promotes, and the helpers' pool thread, which refills; reentrant: a task can end before
+        # send returns, and its refill then runs in the sending thread)
+        self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
 
     # -- Ray in the background ----------------------------------------------------------------------
 
     def backlog(self, sims: int) -> None:
         """Start Ray if the ``sims`` not finished yet are worth it (``worth_starting``)."""
+        self._left = sims
         if self._thread is None and self.worth_starting(sims):
             self.started_at = time.perf_counter() - self._created
             self._thread = threading.Thread(target=self._start_ray, name="zonesim-ray-start", daemon=True)
@@ -136,11 +219,12 @@ class EmbeddedRay:
         return self._next
 
     def wait(self, handles: Sequence[int], timeout: float) -> list[int]:
-        ready = [h for h in handles if h in self._done]
+        ready = [h for h in handles if h in self._done] or self._helpers.finished(handles)
         if ready:
             return ready
         with self._lock:
             self._promote()
+            self._refill()
             waiting = [h for h in handles if h in self._here]
             configs = self._here.pop(waiting[0]) if waiting else None
         if configs is not None:  # Ray is not up: the driver runs the oldest task itself
@@ -149,17 +233,44 @@ class EmbeddedRay:
             self._done[handle] = run_batch(configs, self._sink.report)
             seconds = time.perf_counter() - start
             self._here_s += seconds
-            self._latest = seconds / len(configs)
-            self._fastest = min(self._fastest, self._latest)
+            self._observe(seconds, len(configs))
             self.ran_here += len(configs)
-            return [handle]
+            return [handle, *self._helpers.finished(handles)]
         with self._lock:
             refs = [self._remote[h] for h in handles if h in self._remote]
-        return [self._by_ref[ref] for ref in self._ray.wait(refs, timeout)] if refs else []
+        if not refs:
+            return self._helpers.finished(handles, timeout)
+        # (helpers still running their last tasks beside Ray: look at them again soon)
+        on_ray = self._ray.wait(refs, min(timeout, 0.05) if self._helpers.running else timeout)
+        return [self._by_ref[ref] for ref in on_ray] + self._helpers.finished(handles)
+
+    def _refill(self) -> None:
+        """Send the newest tasks waiting (the driver takes the oldest) to free helpers while Ray is
+        not asked for; the helpers are spawned once the work left, at the fastest rate seen, passes
+        ``HELPERS_AFTER_S``, a spawn's cost twice over. Called by the driver's thread and, as a
+        task ends, the pool's."""
+        with self._lock:
+            worth = self._helpers.spawned() or (self.ran_here > 0 and self._fastest * self._left > HELPERS_AFTER_S)
+            while self._here and self._thread is None and self._helpers.free() and worth:
+                handle = max(self._here)
+                if not self._helpers.send(handle, self._here[handle]):
+                    return
+                del self._here[handle]
+
+    def _observe(self, seconds: float, sims: int) -> None:
+        self._latest = seconds / sims
+        self._fastest = min(self._fastest, self._latest)
 
     def result(self, handle: int) -> list[dict[str, object]]:
         if handle in self._done:
             return self._done.pop(handle)
+        if handle in self._helpers.running:
+            entries = self._helpers.result(handle)
+            self._observe(sum(float(e["seconds"]) for e in entries), len(entries))
+            self.ran_beside += len(entries)
+            # (a helper reports no live progress: its events are told when its task returns)
+            self._sink.report(sum(int(e["record"]["events"]) for e in entries if e["status"] == "ok"))
+            return entries
         with self._lock:
             ref = self._remote.pop(handle)
             del self._by_ref[ref]
@@ -169,6 +280,7 @@ class EmbeddedRay:
 
     def cancel(self, handle: int) -> None:
         self._done.pop(handle, None)
+        self._helpers.cancel(handle)
         with self._lock:
             self._here.pop(handle, None)
             ref = self._remote.pop(handle, None)
@@ -186,7 +298,8 @@ class EmbeddedRay:
 
     def close(self) -> None:
         """Shut Ray down if it was started (waiting for it to be up first: a half-started Ray
-        cannot be stopped cleanly)."""
+        cannot be stopped cleanly), and the helpers if any were spawned."""
+        self._helpers.close()
         if self._thread is None:
             return
         self._up.wait()
@@ -201,9 +314,10 @@ class EmbeddedRay:
 
     def describe(self) -> str:
         """Where the simulations ran, for the sweep's last lines."""
+        beside = f", {self.ran_beside} in its helper processes" if self.ran_beside else ""
         if self.started_at is None:
-            return (f"ray: not started ({self.ran_here} simulations ran in the driver; the work never passed "
+            return (f"ray: not started ({self.ran_here} simulations ran in the driver{beside}; the work never passed "
                     f"{self.start_after_s:g} s, Ray's start-up and shut-down)")
         up = f"up at {self.up_at:.1f} s" if self.up_at is not None else "never came up"
         return (f"ray: embedded, started at {self.started_at:.1f} s, {up}; {self.ran_on_ray} simulations ran on "
-                f"its workers, {self.ran_here} in the driver meanwhile")
+                f"its workers, {self.ran_here} in the driver meanwhile{beside}")
