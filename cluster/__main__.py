@@ -2,5 +2,4 @@
 
 from cluster.cli import main
 
-if __name__ == "__main__":  # (not when a spawned helper process imports this module as __mp_main__)
-    raise SystemExit(main())
+raise SystemExit(main())

@@ -7,8 +7,8 @@ tasks in the driver's own process, one per ``wait``, and starts Ray in a backgro
 when its estimate of the work left (``backlog``: the simulations left, times the seconds per
 simulation it has seen) passes ``start_after_s``.
 Below that, once the work left passes ``HELPERS_AFTER_S``, the other CPUs are not left idle: a
-spawned helper process per CPU beyond the driver's takes the newest tasks waiting, the driver the
-oldest (a spawn costs a tenth of Ray's start-up).
+spawned helper process per CPU beyond the driver's takes the newest tasks waiting (two at a
+time), the driver the oldest (a spawn costs a tenth of Ray's start-up).
 Once Ray is asked for, the helpers take nothing new and the driver keeps working in-process while
 Ray starts; once Ray is up every task
 not yet run goes to its workers: sent by the thread that started Ray the moment it is up, not when
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from concurrent import futures
 from concurrent.futures.process import BrokenProcessPool
 
 from cluster.executor import ProgressSink, RayExecutor, WorkerDied
-from cluster.worker import run_batch
+from cluster.worker import run_batch, run_batch_counted
 
 START_AFTER_S = 8.0
 HELPERS_AFTER_S = 1.0
@@ -48,49 +49,53 @@ class _Helpers:
     start-up: a helper costs about 0.4 core-seconds to spawn and import zonesim, on a CPU the
     driver leaves idle, against Ray's 5 core-seconds over 3-4.5 s. Spawned, not forked: the driver
     may hold Ray's threads (so a script that drives one guards its main module, as any spawning
-    program must). Handles are the caller's; ``on_free()`` is called from the pool's thread as
-    each task ends, so that the next goes out without waiting for the driver's turn.
+    program must); they ignore SIGINT, which the driver handles for them.
 
-    ``running`` is read by that thread and changed by the caller's: each reader takes a copy
-    first (a dict copied in one C call, under the GIL, cannot change size while it is read)."""
+    Each helper holds up to ``DEPTH`` tasks, one running and one queued behind it in the pool,
+    so that it starts the next the moment one ends rather than at the driver's next turn (polled
+    only then, a helper sat idle up to a task's length and ran a quarter of the work). The
+    driver's thread alone calls these verbs: a done-callback that refilled from the pool's thread
+    would take the pool's own lock twice when it breaks (Python 3.12 fails the futures under it).
+    Handles are the caller's."""
 
-    def __init__(self, n: int, on_free) -> None:
-        self.n, self.on_free = n, on_free
-        self.running: dict[int, futures.Future] = {}
+    DEPTH = 2
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.running: dict[int, futures.Future] = {}  # sent, result not taken yet
         self.broken = False  # a helper died: the pool takes no more work
-        self._closed = False  # and after close, neither does a late on_free
         self._pool: futures.ProcessPoolExecutor | None = None
 
     def spawned(self) -> bool:
         return self._pool is not None
 
     def free(self) -> bool:
-        """Whether a helper is idle (a task counts as ended once it has, before its result is taken)."""
-        busy = sum(not f.done() for f in list(self.running.values()))
-        return not (self.broken or self._closed) and busy < self.n
+        """Whether a helper has room (a task counts as ended once it has, before its result is taken)."""
+        return not self.broken and sum(not f.done() for f in self.running.values()) < self.DEPTH * self.n
 
     def send(self, handle: int, configs: list[dict[str, object]]) -> bool:
         """Whether the task went out (not if the pool has broken)."""
         if self._pool is None:
-            self._pool = futures.ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"))
+            spawn = multiprocessing.get_context("spawn")
+            self._pool = futures.ProcessPoolExecutor(self.n, mp_context=spawn, initializer=signal.signal,
+                                                     initargs=(signal.SIGINT, signal.SIG_IGN))
         try:
-            future = self._pool.submit(run_batch, configs)
+            self.running[handle] = self._pool.submit(run_batch_counted, configs)
         except BrokenProcessPool:
             self.broken = True
             return False
-        self.running[handle] = future
-        future.add_done_callback(lambda _: self.on_free())
         return True
 
     def finished(self, handles: Sequence[int], timeout: float = 0.0) -> list[int]:
         """The handles among ``handles`` whose task has finished, waiting up to ``timeout`` for one."""
-        running = dict(self.running)
-        mine = {h: running[h] for h in handles if h in running}
+        mine = {h: self.running[h] for h in handles if h in self.running}
         if timeout and mine:
             futures.wait(mine.values(), timeout, return_when=futures.FIRST_COMPLETED)
         return [h for h, future in mine.items() if future.done()]
 
-    def result(self, handle: int) -> list[dict[str, object]]:
+    def result(self, handle: int) -> tuple[list[dict[str, object]], int]:
+        """A finished task's entries and the events its simulations ran. A pool that breaks fails
+        every task it holds, the queued ones too: each is charged an attempt it did not run."""
         try:
             return self.running.pop(handle).result()
         except BrokenProcessPool as err:
@@ -103,9 +108,7 @@ class _Helpers:
             future.cancel()  # (a task already running finishes, unheard)
 
     def close(self) -> None:
-        """Wait for the tasks running (a tiny sweep's are short: helpers start only for one worth
-        less than Ray's start-up) and stop the helpers."""
-        self._closed = True
+        """Stop the helpers, once the tasks they hold have run (at most ``DEPTH`` each)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -136,14 +139,12 @@ class EmbeddedRay:
         self._here_s = 0.0  # seconds run in this process
         self._fastest = self._latest = float("inf")  # seconds per simulation: the least seen, the last task's
         self._left = 0  # simulations not finished, as backlog last heard
-        self._helpers = _Helpers(self.slots - 1, self._refill)
+        self._helpers = _Helpers(self.slots - 1)
         self._ray: RayExecutor | None = None
         self._failed: BaseException | None = None
         self._up, self._closing = threading.Event(), threading.Event()
-        # (held over _here, _remote and _by_ref by the driver's thread, the one starting Ray, which
-        # promotes, and the helpers' pool thread, which refills; reentrant: a task can end before
-        # send returns, and its refill then runs in the sending thread)
-        self._lock = threading.RLock()
+        # (held by both threads over _here, _remote and _by_ref: the starting thread promotes)
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     # -- Ray in the background ----------------------------------------------------------------------
@@ -224,16 +225,15 @@ class EmbeddedRay:
             return ready
         with self._lock:
             self._promote()
-            self._refill()
             waiting = [h for h in handles if h in self._here]
-            configs = self._here.pop(waiting[0]) if waiting else None
+            configs = self._here.pop(waiting[0]) if waiting else None  # the driver's: the oldest
+            self._refill()
         if configs is not None:  # Ray is not up: the driver runs the oldest task itself
             handle = waiting[0]
             start = time.perf_counter()
             self._done[handle] = run_batch(configs, self._sink.report)
-            seconds = time.perf_counter() - start
-            self._here_s += seconds
-            self._observe(seconds, len(configs))
+            self._here_s += time.perf_counter() - start
+            self._observe(self._done[handle])
             self.ran_here += len(configs)
             return [handle, *self._helpers.finished(handles)]
         with self._lock:
@@ -245,31 +245,39 @@ class EmbeddedRay:
         return [self._by_ref[ref] for ref in on_ray] + self._helpers.finished(handles)
 
     def _refill(self) -> None:
-        """Send the newest tasks waiting (the driver takes the oldest) to free helpers while Ray is
-        not asked for; the helpers are spawned once the work left, at the fastest rate seen, passes
-        ``HELPERS_AFTER_S``, a spawn's cost twice over. Called by the driver's thread and, as a
-        task ends, the pool's."""
-        with self._lock:
-            worth = self._helpers.spawned() or (self.ran_here > 0 and self._fastest * self._left > HELPERS_AFTER_S)
-            while self._here and self._thread is None and self._helpers.free() and worth:
-                handle = max(self._here)
-                if not self._helpers.send(handle, self._here[handle]):
-                    return
-                del self._here[handle]
+        """Send the newest tasks waiting to helpers with room, while Ray is not asked for. (Called
+        with the lock held.)"""
+        while self._here and self._thread is None and self._helpers.free() and self.helpers_worth_it():
+            handle = max(self._here)
+            configs = self._here.pop(handle)
+            if not self._helpers.send(handle, configs):
+                self._here[handle] = configs
+                return
 
-    def _observe(self, seconds: float, sims: int) -> None:
-        self._latest = seconds / sims
-        self._fastest = min(self._fastest, self._latest)
+    def helpers_worth_it(self) -> bool:
+        """Whether the helpers are spawned, or worth spawning: the work left, at the fastest rate
+        seen over two simulations at least (the first pays its imports: 83 ms against 21-27 ms for
+        later ones, measured), passes ``HELPERS_AFTER_S``, a spawn's cost twice over."""
+        return self._helpers.spawned() or (self.ran_here >= 2 and self._fastest * self._left > HELPERS_AFTER_S)
+
+    def _observe(self, entries: list[dict[str, object]]) -> None:
+        """The seconds per simulation of a task's ok entries (one that fails at once says nothing
+        of what the others cost)."""
+        ok = [float(e["seconds"]) for e in entries if e["status"] == "ok"]
+        if ok:
+            self._latest = sum(ok) / len(ok)
+            self._fastest = min(self._fastest, self._latest)
 
     def result(self, handle: int) -> list[dict[str, object]]:
         if handle in self._done:
             return self._done.pop(handle)
         if handle in self._helpers.running:
-            entries = self._helpers.result(handle)
-            self._observe(sum(float(e["seconds"]) for e in entries), len(entries))
+            entries, events = self._helpers.result(handle)
+            self._observe(entries)
             self.ran_beside += len(entries)
-            # (a helper reports no live progress: its events are told when its task returns)
-            self._sink.report(sum(int(e["record"]["events"]) for e in entries if e["status"] == "ok"))
+            self._sink.report(events)  # (a helper reports no live progress: its events come with its task)
+            if self._thread is not None and not self._helpers.running:
+                self._helpers.close()  # Ray's from now on
             return entries
         with self._lock:
             ref = self._remote.pop(handle)

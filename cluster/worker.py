@@ -55,3 +55,14 @@ def run_one(config: dict[str, object], sink=None) -> dict[str, object]:
 
 def run_batch(configs: list[dict[str, object]], sink=None) -> list[dict[str, object]]:
     return [run_one(c, sink) for c in configs]
+
+
+def run_batch_counted(configs: list[dict[str, object]]) -> tuple[list[dict[str, object]], int]:
+    """``run_batch`` in a process that cannot report as it goes (a helper beside the driver): the
+    entries and the events their simulations ran, failed ones' included, as a sink would have heard."""
+    seen = [0]
+
+    def count(n: int) -> None:
+        seen[0] += n
+
+    return run_batch(configs, count), seen[0]
