@@ -38,7 +38,7 @@ class Timeline:
 
     def __init__(self, k: Kernel, cols: Columns, event_pfn: np.ndarray, out: AllocResult) -> None:
         vi, colours = k.vi, k.vi.colours
-        self.pos = _frame_major(event_pfn, vi.cache.frames)
+        self.pos = _frame_major(event_pfn)
         self.pfn = pfn = event_pfn[self.pos]
         self.kind = kind = cols.kind[self.pos]
         self._cols, self._out = cols, out
@@ -93,22 +93,15 @@ class Timeline:
         return i[stable_order(self.pos[i])]
 
 
-def _frame_major(event_pfn: np.ndarray, frames: int) -> np.ndarray:
+def _frame_major(event_pfn: np.ndarray) -> np.ndarray:
     """The batch positions of the events with a frame (pfn >= 0), by frame, each frame's in time
-    order: one sort of (pfn << bits) | position over the page events, the position read back from
-    the low bits. (Half the time of sorting the pfns by argument; and a third less than sorting
-    the whole batch with the events with no frame, -1, coming out first: they are a quarter of
-    it, and a sort with them costs more than the selection.)"""
-    n = event_pfn.size
-    bits = max((n - 1).bit_length(), 1)
+    order: a stable argsort of their pfns, which numpy does as a timsort. A batch's pfns come in
+    long ascending runs (the allocator hands out neighbouring frames, and a page's events follow
+    it), which a timsort merges rather than sorts: 24-27 ms per 2 M events where one sort of
+    (pfn << bits) | position took 43-45 (pa8700 and pa8800 stock; 46-53 against 65-67 unmapped).
+    The events with no frame (-1) are selected first: a quarter of some batches."""
     at = np.flatnonzero(event_pfn >= 0)
-    if frames > 1 << (62 - bits):  # (no machine comes near: 2**21 frames on an rp3440)
-        return at[stable_order(event_pfn[at])]
-    key = event_pfn[at] << bits
-    key |= at
-    key.sort()
-    key &= (1 << bits) - 1
-    return key
+    return at[np.argsort(event_pfn[at], kind="stable")]
 
 
 KMAP_PAIR = np.zeros(E.NKINDS, dtype=bool)  # the kinds that move a page's kmap count
