@@ -28,7 +28,7 @@ from core.kernel import H_FAILED, H_FREE, Kernel
 from core.mem_map import PG_mapped
 from core.page_alloc_batch import Outcome, Window, apply_window
 from core.policy import ZONE_HIGHMEM
-from core.vec import run_last, stable_order
+from core.vec import merge_order, run_last
 
 MIN_WINDOW, MAX_WINDOW = 256, 1 << 16
 USES_PFN = E.NEEDS_HANDLE & ~E.IS_ALLOC
@@ -52,7 +52,11 @@ class Columns:
         # allocs and frees by (handle, time): the windows' handle links and the uses' lookups
         self.src_handle = self.handle[self.src]
         self.src_key = self.src_handle * self.n + self.src
-        self.src_by_key = stable_order(self.src_handle)  # (ties in time order: by src_key)
+        # (ties in time order: by src_key). A batch's allocs and frees come in a few hundred to a
+        # thousand ascending runs of handles (one, early on), which numpy's stable argsort, a
+        # timsort, merges: 5 ms per 2 M events where stable_order's sort of packed keys takes 17
+        # (pa8700, pa8800 and x86-pae-64g streams alike)
+        self.src_by_key = merge_order(self.src_handle)
         self.use = np.flatnonzero(USES_PFN[self.kind])  # positions of events that use a page
         self.use_kind, self.use_handle = self.kind[self.use], self.handle[self.use]
 
