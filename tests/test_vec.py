@@ -43,12 +43,11 @@ def test_runs():
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 1000, 70000])
-@pytest.mark.parametrize("frames", [1 << 21, 1 << 60])
-def test_frame_major_orders_page_events_by_frame_then_time(n, frames):
+def test_frame_major_orders_page_events_by_frame_then_time(n):
     from core.parisc_batch import _frame_major
 
     rng = np.random.default_rng(n)
-    pfn = np.where(rng.random(n) < 0.8, rng.integers(0, min(frames, 50 + n // 4), n), -1)
+    pfn = np.where(rng.random(n) < 0.8, rng.integers(0, 50 + n // 4, n), -1)
     at = np.flatnonzero(pfn >= 0)
     assert (_frame_major(pfn) == at[lexsort(pfn[at])]).all()
 
