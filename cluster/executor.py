@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from cluster.worker import run_batch
+from cluster.worker import ProgressSink, run_batch
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, running_only: bool = False) -> bool:
@@ -68,21 +68,6 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
-
-
-class ProgressSink:
-    """Where workers report events simulated (an actor: fire-and-forget calls, summed here until
-    the driver takes them)."""
-
-    def __init__(self) -> None:
-        self.events = 0
-
-    def report(self, n: int) -> None:
-        self.events += n
-
-    def take(self) -> int:
-        n, self.events = self.events, 0
-        return n
 
 
 class _Report:

@@ -35,6 +35,21 @@ class Reporter:
         self.pending, self.last = 0, time.monotonic()
 
 
+class ProgressSink:
+    """Where workers report events simulated (an actor: fire-and-forget calls, summed here until
+    the driver takes them)."""
+
+    def __init__(self) -> None:
+        self.events = 0
+
+    def report(self, n: int) -> None:
+        self.events += n
+
+    def take(self) -> int:
+        n, self.events = self.events, 0
+        return n
+
+
 def run_one(config: dict[str, object], sink=None) -> dict[str, object]:
     """One simulation as a store entry: ``status`` ok with the record, or failed with the error.
     ``sink(n)``, if given, hears about events as they are simulated."""
@@ -60,9 +75,5 @@ def run_batch(configs: list[dict[str, object]], sink=None) -> list[dict[str, obj
 def run_batch_counted(configs: list[dict[str, object]]) -> tuple[list[dict[str, object]], int]:
     """``run_batch`` in a process that cannot report as it goes (a helper beside the driver): the
     entries and the events their simulations ran, failed ones' included, as a sink would have heard."""
-    seen = [0]
-
-    def count(n: int) -> None:
-        seen[0] += n
-
-    return run_batch(configs, count), seen[0]
+    sink = ProgressSink()
+    return run_batch(configs, sink.report), sink.take()

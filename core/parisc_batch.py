@@ -23,7 +23,7 @@ from core.errors import StreamError
 from core.kmap_kernel import ColourPool
 from core.parisc import KMAP_COUNT_MAX, kmap_overflow, tlb_entries
 from core.parisc_cache_batch import issue
-from core.vec import ranges, stable_order
+from core.vec import merge_order, ranges, stable_order
 
 if TYPE_CHECKING:
     from core.fast import AllocResult, Columns
@@ -95,13 +95,13 @@ class Timeline:
 
 def _frame_major(event_pfn: np.ndarray) -> np.ndarray:
     """The batch positions of the events with a frame (pfn >= 0), by frame, each frame's in time
-    order: a stable argsort of their pfns, which numpy does as a timsort. A batch's pfns come in
-    long ascending runs (the allocator hands out neighbouring frames, and a page's events follow
-    it), which a timsort merges rather than sorts: 24-27 ms per 2 M events where one sort of
-    (pfn << bits) | position took 43-45 (pa8700 and pa8800 stock; 46-53 against 65-67 unmapped).
-    The events with no frame (-1) are selected first: a quarter of some batches."""
+    order: ``merge_order`` of their pfns. A batch's pfns come in long ascending runs (the
+    allocator hands out neighbouring frames, and a page's events follow it), which its timsort
+    merges rather than sorts: 24-27 ms per 2 M events where one sort of (pfn << bits) | position
+    took 43-45 (pa8700 and pa8800 stock; 46-53 against 65-67 unmapped). The events with no frame
+    (-1) are selected first: a quarter of some batches."""
     at = np.flatnonzero(event_pfn >= 0)
-    return at[np.argsort(event_pfn[at], kind="stable")]
+    return at[merge_order(event_pfn[at])]
 
 
 KMAP_PAIR = np.zeros(E.NKINDS, dtype=bool)  # the kinds that move a page's kmap count
