@@ -26,9 +26,9 @@ from core.errors import StreamError
 from core.highmem_batch import kmap_ops
 from core.kernel import H_FAILED, H_FREE, Kernel
 from core.mem_map import PG_mapped
-from core.page_alloc_batch import Outcome, Window, apply_window
+from core.page_alloc_batch import HandleRuns, Outcome, Window, apply_window, handle_runs
 from core.policy import ZONE_HIGHMEM
-from core.vec import merge_order, run_last
+from core.vec import merge_order
 
 MIN_WINDOW, MAX_WINDOW = 256, 1 << 16
 USES_PFN = E.NEEDS_HANDLE & ~E.IS_ALLOC
@@ -57,6 +57,7 @@ class Columns:
         # timsort, merges: 5 ms per 2 M events where stable_order's sort of packed keys takes 17
         # (pa8700, pa8800 and x86-pae-64g streams alike)
         self.src_by_key = merge_order(self.src_handle)
+        self.key_runs = handle_runs(self.src_handle[self.src_by_key])  # (the pass's window and the uses' lookups)
         self.use = np.flatnonzero(USES_PFN[self.kind])  # positions of events that use a page
         self.use_kind, self.use_handle = self.kind[self.use], self.handle[self.use]
 
@@ -123,8 +124,10 @@ def alloc_pass(k: Kernel, cols: Columns) -> AllocResult:
     while i < pos.size:
         j = min(i + size, pos.size)
         by_key = cols.src_by_key
-        by_handle = by_key[(by_key >= i) & (by_key < j)] - i if (i, j) != (0, pos.size) else by_key
-        res = apply_window(k, Window(pos[i:j], handle[i:j], order[i:j], gfp[i:j], by_handle))
+        whole = (i, j) == (0, pos.size)
+        by_handle = by_key if whole else by_key[(by_key >= i) & (by_key < j)] - i
+        res = apply_window(k, Window(pos[i:j], handle[i:j], order[i:j], gfp[i:j], by_handle,
+                                     cols.key_runs if whole else None))
         _record_window(k, out, slice(i, i + res.done), gfp[i:i + res.done] > 0, res)
         i += res.done
         if i < j:  # cut: this event goes through the scalar verbs
@@ -152,9 +155,9 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
         # each ends in a sentinel, read at index -1 (no key below the use's): a key below every
         # key, a handle no use has; no clamping of indices and masking of what they read
         keys = np.append(cols.src_key[by_key], np.iinfo(np.int64).min)
-        key_handle = np.append(cols.src_handle[by_key], -1)
+        key_handle = np.append(cols.key_runs.handle, -1)
         use_handle = cols.use_handle
-        j = _last_key_below(k, key_handle, keys, use_handle * n + use, use_handle)
+        j = _last_key_below(k, cols.key_runs, keys, use_handle * n + use, use_handle)
         got = by_key[j]  # (at -1 some other event's: ok is False there)
         ok = key_handle[j] == use_handle
         pfn = np.where(ok, out.pfn[got], start)
@@ -166,19 +169,18 @@ def pages_at_uses(k: Kernel, cols: Columns, start: np.ndarray, start_mapped: np.
     return pfn, has_address
 
 
-def _last_key_below(k: Kernel, key_handle: np.ndarray, keys: np.ndarray, use_key: np.ndarray,
+def _last_key_below(k: Kernel, runs: HandleRuns, keys: np.ndarray, use_key: np.ndarray,
                     use_handle: np.ndarray) -> np.ndarray:
     """For each use, the index of the last of the sorted (handle, time) ``keys`` below its own, or
     -1. A handle has an alloc and a free or two in a batch, so each use starts at its handle's
     last key (found through a per-handle table, not a binary search) and steps back at most twice;
-    the few still short of their key take a binary search. ``keys`` and ``key_handle`` end in
-    sentinels (pages_at_uses), so index -1 reads a key below every use's."""
-    last = run_last(key_handle[:-1])
+    the few still short of their key take a binary search. ``runs`` are the keys' runs of one
+    handle; ``keys`` ends in a sentinel (pages_at_uses), so index -1 reads a key below every use's."""
     # (per call: kept, it would be state). Only the entries read are cleared: a fill of a table
     # the size of the handle space costs more than the rest of the lookup
     table = np.empty(k.handle_pfn.size, dtype=np.int32)
     table[use_handle] = -1
-    table[key_handle[last]] = last
+    table[runs.last_handle] = runs.last
     j = table[use_handle].astype(np.int64)  # -1: the handle has no key in the batch
     for _ in range(2):  # a key above the use's: step back (off the handle's keys is below all its keys)
         j -= keys[j] > use_key

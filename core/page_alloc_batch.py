@@ -26,6 +26,7 @@ at that event; the caller commits the prefix and hands that event to the scalar 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ from core.kernel import H_FAILED, H_FREE, Kernel
 from core.mem_map import PG_alloc, PG_buddy, PG_mapped, PG_pcp
 from core.page_alloc import free_one_page, rmqueue, smallest_block
 from core.page_alloc_route import reflect, route
-from core.vec import stable_order
+from core.vec import run_last, stable_order
 
 
 @dataclass
@@ -47,6 +48,24 @@ class Window:
     order: np.ndarray  # the events' order field (alloc order); apply_window widens it and fills in frees
     gfp: np.ndarray  # intp: the GFP class, 0 for frees
     by_handle: np.ndarray  # the window's events in handle-major, time-minor order
+    # by_handle's runs of one handle (None: apply_window finds them). The fast engine passes the
+    # batch's when the window is the whole batch: found once for the links, the commit and the uses'
+    # lookups, where each gathering the handles in that order costs 1.4 ms per 2 M events
+    runs: HandleRuns | None = None
+
+
+@dataclass
+class HandleRuns:
+    """Events in handle-major, time-minor order, as runs of one handle each."""
+
+    handle: np.ndarray  # each event's handle, in that order
+    last: np.ndarray  # the index (in that order) of each run's last event
+    last_handle: np.ndarray  # each run's handle, ascending
+
+
+def handle_runs(sorted_handle: np.ndarray) -> HandleRuns:
+    last = run_last(sorted_handle)
+    return HandleRuns(sorted_handle, last, sorted_handle[last])
 
 
 @dataclass
@@ -60,13 +79,15 @@ class Outcome:
     order: np.ndarray  # order of the block allocated or freed
 
 
-def _prev_same_handle(handle: np.ndarray, by_handle: np.ndarray) -> np.ndarray:
-    """For each event, the index of the previous event on the same handle, or -1."""
-    prev = np.full(handle.size, -1, dtype=np.int64)
-    h = handle[by_handle]
+def _prev_same_handle(by_handle: np.ndarray, runs: HandleRuns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each event, the index of the previous event on the same handle, or -1; and the events
+    that have one with those previous events (index arrays)."""
+    prev = np.full(by_handle.size, -1, dtype=np.int64)
+    h = runs.handle
     same = np.flatnonzero(h[1:] == h[:-1])
-    prev[by_handle[same + 1]] = by_handle[same]
-    return prev
+    after, before = by_handle[same + 1], by_handle[same]
+    prev[after] = before
+    return prev, after, before
 
 
 def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, int]:
@@ -74,11 +95,11 @@ def _link(k: Kernel, w: Window) -> tuple[np.ndarray, np.ndarray, int]:
     Also returns the first allocation that follows another on the same handle with no free
     between: legal only if the first one failed, which the scalar path decides."""
     is_alloc = w.gfp > 0
-    prev = _prev_same_handle(w.handle, w.by_handle)
+    prev, after, before = _prev_same_handle(w.by_handle, w.runs)
     has_prev = prev >= 0
     table = k.handle_pfn[w.handle]
     prev_alloc = np.zeros_like(has_prev)
-    prev_alloc[has_prev] = is_alloc[prev[has_prev]]
+    prev_alloc[after] = is_alloc[before]  # (index arrays: a mask here follows no pattern)
     bad_alloc = is_alloc & ~has_prev & (table >= 0)
     bad_free = ~is_alloc & ((has_prev & ~prev_alloc) | (~has_prev & (table == H_FREE)))
     if bad_alloc.any() or bad_free.any():
@@ -256,14 +277,14 @@ def _resolve(ptr: np.ndarray, val: np.ndarray) -> None:
         todo = rest
 
 
-def _last_per_handle(handle: np.ndarray, by_handle: np.ndarray, cut: int) -> np.ndarray:
-    """Indices (< cut) of the last event on each handle; ``by_handle`` is the window's
-    handle-major order, which restricted to the prefix is the prefix's."""
-    srt = by_handle[by_handle < cut] if cut < handle.size else by_handle
-    h = handle[srt]
-    last = np.ones(srt.size, dtype=bool)
-    last[:-1] = h[1:] != h[:-1]
-    return srt[last]
+def _last_per_handle(w: Window, cut: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (< cut) of the last event on each handle, and those handles; ``by_handle`` is the
+    window's handle-major order, which restricted to the prefix is the prefix's."""
+    if cut == w.pos.size:
+        return w.by_handle[w.runs.last], w.runs.last_handle
+    keep = w.by_handle < cut
+    runs = handle_runs(w.runs.handle[keep])
+    return w.by_handle[keep][runs.last], runs.last_handle
 
 
 def apply_window(k: Kernel, w: Window) -> Outcome:
@@ -272,6 +293,8 @@ def apply_window(k: Kernel, w: Window) -> Outcome:
     n = w.pos.size
     idx = np.arange(n)
     is_alloc = w.gfp > 0
+    if w.runs is None:
+        w = dataclasses.replace(w, runs=handle_runs(w.handle[w.by_handle]))
     src, table, again = _link(k, w)
     linked = src >= 0
     from_table = ~is_alloc & ~linked
@@ -355,8 +378,8 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
         zone.pcp_top = kept + stack.size
         mm.page_flags[stack] = (mm.page_flags[stack] & (0xFF ^ (PG_alloc | PG_mapped))) | PG_pcp
         mm.page_order[stack] = -1
-    last = _last_per_handle(w.handle, w.by_handle, cut)
-    k.handle_pfn[w.handle[last]] = np.where(is_alloc[last], pfn[last], H_FREE)
+    last, last_handle = _last_per_handle(w, cut)
+    k.handle_pfn[last_handle] = np.where(is_alloc[last], pfn[last], H_FREE)
     held = last[is_alloc[last] & (order[last] == 0) & ~failed[last]]
     mm.page_flags[pfn[held]] |= PG_alloc | np.where(mapped[held], PG_mapped, 0).astype(np.uint8)
     mm.page_order[pfn[held]] = 0
