@@ -366,10 +366,9 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
     r = r.prefix(cut)
     is_alloc, noop, failed, order, pfn = r.is_alloc, r.noop, r.failed, r.order, r.pfn
     mapped, zone_of = r.mapped, r.zone_of
-    zero = ~noop & ~failed & (order == 0)
-    touched = np.compress(zero, pfn)  # (compress, not a mask: the mask follows no pattern)
-    mm.page_flags[touched] &= 0xFF ^ (PG_alloc | PG_pcp | PG_mapped)
-    mm.page_order[touched] = -1
+    # every order-0 page the window moved ends on its zone's hot list or held by a handle (a pop
+    # goes to its handle, whose next event, if any, pushes it again), and both are written whole
+    # below: no pass clears them all first (3 ms per 2 M events)
     for zi, (kept, slots) in finals.items():
         zone = mm.zones[zi]
         stack = -slots - 2
@@ -381,8 +380,10 @@ def _commit(k: Kernel, w: Window, cut: int, r: _Resolved,
     last, last_handle = _last_per_handle(w, cut)
     k.handle_pfn[last_handle] = np.where(is_alloc[last], pfn[last], H_FREE)
     held = last[is_alloc[last] & (order[last] == 0) & ~failed[last]]
-    mm.page_flags[pfn[held]] |= PG_alloc | np.where(mapped[held], PG_mapped, 0).astype(np.uint8)
-    mm.page_order[pfn[held]] = 0
+    got = pfn[held]
+    mm.page_flags[got] = ((mm.page_flags[got] & (0xFF ^ (PG_alloc | PG_pcp | PG_mapped))) | PG_alloc
+                          | np.where(mapped[held], PG_mapped, 0).astype(np.uint8))
+    mm.page_order[got] = 0
     pages = r.pages
     signed = np.where(is_alloc, -pages, pages)
     for zone in mm.zones:  # (a dot per zone: twice as fast as a weighted bincount, which goes through floats)
